@@ -1,0 +1,83 @@
+"""The application factory: the one place that wires settings, backends, event log
+and routes. Nothing runs at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from .config import Settings
+from .errors import ApiError, error_body
+from .eventlog import EventLog, MemoryEventLog
+from .models import ModelRegistry
+from .routes import bp
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+#: Werkzeug's HTTP errors, named as DESIGN.md names them.
+_HTTP_ERROR_TYPES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def create_app(config: Settings | None = None) -> Flask:
+    """Build the WSGI application.
+
+    Args:
+        config: the settings; ``None`` reads them from the environment
+            (:meth:`Settings.from_env`).
+
+    Raises:
+        ConfigError: when the environment holds an invalid setting.
+    """
+    settings = config if config is not None else Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["sse_chat"] = Services(
+        settings=settings,
+        event_log=_make_event_log(settings),
+        models=ModelRegistry(settings),
+    )
+    app.register_blueprint(bp)
+    _register_error_handlers(app, settings)
+    return app
+
+
+def _make_event_log(settings: Settings) -> EventLog:
+    if settings.redis_url:
+        from .eventlog.redis_streams import RedisEventLog
+
+        return RedisEventLog.from_url(settings.redis_url, ttl_s=settings.stream_ttl_s,
+                                      max_events=settings.max_events_per_stream)
+    return MemoryEventLog(ttl_s=settings.stream_ttl_s, max_events=settings.max_events_per_stream)
+
+
+def _register_error_handlers(app: Flask, settings: Settings) -> None:
+    @app.errorhandler(ApiError)
+    def api_error(error: ApiError):
+        return jsonify(error.body()), error.status, dict(error.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        status = error.code or 500
+        message = error.description or error.name
+        if status == 413:
+            message = f"the request body is larger than {settings.max_body_bytes} bytes (SSE_CHAT_MAX_BODY_BYTES)"
+        error_type = _HTTP_ERROR_TYPES.get(status, "http_error")
+        response = jsonify(error_body(error_type, message))
+        response.status_code = status
+        if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        log.exception("unhandled error")
+        return jsonify(error_body("internal_error", "the server failed; try again")), 500

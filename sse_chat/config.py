@@ -1,0 +1,152 @@
+"""Settings, read once from the environment and validated at start-up.
+
+Only the standard library is imported here: ``gunicorn.conf.py`` reads these
+settings in the gunicorn master, before gevent patches anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service. Durations carry their unit in their name.
+
+    Build one with :meth:`from_env`; tests use :meth:`with_overrides`.
+    """
+
+    model: str = "fake"
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    redis_url: str | None = None
+    retry_ms: int = 1000
+    heartbeat_s: float = 15.0
+    abandon_s: float = 30.0
+    stream_ttl_s: float = 600.0
+    fake_delay_ms: int = 20
+    api_keys: frozenset[str] = frozenset()
+    max_body_bytes: int = 1024 * 1024
+    upstream_timeout_s: float = 60.0
+    upstream_max_retries: int = 2
+    max_events_per_stream: int = 100_000
+    bind: str = "127.0.0.1:8000"
+    workers: int = 1
+
+    @property
+    def upstream_configured(self) -> bool:
+        """True when an OpenAI-compatible upstream was named (a key or a base URL)."""
+        return bool(self.openai_api_key or self.openai_base_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read ``SSE_CHAT_*``, ``OPENAI_*`` and ``WEB_CONCURRENCY`` from ``environ``
+        (default ``os.environ``); unset or empty variables keep their defaults.
+
+        Raises:
+            ConfigError: naming the variable, what it holds and what it accepts.
+        """
+        env = os.environ if environ is None else environ
+        read = _Reader(env)
+        defaults = cls()
+        return cls(
+            model=read.text("SSE_CHAT_MODEL", defaults.model),
+            openai_api_key=read.optional("OPENAI_API_KEY"),
+            openai_base_url=read.url("OPENAI_BASE_URL", ("http://", "https://")),
+            redis_url=read.url("SSE_CHAT_REDIS_URL", ("redis://", "rediss://", "unix://")),
+            retry_ms=read.integer("SSE_CHAT_RETRY_MS", defaults.retry_ms, minimum=0, unit="milliseconds"),
+            heartbeat_s=read.seconds("SSE_CHAT_HEARTBEAT_S", defaults.heartbeat_s),
+            abandon_s=read.seconds("SSE_CHAT_ABANDON_S", defaults.abandon_s),
+            stream_ttl_s=read.seconds("SSE_CHAT_STREAM_TTL_S", defaults.stream_ttl_s),
+            fake_delay_ms=read.integer("SSE_CHAT_FAKE_DELAY_MS", defaults.fake_delay_ms, minimum=0, unit="milliseconds"),
+            api_keys=read.key_list("SSE_CHAT_API_KEYS"),
+            max_body_bytes=read.integer("SSE_CHAT_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1, unit="bytes"),
+            upstream_timeout_s=read.seconds("SSE_CHAT_UPSTREAM_TIMEOUT_S", defaults.upstream_timeout_s),
+            upstream_max_retries=read.integer("SSE_CHAT_UPSTREAM_MAX_RETRIES", defaults.upstream_max_retries, minimum=0, unit="retries"),
+            bind=read.text("SSE_CHAT_BIND", defaults.bind),
+            workers=read.integer("WEB_CONCURRENCY", defaults.workers, minimum=1, unit="worker processes"),
+        )
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        """Return a copy with ``changes`` applied (field names as keywords)."""
+        return replace(self, **changes)
+
+    def check_deployment(self) -> None:
+        """Refuse set-ups that would lose streams.
+
+        Raises:
+            ConfigError: for more than one worker without ``SSE_CHAT_REDIS_URL``:
+                each worker would keep its own in-memory event log, so a reconnect
+                landing on another worker could not resume its stream.
+        """
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError(
+                f"WEB_CONCURRENCY={self.workers} asks for {self.workers} gunicorn workers, but "
+                "SSE_CHAT_REDIS_URL is not set: each worker would keep its own in-memory event "
+                "log, so a client reconnecting with Last-Event-ID to another worker could not "
+                "resume its stream. Set SSE_CHAT_REDIS_URL=redis://HOST:PORT/0 to share streams "
+                "through Redis, or run one worker (WEB_CONCURRENCY=1)."
+            )
+
+
+class _Reader:
+    """Reads and validates single variables; every error names the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.optional(name)
+        if value is not None and not value.startswith(schemes):
+            raise ConfigError(
+                f"{name}={value!r} is not a URL starting with {' or '.join(schemes)}; "
+                f"set it to e.g. {schemes[0]}127.0.0.1:PORT or unset it"
+            )
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int, unit: str) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise ConfigError(
+                f"{name}={raw!r} is not a whole number of {unit} >= {minimum}; "
+                f"set it to one, or unset it for the default {default}"
+            )
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value > 0 or value == float("inf"):
+            raise ConfigError(
+                f"{name}={raw!r} is not a number of seconds > 0; "
+                f"set it to one (e.g. {default:g}), or unset it for the default {default:g}"
+            )
+        return value
+
+    def key_list(self, name: str) -> frozenset[str]:
+        raw = self.optional(name) or ""
+        return frozenset(key.strip() for key in raw.split(",") if key.strip())

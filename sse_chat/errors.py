@@ -1,0 +1,47 @@
+"""The service's error values: one shape for HTTP bodies and for ``error`` events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ApiError(Exception):
+    """An error answered before a stream starts, as HTTP ``status`` with the JSON body
+    ``{"error": {"type": type, "message": message}}`` (DESIGN.md, "HTTP API").
+
+    ``headers`` are extra response headers (e.g. ``Retry-After``).
+    """
+
+    status: int
+    type: str
+    message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.type}: {self.message}"
+
+    def body(self) -> dict:
+        """The JSON body: ``{"error": {"type": str, "message": str}}``."""
+        return error_body(self.type, self.message)
+
+
+def error_body(error_type: str, message: str) -> dict:
+    """``{"error": {"type": error_type, "message": message}}``, the body of a JSON
+    error and the data of an ``error`` event."""
+    return {"error": {"type": error_type, "message": message}}
+
+
+def invalid_request(message: str) -> ApiError:
+    """400 ``invalid_request``: the request's JSON, fields or query are wrong."""
+    return ApiError(400, "invalid_request", message)
+
+
+def stream_not_found(message: str) -> ApiError:
+    """404 ``stream_not_found``: unknown, malformed, expired or another caller's id."""
+    return ApiError(404, "stream_not_found", message)
+
+
+def backend_unavailable(message: str) -> ApiError:
+    """503 ``backend_unavailable``: no backend can serve the requested model."""
+    return ApiError(503, "backend_unavailable", message)

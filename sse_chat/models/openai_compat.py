@@ -1,0 +1,138 @@
+"""The ``openai`` backend: any OpenAI-compatible upstream, through the official SDK.
+
+Maps Chat Completions stream chunks (``chat.completion.chunk``) onto deltas:
+``choices[0].delta.content`` → content, ``delta.reasoning_content`` (DeepSeek,
+vLLM, llama.cpp) or ``delta.reasoning`` → reasoning, ``finish_reason`` and the final
+``usage`` chunk (``stream_options={"include_usage": True}``) → the last delta.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+
+from ..chat_request import ChatRequest
+from .base import Delta, UpstreamError, Usage
+
+log = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT_S = 10.0
+_MAX_DETAIL_CHARS = 300
+
+
+class OpenAIChatModel:
+    """Streams from ``client.chat.completions.create(..., stream=True)``.
+
+    Args:
+        client: an ``openai.OpenAI`` client (its timeouts and retries are the
+            caller's choice; see :func:`make_openai_client`).
+        secret: the API key, scrubbed from every error message.
+    """
+
+    def __init__(self, client: openai.OpenAI, secret: str | None = None) -> None:
+        self._client = client
+        self._secret = secret
+
+    def stream(self, request: ChatRequest) -> Iterator[Delta]:
+        stream = self._open(request)
+        try:
+            yield from self._deltas(stream)
+        except UpstreamError:
+            raise
+        except openai.APITimeoutError:
+            raise UpstreamError("upstream_timeout", "the upstream sent nothing for longer than SSE_CHAT_UPSTREAM_TIMEOUT_S allows, so the stream was stopped") from None
+        except openai.APIStatusError as exc:
+            raise _status_error(exc, self._secret) from None
+        except openai.APIConnectionError:
+            raise UpstreamError("upstream_stream_cut", "the upstream closed the connection in the middle of its answer") from None
+        except openai.APIError as exc:
+            raise UpstreamError("upstream_error_event", "the upstream sent an error in its stream: " + _scrub(exc.message, self._secret)) from None
+        except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("malformed upstream chunk: %s", _scrub(str(exc), self._secret))
+            raise UpstreamError("upstream_malformed_chunk", "the upstream sent a chunk that is not a valid chat.completion.chunk (" + _scrub(str(exc), self._secret)[:_MAX_DETAIL_CHARS] + ")") from None
+        finally:
+            stream.close()
+
+    def _open(self, request: ChatRequest) -> Any:
+        options: dict[str, Any] = {}
+        if request.max_tokens is not None:
+            options["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        try:
+            return self._client.chat.completions.create(
+                model=request.model,
+                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                stream=True,
+                stream_options={"include_usage": True},
+                **options,
+            )
+        except openai.APITimeoutError:
+            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from None
+        except openai.APIConnectionError as exc:
+            raise UpstreamError("upstream_unreachable", f"could not connect to the upstream at {self._client.base_url}: {_scrub(str(exc.__cause__ or exc), self._secret)}") from None
+        except openai.APIStatusError as exc:
+            raise _status_error(exc, self._secret) from None
+
+    @staticmethod
+    def _deltas(stream: Any) -> Iterator[Delta]:
+        finish_reason: str | None = None
+        usage: Usage | None = None
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            delta = choice.delta
+            content = (delta.content or "") if delta is not None else ""
+            reasoning = _reasoning(delta)
+            if content or reasoning:
+                yield Delta(content=content, reasoning=reasoning)
+            if choice.finish_reason:
+                finish_reason = choice.finish_reason
+        if finish_reason is None:
+            raise UpstreamError("upstream_stream_cut", "the upstream stream ended before a finish_reason")
+        yield Delta(finish_reason=finish_reason, usage=usage)
+
+
+def make_openai_client(api_key: str | None, base_url: str | None, timeout_s: float, max_retries: int) -> openai.OpenAI:
+    """Build the SDK client. ``timeout_s`` bounds the wait for each read (so a stalled
+    stream ends); ``max_retries`` is the SDK's own retries of failed connects, 429
+    and 5xx, which happen only before the stream starts."""
+    return openai.OpenAI(
+        api_key=api_key or "sse-chat-no-key",
+        base_url=base_url,
+        timeout=openai.Timeout(timeout_s, connect=_CONNECT_TIMEOUT_S),
+        max_retries=max_retries,
+    )
+
+
+def _reasoning(delta: Any) -> str:
+    if delta is None:
+        return ""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(delta, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+_STATUS_TYPES = {401: "upstream_unauthorized", 403: "upstream_unauthorized", 429: "upstream_rate_limited"}
+
+
+def _status_error(exc: openai.APIStatusError, secret: str | None) -> UpstreamError:
+    status = exc.status_code
+    error_type = _STATUS_TYPES.get(status) or ("upstream_server_error" if status >= 500 else "upstream_rejected")
+    detail = _scrub(exc.message, secret)[:_MAX_DETAIL_CHARS]
+    return UpstreamError(error_type, f"the upstream answered HTTP {status}: {detail}")
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return text

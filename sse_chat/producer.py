@@ -1,0 +1,129 @@
+"""The producer: runs a model and appends its answer to the event log as events.
+
+Generation is decoupled from HTTP: a producer runs in its own thread (a greenlet
+under gunicorn's gevent worker) and keeps going while readers come and go, until
+the answer ends, a ``DELETE`` cancels it, or no reader has been attached for
+``abandon_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .chat_request import ChatRequest
+from .errors import error_body
+from .eventlog import EventLog, StreamFull, event_id
+from .models import ChatModel, Delta, UpstreamError
+from .sse import ServerSentEvent, compact_json
+
+log = logging.getLogger(__name__)
+
+#: How often (seconds) the producer looks at cancel requests and readers; looking
+#: per token would cost a round trip per token with a remote log.
+CONTROL_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True)
+class ProducerLimits:
+    """``abandon_s``: seconds without a reader before generation stops."""
+
+    abandon_s: float
+
+
+class _Stop(Exception):
+    def __init__(self, terminal: tuple[str, dict]) -> None:
+        self.terminal = terminal
+
+
+class Producer:
+    """Writes one stream: ``start``, then ``token``/``reasoning`` events, then exactly
+    one terminal event (``done`` or ``error``), ids ``{stream_id}:0``, ``:1``, …
+
+    Call :meth:`run` (blocking) or :meth:`start` (in a new thread/greenlet).
+    """
+
+    def __init__(self, event_log: EventLog, stream_id: str, model: ChatModel, request: ChatRequest,
+                 limits: ProducerLimits, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self._log = event_log
+        self._stream_id = stream_id
+        self._model = model
+        self._request = request
+        self._limits = limits
+        self._clock = clock
+        self._created = int(wall_clock())
+        self._seq = 0
+        self._next_control_check = 0.0
+
+    def start_event(self) -> None:
+        """Append the ``start`` event (seq 0). Called before the response begins, so
+        the first read finds it."""
+        self._append("start", {"stream_id": self._stream_id, "model": self._request.model,
+                               "created": self._created})
+
+    def start(self) -> threading.Thread:
+        """Run :meth:`run` in a daemon thread (a greenlet when gevent has patched threading)."""
+        thread = threading.Thread(target=self.run, name=f"producer-{self._stream_id}", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        """Generate the answer and append every event, ending with one terminal event.
+        Never raises: every failure becomes an ``error`` event."""
+        try:
+            event_type, data = self._generate()
+        except Exception:  # a bug of ours: still end the stream, and say so in the log
+            log.exception("producer of stream %s failed", self._stream_id)
+            event_type, data = "error", error_body("internal_error", "the server failed while generating; try again")
+        try:
+            self._append(event_type, data, terminal=True)
+        except Exception:
+            log.exception("could not write the terminal event of stream %s", self._stream_id)
+
+    def _generate(self) -> tuple[str, dict]:
+        deltas: Iterator[Delta] = self._model.stream(self._request)
+        finish_reason, usage = "stop", None
+        try:
+            for delta in deltas:
+                self._check_control()
+                if delta.reasoning:
+                    self._append("reasoning", {"content": delta.reasoning})
+                if delta.content:
+                    self._append("token", {"content": delta.content})
+                if delta.finish_reason:
+                    finish_reason, usage = delta.finish_reason, delta.usage
+        except _Stop as stop:
+            return stop.terminal
+        except UpstreamError as exc:
+            return "error", error_body(exc.type, exc.message)
+        except StreamFull as exc:
+            return "error", error_body("stream_too_long", f"the answer exceeded the server's bound on events per stream ({exc})")
+        finally:
+            close = getattr(deltas, "close", None)
+            if close is not None:
+                close()
+        return "done", {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
+
+    def _check_control(self) -> None:
+        now = self._clock()
+        if now < self._next_control_check:
+            return
+        self._next_control_check = now + CONTROL_INTERVAL_S
+        self._log.keep_alive(self._stream_id)
+        if self._log.cancel_requested(self._stream_id):
+            raise _Stop(("done", {"finish_reason": "cancelled", "usage": None}))
+        if self._log.unattended_s(self._stream_id) > self._limits.abandon_s:
+            log.info("stream %s abandoned: no reader for %.0f s", self._stream_id, self._limits.abandon_s)
+            raise _Stop(("error", error_body(
+                "stream_abandoned",
+                f"no client was attached for {self._limits.abandon_s:g} s, so generation stopped")))
+
+    def _append(self, event_type: str, data: dict, *, terminal: bool = False) -> None:
+        frame = ServerSentEvent(data=compact_json(data), event=event_type,
+                                id=event_id(self._stream_id, self._seq)).encode()
+        self._log.append(self._stream_id, self._seq, frame, terminal=terminal)
+        self._seq += 1
