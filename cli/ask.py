@@ -1,0 +1,210 @@
+"""``sse-chat ask``: post a prompt, follow the event stream, reconnect with
+``Last-Event-ID`` when the connection drops, write the answer as it arrives."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol, TextIO
+
+import requests
+
+from .eventstream import DispatchedEvent, EventStreamDecoder
+
+
+class ExitCode(IntEnum):
+    """Exit statuses of ``sse-chat ask`` (DESIGN.md, "Command line")."""
+
+    OK = 0
+    FAILED = 1          # an ``error`` event, or an HTTP error answer
+    USAGE = 2
+    UNREACHABLE = 3     # connection failed after all retries
+    INTERRUPTED = 130   # Ctrl-C
+    BROKEN_PIPE = 141   # stdout closed by its reader (128 + SIGPIPE)
+
+
+#: Seconds to wait for a connection, and for the next bytes of a stream (the server
+#: sends a ``: ping`` every 15 s by default, so silence this long means a dead link).
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 90.0
+#: Reconnection waits grow from the server's ``retry:`` up to this (milliseconds).
+MAX_BACKOFF_MS = 30_000
+DEFAULT_RETRY_MS = 1000
+
+_DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+_STREAM_HEADERS = {"Accept": "text/event-stream", "Accept-Encoding": "identity", "Cache-Control": "no-cache"}
+
+
+class Output(Protocol):
+    def raw(self, chunk: bytes) -> None: ...
+    def event(self, event: DispatchedEvent, payload: dict | None) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    """What to ask: the service's ``base_url``, and either a ``body`` for
+    ``POST /v1/chat`` or a ``resume_from`` event id; ``retries`` is how many
+    reconnections in a row may fail before giving up."""
+
+    base_url: str
+    body: dict | None = None
+    resume_from: str | None = None
+    retries: int = 5
+
+
+def backoff_ms(retry_ms: int, failures: int, jitter: float) -> float:
+    """Milliseconds to wait before reconnection attempt ``failures`` (1, 2, …): the
+    server's reconnection time doubled per failure, times ``1 + jitter/2`` (``jitter``
+    in [0, 1)), capped at :data:`MAX_BACKOFF_MS`, never below ``retry_ms``."""
+    grown = retry_ms * 2 ** max(failures - 1, 0) * (1 + jitter / 2)
+    return max(float(retry_ms), min(float(MAX_BACKOFF_MS), grown))
+
+
+class StreamFollower:
+    """Follows one stream across reconnections until its terminal event.
+
+    Args:
+        session: the ``requests`` session to use.
+        output: where events go (:mod:`cli.output`).
+        stderr: for status, warnings and errors.
+        show_reasoning: write ``reasoning`` text to stderr, dimmed.
+    """
+
+    def __init__(self, session: requests.Session, output: Output, stderr: TextIO, *,
+                 show_reasoning: bool = False, sleep: Callable[[float], None] = time.sleep,
+                 jitter: Callable[[], float] = random.random) -> None:
+        self._session = session
+        self._output = output
+        self._stderr = stderr
+        self._show_reasoning = show_reasoning
+        self._sleep = sleep
+        self._jitter = jitter
+        self.stream_id: str | None = None
+        self.last_event_id = ""
+        self._progressed = False
+
+    def run(self, request: AskRequest) -> ExitCode:
+        """Ask and follow; returns the exit status. Raises ``KeyboardInterrupt`` and
+        ``BrokenPipeError`` for the caller to handle (see :meth:`cancel`)."""
+        if request.resume_from:
+            self.last_event_id = request.resume_from
+            self.stream_id = request.resume_from.rpartition(":")[0]
+        retry_ms, failures = DEFAULT_RETRY_MS, 0
+        while True:
+            decoder = EventStreamDecoder(self.last_event_id)
+            self._progressed = False
+            try:
+                outcome = self._attempt(request, decoder)
+                if outcome is not None:
+                    return outcome
+                reason = "the stream ended before its last event"
+            except _DROPPED as exc:
+                reason = _describe(exc)
+            self.last_event_id = decoder.last_event_id or self.last_event_id
+            retry_ms = decoder.reconnection_time_ms or retry_ms
+            failures = 1 if self._progressed else failures + 1
+            if failures > request.retries:
+                return self._give_up(request, reason)
+            wait_ms = backoff_ms(retry_ms, failures, self._jitter())
+            self._stderr.write(f"sse-chat: {reason}; reconnecting in {wait_ms / 1000:.1f} s "
+                               f"(attempt {failures} of {request.retries})\n")
+            self._sleep(wait_ms / 1000)
+
+    def cancel(self, base_url: str) -> bool:
+        """Ask the server to stop the stream (``DELETE /v1/streams/{id}``); True if it agreed."""
+        if not self.stream_id:
+            return False
+        try:
+            response = self._session.delete(f"{base_url}/v1/streams/{self.stream_id}", timeout=5)
+        except requests.RequestException:
+            return False
+        return response.status_code < 300
+
+    def resume_hint(self, base_url: str) -> str:
+        """The command that resumes this stream after the last event received."""
+        return f"sse-chat ask --url {base_url} --resume {self.last_event_id}"
+
+    def _open(self, request: AskRequest) -> requests.Response:
+        timeout = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+        if self.stream_id and self.last_event_id:
+            headers = {**_STREAM_HEADERS, "Last-Event-ID": self.last_event_id}
+            return self._session.get(f"{request.base_url}/v1/streams/{self.stream_id}",
+                                     headers=headers, stream=True, timeout=timeout)
+        return self._session.post(f"{request.base_url}/v1/chat", json=request.body,
+                                  headers=_STREAM_HEADERS, stream=True, timeout=timeout)
+
+    def _attempt(self, request: AskRequest, decoder: EventStreamDecoder) -> ExitCode | None:
+        """One connection: its exit status, or ``None`` when it ended too early."""
+        with self._open(request) as response:
+            if response.status_code == 204:
+                self._output.finish()
+                return ExitCode.OK
+            if response.status_code != 200:
+                self._report_http_error(response)
+                return ExitCode.FAILED
+            for event in decoder.iter_events(self._chunks(response)):
+                self._progressed = True
+                self.last_event_id = decoder.last_event_id
+                outcome = self._dispatch(event)
+                if outcome is not None:
+                    self._output.finish()
+                    return outcome
+        return None
+
+    def _chunks(self, response: requests.Response) -> Iterator[bytes]:
+        # chunk_size=None: each piece as the socket delivers it, not 128-byte reads.
+        for chunk in response.iter_content(chunk_size=None):
+            self._output.raw(chunk)
+            yield chunk
+
+    def _dispatch(self, event: DispatchedEvent) -> ExitCode | None:
+        payload = _json_object(event.data)
+        if event.type == "start" and payload and isinstance(payload.get("stream_id"), str):
+            self.stream_id = payload["stream_id"]
+        self._output.event(event, payload)
+        if event.type == "reasoning" and self._show_reasoning and payload:
+            self._stderr.write(f"\x1b[2m{payload.get('content', '')}\x1b[0m")
+            self._stderr.flush()
+        if event.type == "done":
+            return ExitCode.OK
+        if event.type == "error":
+            error = (payload or {}).get("error") or {}
+            self._stderr.write(f"sse-chat: error ({error.get('type', 'unknown')}): "
+                               f"{error.get('message', event.data)}\n")
+            return ExitCode.FAILED
+        return None
+
+    def _report_http_error(self, response: requests.Response) -> None:
+        error = (_json_object(response.text) or {}).get("error")
+        if isinstance(error, dict):
+            detail = f"{error.get('type', 'error')}: {error.get('message', '')}"
+        else:
+            detail = response.text.strip()[:300] or response.reason
+        self._stderr.write(f"sse-chat: the server answered HTTP {response.status_code} {detail}\n")
+
+    def _give_up(self, request: AskRequest, reason: str) -> ExitCode:
+        self._stderr.write(f"sse-chat: gave up after {request.retries} reconnection attempts: {reason}\n")
+        if self.stream_id and self.last_event_id:
+            self._stderr.write(f"sse-chat: to resume, run: {self.resume_hint(request.base_url)}\n")
+        return ExitCode.UNREACHABLE
+
+
+def _json_object(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, requests.Timeout):
+        return "the server sent nothing for too long"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "the connection was cut in the middle of the stream"
+    return f"could not connect ({type(exc).__name__})"

@@ -1,0 +1,124 @@
+"""The ``sse-chat`` command line. Commands stay thin: they turn options into values
+and hand them to :mod:`cli.ask` and :mod:`cli.serve`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import ExitStack
+
+import click
+
+from .ask import AskRequest, ExitCode, StreamFollower
+from .output import JsonOutput, RawOutput, TextOutput
+from .prompt import EmptyPrompt, build_prompt
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sse-chat")
+def cli() -> None:
+    """Stream chat answers over Server-Sent Events."""
+
+
+@cli.command()
+@click.argument("prompt", nargs=-1)
+@click.option("-u", "--url", envvar="SSE_CHAT_URL", help=f"Service URL [env SSE_CHAT_URL; default {DEFAULT_URL}].")
+@click.option("-m", "--model", help="Model name (the server's SSE_CHAT_MODEL when not given).")
+@click.option("-s", "--system", help="System prompt.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Most tokens to generate.")
+@click.option("--temperature", type=click.FloatRange(0, 2), help="Sampling temperature, 0 to 2.")
+@click.option("--fake", is_flag=True, help="Use the fake model; with no --url, serve it in this process.")
+@click.option("--raw", "mode", flag_value="raw", help="Write the event stream's bytes as received.")
+@click.option("--json", "mode", flag_value="json", help="Write each event as one JSON line.")
+@click.option("--resume", "resume_from", metavar="EVENT_ID", help="Attach to a stream and print what follows EVENT_ID.")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Reconnection attempts after a dropped connection.")
+@click.option("--show-reasoning", is_flag=True, help="Write reasoning text to stderr, dimmed.")
+def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str | None,
+        max_tokens: int | None, temperature: float | None, fake: bool, mode: str | None,
+        resume_from: str | None, retries: int, show_reasoning: bool) -> None:
+    """Ask PROMPT and write the answer to stdout as it streams.
+
+    Words are joined; piped stdin comes first; a lone - reads stdin only.
+    """
+    body = None
+    if not resume_from:
+        try:
+            text = build_prompt(prompt, click.get_text_stream("stdin"))
+        except EmptyPrompt as exc:
+            raise click.UsageError(str(exc)) from None
+        body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature)
+    stdout = click.get_binary_stream("stdout")
+    output = {"raw": RawOutput, "json": JsonOutput}.get(mode or "", None)
+    output = output(stdout) if output else TextOutput(stdout, is_terminal=stdout.isatty())
+    follower = StreamFollower(_session(), output, sys.stderr, show_reasoning=show_reasoning)
+    sys.exit(_run(follower, url, fake, AskRequest("", body, resume_from, retries)))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+def serve(host: str, port: int) -> None:
+    """Run the service under gunicorn with gevent workers (settings from the environment)."""
+    from .serve import exec_gunicorn
+
+    exec_gunicorn(f"{host}:{port}")
+
+
+def _run(follower: StreamFollower, url: str | None, fake: bool, request: AskRequest) -> int:
+    base_url = ""
+    try:
+        with ExitStack() as stack:
+            base_url = (url or (_in_process(stack) if fake else DEFAULT_URL)).rstrip("/")
+            return follower.run(AskRequest(base_url, request.body, request.resume_from, request.retries))
+    except KeyboardInterrupt:
+        cancelled = follower.cancel(base_url)
+        sys.stderr.write("\nsse-chat: interrupted" + ("; the server stopped the stream" if cancelled else "") + "\n")
+        if follower.stream_id and follower.last_event_id:
+            sys.stderr.write(f"sse-chat: to read the rest, run: {follower.resume_hint(base_url)}\n")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return ExitCode.BROKEN_PIPE
+
+
+def _in_process(stack: ExitStack) -> str:
+    from sse_chat.config import ConfigError, Settings
+
+    from .inprocess import serve_fake_model
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    return stack.enter_context(serve_fake_model(settings))
+
+
+def _chat_body(prompt: str, model: str | None, system: str | None, max_tokens: int | None,
+               temperature: float | None) -> dict:
+    body: dict = {"prompt": prompt}
+    for key, value in (("model", model), ("system", system), ("max_tokens", max_tokens),
+                       ("temperature", temperature)):
+        if value is not None:
+            body[key] = value
+    return body
+
+
+def _session():
+    import requests
+
+    return requests.Session()
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away, point stdout at /dev/null so that the
+    interpreter's final flush does not print a second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="sse-chat")

@@ -1,0 +1,75 @@
+"""Where ``sse-chat ask`` writes what it receives: answer text, raw bytes or JSON lines.
+
+Every write is flushed at once, so a pipe's reader sees each token as it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import BinaryIO
+
+from .eventstream import DispatchedEvent
+
+
+class TextOutput:
+    """Writes only the answer text (``token`` contents) as UTF-8. On a terminal, ends
+    the answer with a newline if it lacks one, so the prompt starts on its own line."""
+
+    def __init__(self, out: BinaryIO, is_terminal: bool) -> None:
+        self._out = out
+        self._is_terminal = is_terminal
+        self._last_byte = b"\n"
+
+    def raw(self, chunk: bytes) -> None:
+        """Raw bytes are not shown in text mode."""
+
+    def event(self, event: DispatchedEvent, payload: dict | None) -> None:
+        if event.type == "token" and payload is not None:
+            content = payload.get("content")
+            if isinstance(content, str) and content:
+                data = content.encode("utf-8")
+                self._out.write(data)
+                self._out.flush()
+                self._last_byte = data[-1:]
+
+    def finish(self) -> None:
+        if self._is_terminal and self._last_byte != b"\n":
+            self._out.write(b"\n")
+            self._out.flush()
+
+
+class RawOutput:
+    """Writes the bytes of the event stream exactly as received (``--raw``)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def raw(self, chunk: bytes) -> None:
+        self._out.write(chunk)
+        self._out.flush()
+
+    def event(self, event: DispatchedEvent, payload: dict | None) -> None:
+        """Events were already written as raw bytes."""
+
+    def finish(self) -> None:
+        """Nothing to add."""
+
+
+class JsonOutput:
+    """Writes each dispatched event as one JSON line (``--json``):
+    ``{"id": str or null, "event": str, "data": str}``, where ``id`` is the last event
+    ID after the event (null while it is the empty string) and ``data`` is unparsed."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+
+    def raw(self, chunk: bytes) -> None:
+        """Raw bytes are not shown in JSON mode."""
+
+    def event(self, event: DispatchedEvent, payload: dict | None) -> None:
+        line = {"id": event.last_event_id or None, "event": event.type, "data": event.data}
+        self._out.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
+        self._out.flush()
+
+    def finish(self) -> None:
+        """Nothing to add."""

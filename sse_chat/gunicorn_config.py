@@ -1,0 +1,50 @@
+"""gunicorn settings for long-lived event streams (``gunicorn -c gunicorn.conf.py``).
+
+Imported by gunicorn's master, before any worker forks: it imports only the
+standard library and :mod:`sse_chat.config`, never the app, Flask or the openai SDK.
+gunicorn's gevent worker monkey-patches in each worker *before* it loads the app
+(``GeventWorker.init_process``), so ``ssl``-using modules (httpx, openai) are first
+imported already patched: no ``MonkeyPatchWarning``, no ``RecursionError``. Keep
+``preload_app`` off for that reason.
+"""
+
+import sys
+
+from sse_chat.config import ConfigError, Settings
+
+try:
+    _settings = Settings.from_env()
+    _settings.check_deployment()
+except ConfigError as _error:
+    sys.exit(f"sse-chat: cannot start: {_error}")
+
+wsgi_app = "sse_chat.app:create_app()"
+bind = [_settings.bind]
+workers = _settings.workers
+
+# One greenlet per connection: an idle stream costs a few KiB, not a thread.
+worker_class = "gevent"
+# Concurrent connections per worker (open streams + other requests). gunicorn's
+# default, 1000, is the ceiling the benchmark reaches; leave room above it.
+worker_connections = 4000
+
+# For async workers ``timeout`` is not a request deadline: the worker must only
+# notify the arbiter within it. Streams may last minutes; a stuck event loop
+# (CPU-bound code) gets the worker restarted after this many seconds.
+timeout = 30
+# On SIGTERM/SIGHUP a worker stops accepting and lets running streams end for
+# this long before it is killed. Readers that are cut reconnect with Last-Event-ID.
+graceful_timeout = 30
+# Seconds an idle keep-alive connection stays open; longer than nginx's
+# upstream keepalive_timeout (60 s) so that nginx, not gunicorn, closes first.
+keepalive = 75
+
+# Loading the app in the master would import ssl before the worker patches it.
+preload_app = False
+# Log to stderr, where the operator's process manager collects it.
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
+# gunicorn >= 25 opens a control socket in the home directory by default; sse-chat
+# does not use it, and several servers on one host would fight over its path.
+control_socket_disable = True

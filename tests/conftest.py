@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from sse_chat.app import create_app
+from sse_chat.config import Settings
+
+from .servers import start_gunicorn
+from .upstream import FakeUpstream
+
+
+@pytest.fixture
+def make_app():
+    """Build an app with the in-memory log: ``make_app(fake_delay_ms=0, ...)``."""
+
+    def build(**overrides):
+        return create_app(Settings().with_overrides(**{"fake_delay_ms": 0, **overrides}))
+
+    return build
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    """Start gunicorn with gevent workers: ``server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")``."""
+    started = []
+
+    def start(**env: str):
+        server = start_gunicorn(tmp_path, **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def upstream():
+    with FakeUpstream(stall_s=5.0) as server:
+        yield server

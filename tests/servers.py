@@ -1,0 +1,119 @@
+"""Starting real processes for tests: gunicorn, redis-server, the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "sse-chat")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 50 ms until it is true; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment without sse-chat/OpenAI settings, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SSE_CHAT_", "OPENAI_")) and k != "WEB_CONCURRENCY"}
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Gunicorn:
+    """A running ``gunicorn -c gunicorn.conf.py`` on a free loopback port."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    pids: list[int] = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_gunicorn(tmp_path: Path, **env: str) -> Gunicorn:
+    """Start gunicorn with the project's config and ``env`` settings; wait for /healthz."""
+    port = free_port()
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    process = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
+        cwd=ROOT, env=base_env(SSE_CHAT_BIND=f"127.0.0.1:{port}", **env),
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )
+    server = Gunicorn(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_until(lambda: process.poll() is not None or _answers(server.url + "/healthz"), 30, "gunicorn")
+    except AssertionError:
+        server.stop()
+        raise
+    if process.poll() is not None:
+        raise AssertionError(f"gunicorn exited: {server.log()}")
+    return server
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``sse-chat ARGS`` as a subprocess; stdout and stderr captured as bytes."""
+    return subprocess.run([CLI, *args], env=env or base_env(), input=input,
+                          stdin=None if input is not None else subprocess.DEVNULL,
+                          capture_output=True, timeout=timeout)
+
+
+def require_binary(name: str) -> str:
+    """The path of ``name``; skips the test when missing, but fails under ``CI=true``."""
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (.ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
