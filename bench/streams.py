@@ -1,0 +1,120 @@
+"""Benchmark: N concurrent fake-model streams against gunicorn with gevent workers.
+
+Prints events per second, time to first event and the gap between events
+(p50/p99, milliseconds) and the server's peak RSS. A measurement, not a test.
+
+    python bench/streams.py --streams 100 --tokens 2000 --delay-ms 0
+    python bench/streams.py --streams 1000 --tokens 200 --delay-ms 50      # 20 tokens/s
+    python bench/streams.py --streams 100 --tokens 2000 --delay-ms 0 --redis   # Redis log
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadgen import percentile, run_many  # noqa: E402
+from tests.servers import base_env, free_port, start_gunicorn  # noqa: E402
+
+
+def _rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class PeakRss:
+    """Samples the summed RSS of ``pids`` every 100 ms in a thread; ``peak_kib``."""
+
+    def __init__(self, pids_of) -> None:
+        self.peak_kib = 0
+        self._pids_of = pids_of
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak_kib = max(self.peak_kib, _rss_kib(self._pids_of()))
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--delay-ms", type=int, default=0, help="fake model delay per token (SSE_CHAT_FAKE_DELAY_MS)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--redis", action="store_true", help="use a Redis Streams event log (starts redis-server)")
+    parser.add_argument("--ramp-s", type=float, default=1.0, help="spread stream starts over this many seconds")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="sse-chat-bench-"))
+    env = {"SSE_CHAT_FAKE_DELAY_MS": str(args.delay_ms), "WEB_CONCURRENCY": str(args.workers)}
+    redis = None
+    if args.redis:
+        redis, env["SSE_CHAT_REDIS_URL"] = start_redis(tmp)
+    server = start_gunicorn(tmp, **env)
+    try:
+        bodies = [{"prompt": f"bench {i}", "model": "fake", "max_tokens": args.tokens} for i in range(args.streams)]
+        with PeakRss(lambda: [server.process.pid, *server.worker_pids()]) as rss:
+            began = time.perf_counter()
+            results = asyncio.run(run_many(server.url, bodies, ramp_s=args.ramp_s))
+            wall_s = time.perf_counter() - began
+    finally:
+        server.stop()
+        if redis is not None:
+            redis.terminate()
+    report(args, results, wall_s, rss.peak_kib)
+
+
+def report(args, results, wall_s: float, peak_kib: int) -> None:
+    events = sum(len(r.seqs) for r in results)
+    ttfe = [(r.first_event - r.started) * 1000 for r in results if r.first_event]
+    gaps = [(b - a) * 1000 for r in results for a, b in zip(r.event_times, r.event_times[1:])]
+    failed = [r for r in results if not r.gap_free]
+    log = "redis" if args.redis else "memory"
+    print(f"streams={args.streams} tokens={args.tokens} delay_ms={args.delay_ms} workers={args.workers} log={log}")
+    print(f"  complete, gap-free streams: {len(results) - len(failed)}/{len(results)}"
+          + (f" (first failure: {failed[0].error or failed[0].terminal})" if failed else ""))
+    print(f"  events: {events} in {wall_s:.2f} s = {events / wall_s:,.0f} events/s")
+    print(f"  time to first event: p50 {percentile(ttfe, 50):.1f} ms, p99 {percentile(ttfe, 99):.1f} ms")
+    print(f"  gap between events:  p50 {percentile(gaps, 50):.2f} ms, p99 {percentile(gaps, 99):.2f} ms")
+    print(f"  server peak RSS (master + workers): {peak_kib / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
