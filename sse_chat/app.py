@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .config import Settings
@@ -59,6 +59,24 @@ def _make_event_log(settings: Settings) -> EventLog:
     return MemoryEventLog(ttl_s=settings.stream_ttl_s, max_events=settings.max_events_per_stream)
 
 
+#: A refused body up to this size is read and thrown away, so that a client that
+#: sends its whole body before it reads (as ``requests`` does) gets the 413 answer
+#: instead of a connection reset. Larger ones are not read.
+_DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+def _discard_request_body() -> None:
+    length = request.content_length
+    if length is None or length > _DISCARD_LIMIT_BYTES:
+        return
+    stream = request.environ["wsgi.input"]
+    while length > 0:
+        chunk = stream.read(min(length, 65536))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
 def _register_error_handlers(app: Flask, settings: Settings) -> None:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
@@ -70,6 +88,7 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
         message = error.description or error.name
         if status == 413:
             message = f"the request body is larger than {settings.max_body_bytes} bytes (SSE_CHAT_MAX_BODY_BYTES)"
+            _discard_request_body()
         error_type = _HTTP_ERROR_TYPES.get(status, "http_error")
         response = jsonify(error_body(error_type, message))
         response.status_code = status

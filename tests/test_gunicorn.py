@@ -1,0 +1,133 @@
+"""The real deployment: gunicorn with gevent workers on a free loopback port."""
+
+import asyncio
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from .servers import ROOT, free_port, start_gunicorn, wait_until
+from .streams import answer_text, assert_well_formed, events_of
+
+sys.path.insert(0, str(ROOT / "bench"))
+from loadgen import run_many  # noqa: E402
+
+
+def _stream(url, **body):
+    response = requests.post(url + "/v1/chat", json=body, stream=True, timeout=30)
+    return response, events_of(response.iter_content(chunk_size=None))
+
+
+def test_streams_over_real_http_with_chunked_encoding_and_no_patch_warnings(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="1")
+    response, events = _stream(server.url, prompt="Hello 你好", max_tokens=100)
+    assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert response.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in response.headers and "Content-Encoding" not in response.headers
+    assert_well_formed(events)
+    assert len(events) == 102
+    log = server.log()
+    assert "Using worker: gevent" in log
+    for bad in ("MonkeyPatchWarning", "RecursionError", "Traceback"):
+        assert bad not in log
+
+
+def _raw_request(url: str, head: bytes, body: bytes = b"") -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("data,content_type,status", [
+    (b"{not json", "application/json", 400),
+    (b"{}", "application/json", 400),
+    (b'{"prompt": "a", "messages": [{"role": "user", "content": "a"}]}', "application/json", 400),
+    (b'{"prompt": ["a"]}', "application/json", 400),
+    (b'{"prompt": "a", "max_tokens": "many"}', "application/json", 400),
+    (b'{"prompt": "a"}', "text/plain", 415),
+    (b'{"prompt": "a"}', "application/x-www-form-urlencoded", 415),
+])
+def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(gunicorn, data, content_type, status):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+    response = requests.post(server.url + "/v1/chat", data=data, headers={"Content-Type": content_type}, timeout=10)
+    assert response.status_code == status
+    assert set(response.json()["error"]) == {"type", "message"}
+    assert _stream(server.url, prompt="still there?", max_tokens=3)[1][-1].type == "done"
+
+
+def test_twenty_megabyte_body_is_413_json_and_the_server_keeps_serving(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+    body = b'{"prompt": "' + b"x" * (20 * 1024 * 1024) + b'"}'
+    head = (f"POST /v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    answer = _raw_request(server.url, head, body)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "payload_too_large"
+    # and through requests, which sends the whole body before it reads
+    response = requests.post(server.url + "/v1/chat", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 413 and response.json()["error"]["type"] == "payload_too_large"
+    assert _stream(server.url, prompt="still there?", max_tokens=3)[1][-1].type == "done"
+
+
+def test_one_worker_carries_500_concurrent_streams_with_gap_free_ids(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="20")
+    bodies = [{"prompt": f"load {i}", "max_tokens": 50} for i in range(500)]
+    results = asyncio.run(run_many(server.url, bodies))
+    assert [r.error for r in results if r.error] == []
+    assert all(r.gap_free for r in results)
+    assert sum(len(r.seqs) for r in results) == 500 * 52
+    assert len({r.stream_id for r in results}) == 500
+
+
+def test_producer_outlives_its_reader_and_is_resumable(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="5")
+    with requests.post(server.url + "/v1/chat", json={"prompt": "x", "max_tokens": 200}, stream=True, timeout=10) as response:
+        first = next(response.iter_content(chunk_size=None))
+    start = events_of([first])[0]
+    stream_id = start.last_event_id.rpartition(":")[0]
+    resumed = requests.get(f"{server.url}/v1/streams/{stream_id}", headers={"Last-Event-ID": start.last_event_id}, timeout=30)
+    events = events_of([resumed.content])
+    assert_well_formed(events, first_seq=1)
+    assert len(events) == 201
+
+
+def test_abandoned_producer_stops(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="20", SSE_CHAT_ABANDON_S="0.3")
+    with requests.post(server.url + "/v1/chat", json={"prompt": "x", "max_tokens": 100_000}, stream=True, timeout=10) as response:
+        first = next(response.iter_content(chunk_size=None))
+    start = events_of([first])[0]
+    stream_id = start.last_event_id.rpartition(":")[0]
+
+    def ended():
+        # The first chunk of a replay holds every event logged so far. Reading it
+        # attaches a reader for a moment, so poll less often than SSE_CHAT_ABANDON_S.
+        with requests.get(f"{server.url}/v1/streams/{stream_id}", stream=True, timeout=30) as tail:
+            return b"stream_abandoned" in next(tail.iter_content(chunk_size=None))
+
+    wait_until(ended, 20, "the abandoned producer to stop", interval_s=1.0)
+    events = events_of([requests.get(f"{server.url}/v1/streams/{stream_id}", timeout=30).content])
+    assert_well_formed(events)
+    assert len(events) < 1000
+
+
+def test_openai_backend_through_gunicorn_never_leaks_the_key(gunicorn, upstream):
+    secret = "sk-live-DO-NOT-LEAK-42"
+    server = gunicorn(OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY=secret, SSE_CHAT_MODEL="ok",
+                      SSE_CHAT_UPSTREAM_MAX_RETRIES="0")
+    _, events = _stream(server.url, prompt="Capital of France?")
+    assert_well_formed(events)
+    assert answer_text(events) == "Paris is the capital.\n 你好"
+    _, events = _stream(server.url, prompt="x", model="http401")
+    assert_well_formed(events)
+    error = json.loads(events[-1].data)["error"]
+    assert error["type"] == "upstream_unauthorized" and "HTTP 401" in error["message"]
+    assert all(secret not in e.data for e in events)
+    assert secret not in server.log()
