@@ -12,6 +12,7 @@ from enum import IntEnum
 from typing import Protocol, TextIO
 
 import requests
+import urllib3
 
 from .eventstream import DispatchedEvent, EventStreamDecoder
 
@@ -34,8 +35,10 @@ READ_TIMEOUT_S = 90.0
 #: Reconnection waits grow from the server's ``retry:`` up to this (milliseconds).
 MAX_BACKOFF_MS = 30_000
 DEFAULT_RETRY_MS = 1000
+READ_SIZE_BYTES = 65536
 
-_DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+_DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError)
 _STREAM_HEADERS = {"Accept": "text/event-stream", "Accept-Encoding": "identity", "Cache-Control": "no-cache"}
 
 
@@ -157,8 +160,10 @@ class StreamFollower:
         return None
 
     def _chunks(self, response: requests.Response) -> Iterator[bytes]:
-        # chunk_size=None: each piece as the socket delivers it, not 128-byte reads.
-        for chunk in response.iter_content(chunk_size=None):
+        # read1: whatever one socket read delivers, even part of an HTTP chunk, so
+        # that neither 128-byte reads (iter_content's default) nor a large chunk
+        # cut in the middle (a dropped connection) holds back received events.
+        while chunk := response.raw.read1(READ_SIZE_BYTES):
             self._output.raw(chunk)
             yield chunk
 
@@ -203,8 +208,8 @@ def _json_object(text: str) -> dict | None:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError)):
         return "the server sent nothing for too long"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
         return "the connection was cut in the middle of the stream"
     return f"could not connect ({type(exc).__name__})"

@@ -1,0 +1,63 @@
+"""A TCP proxy that cuts every connection after a random number of bytes from the
+server, to test reconnection for real."""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+
+
+class CuttingProxy:
+    """Listens on a free loopback port and forwards to ``target`` (host, port); each
+    connection is closed after ``randint(min_bytes, max_bytes)`` bytes of response
+    (seeded, so a failure can be replayed). ``connections`` counts accepted ones."""
+
+    def __init__(self, target: tuple[str, int], min_bytes: int, max_bytes: int, seed: int = 0) -> None:
+        self._target = target
+        self._range = (min_bytes, max_bytes)
+        self._random = random.Random(seed)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.connections = 0
+        self._closed = False
+
+    def __enter__(self) -> "CuttingProxy":
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed = True
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(self._target)
+            budget = self._random.randint(*self._range)
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, budget), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, budget: int | None) -> None:
+        try:
+            while budget is None or budget > 0:
+                data = source.recv(65536 if budget is None else min(65536, budget))
+                if not data:
+                    break
+                sink.sendall(data)
+                if budget is not None:
+                    budget -= len(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()

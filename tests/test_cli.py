@@ -1,0 +1,142 @@
+"""``sse-chat ask`` as a user runs it: a subprocess, against real servers."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from .proxy import CuttingProxy
+from .servers import CLI, base_env, free_port, run_cli
+from .streams import assert_well_formed, events_of
+
+
+def test_fake_works_with_no_server_and_no_configuration():
+    result = run_cli("ask", "--fake", "Why is the sky blue?")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    assert result.stdout.decode().startswith("You asked: «Why is the sky blue? ».")
+
+
+def test_stdout_is_exactly_the_answer_text_of_the_stream(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+    text = run_cli("ask", "--url", server.url, "--max-tokens", "300", "hello").stdout
+    events = events_of([requests.post(server.url + "/v1/chat", json={"prompt": "hello", "max_tokens": 300}).content])
+    assert text.decode() == "".join(json.loads(e.data)["content"] for e in events if e.type == "token")
+
+
+def test_closed_stdout_ends_quietly():
+    result = subprocess.run(f"'{CLI}' ask --fake --max-tokens 3000 x | head -c 20; exit ${{PIPESTATUS[0]}}",
+                            shell=True, executable="/bin/bash", capture_output=True, env=base_env(), timeout=60)
+    assert result.returncode in (0, 141)
+    assert len(result.stdout) == 20
+    assert result.stderr == b""
+
+
+def test_json_lines_carry_id_event_and_unparsed_data():
+    result = run_cli("ask", "--fake", "--json", "--max-tokens", "3", "hi")
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [line["event"] for line in lines] == ["start", "token", "token", "token", "done"]
+    stream_id = json.loads(lines[0]["data"])["stream_id"]
+    assert [line["id"] for line in lines] == [f"{stream_id}:{i}" for i in range(5)]
+    assert json.loads(lines[-1]["data"])["finish_reason"] == "length"
+
+
+def test_raw_writes_the_bytes_of_the_event_stream():
+    raw = run_cli("ask", "--fake", "--raw", "--max-tokens", "5", "hi").stdout
+    assert raw.startswith(b"retry: 1000\nid: ")
+    assert_well_formed(events_of([raw]))
+
+
+@pytest.mark.parametrize("args,stdin,expected", [
+    (["a", "b"], None, "a b"),
+    (["words"], b"piped text\n", "piped text\n\nwords"),
+    (["-"], b"only stdin\n", "only stdin"),
+])
+def test_prompt_from_words_and_piped_stdin(args, stdin, expected):
+    result = run_cli("ask", "--fake", *args, input=stdin)
+    assert result.returncode == 0
+    assert f"«{expected} »" in result.stdout.decode()
+
+
+def test_no_prompt_is_a_usage_error():
+    result = run_cli("ask", "--fake", input=b"")
+    assert result.returncode == 2 and b"give a prompt" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_unreachable_server_exits_3_after_retries():
+    result = run_cli("ask", "--url", f"http://127.0.0.1:{free_port()}", "--retries", "1", "hi")
+    assert result.returncode == 3
+    assert b"gave up after 1" in result.stderr and b"Traceback" not in result.stderr and result.stdout == b""
+
+
+def test_http_error_exits_1_with_the_servers_message(gunicorn):
+    server = gunicorn()
+    result = run_cli("ask", "--url", server.url, "-m", "gpt-4o", "hi")
+    assert result.returncode == 1
+    assert b"503 backend_unavailable" in result.stderr and b"OPENAI_BASE_URL" in result.stderr
+
+
+def test_error_event_exits_1_and_says_what_the_upstream_did(gunicorn, upstream):
+    secret = "sk-cli-SECRET-77"
+    server = gunicorn(OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY=secret, SSE_CHAT_UPSTREAM_MAX_RETRIES="0")
+    result = run_cli("ask", "--url", server.url, "-m", "http429", "hi")
+    assert result.returncode == 1
+    assert b"upstream_rate_limited" in result.stderr and b"HTTP 429" in result.stderr
+    assert secret.encode() not in result.stderr + result.stdout and b"Traceback" not in result.stderr
+
+
+def test_tokens_reach_stdout_as_they_arrive(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="300")
+    process = subprocess.Popen([CLI, "ask", "--url", server.url, "--max-tokens", "10", "x"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=base_env())
+    first = process.stdout.read1(4096)
+    still_running = process.poll() is None  # 9 tokens × 300 ms still to come
+    rest, _ = process.communicate(timeout=30)
+    assert first and still_running
+    assert process.returncode == 0 and len(first) < len(first + rest)
+
+
+def test_ctrl_c_cancels_the_stream_says_how_to_resume_and_exits_130(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="20")
+    process = subprocess.Popen([CLI, "ask", "--url", server.url, "--json", "--max-tokens", "100000", "x"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=base_env())
+    first_line = process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert b"--resume" in stderr and b"Traceback" not in stderr
+    stream_id = json.loads(json.loads(first_line)["data"])["stream_id"]
+    events = events_of([requests.get(f"{server.url}/v1/streams/{stream_id}", timeout=30).content])
+    assert json.loads(events[-1].data)["finish_reason"] == "cancelled"
+
+
+def test_resume_prints_only_what_follows_the_event_id(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+    lines = [json.loads(line) for line in run_cli("ask", "--url", server.url, "--json", "--max-tokens", "20", "q").stdout.splitlines()]
+    tokens = [json.loads(line["data"])["content"] for line in lines if line["event"] == "token"]
+    result = run_cli("ask", "--url", server.url, "--resume", lines[10]["id"])
+    assert result.returncode == 0
+    assert result.stdout.decode() == "".join(tokens[10:])
+
+
+def test_reconnects_through_a_cutting_proxy_and_prints_the_uncut_answer(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="1", SSE_CHAT_RETRY_MS="10")
+    uncut = run_cli("ask", "--url", server.url, "--max-tokens", "400", "resume me")
+    host, port = server.url.removeprefix("http://").split(":")
+    with CuttingProxy((host, int(port)), 200, 3000, seed=1) as proxy:
+        cut = run_cli("ask", "--url", proxy.url, "--max-tokens", "400", "resume me")
+    assert cut.returncode == 0, cut.stderr
+    assert proxy.connections > 3
+    assert cut.stdout == uncut.stdout
+
+
+def test_retries_zero_never_reconnects(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="1", SSE_CHAT_RETRY_MS="10")
+    host, port = server.url.removeprefix("http://").split(":")
+    with CuttingProxy((host, int(port)), 400, 400) as proxy:
+        result = run_cli("ask", "--url", proxy.url, "--retries", "0", "--max-tokens", "400", "x")
+    assert result.returncode == 3 and proxy.connections == 1
+    assert b"sse-chat ask --url" in result.stderr and b"--resume" in result.stderr
