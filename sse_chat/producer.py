@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .chat_request import ChatRequest
 from .errors import error_body
-from .eventlog import EventLog, StreamFull, event_id
+from .eventlog import EventLog, StreamFull, StreamLost, event_id
 from .models import ChatModel, Delta, UpstreamError
 from .sse import ServerSentEvent, compact_json
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 #: How often (seconds) the producer looks at cancel requests and readers; looking
 #: per token would cost a round trip per token with a remote log.
-CONTROL_INTERVAL_S = 0.05
+CONTROL_INTERVAL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -74,15 +75,43 @@ class Producer:
     def run(self) -> None:
         """Generate the answer and append every event, ending with one terminal event.
         Never raises: every failure becomes an ``error`` event."""
+        with self._lease():
+            try:
+                event_type, data = self._generate()
+            except StreamLost:
+                log.warning("stream %s was declared lost while its producer ran; stopping", self._stream_id)
+                return
+            except Exception:  # a bug of ours: still end the stream, and say so in the log
+                log.exception("producer of stream %s failed", self._stream_id)
+                event_type, data = "error", error_body("internal_error", "the server failed while generating; try again")
+            try:
+                self._append(event_type, data, terminal=True)
+            except Exception:
+                log.exception("could not write the terminal event of stream %s", self._stream_id)
+
+    @contextmanager
+    def _lease(self) -> Iterator[None]:
+        """Renew the producer's lease every ``lease_renewal_s`` in a helper thread
+        (greenlet) while generating, also while the upstream is silent."""
+        interval = self._log.lease_renewal_s
+        if interval is None:
+            yield
+            return
+        stopped = threading.Event()
+
+        def renew() -> None:
+            while not stopped.wait(interval):
+                try:
+                    self._log.keep_alive(self._stream_id)
+                except Exception:
+                    log.exception("could not renew the lease of stream %s", self._stream_id)
+
+        keeper = threading.Thread(target=renew, name=f"lease-{self._stream_id}", daemon=True)
+        keeper.start()
         try:
-            event_type, data = self._generate()
-        except Exception:  # a bug of ours: still end the stream, and say so in the log
-            log.exception("producer of stream %s failed", self._stream_id)
-            event_type, data = "error", error_body("internal_error", "the server failed while generating; try again")
-        try:
-            self._append(event_type, data, terminal=True)
-        except Exception:
-            log.exception("could not write the terminal event of stream %s", self._stream_id)
+            yield
+        finally:
+            stopped.set()
 
     def _generate(self) -> tuple[str, dict]:
         deltas: Iterator[Delta] = self._model.stream(self._request)
@@ -113,10 +142,10 @@ class Producer:
         if now < self._next_control_check:
             return
         self._next_control_check = now + CONTROL_INTERVAL_S
-        self._log.keep_alive(self._stream_id)
-        if self._log.cancel_requested(self._stream_id):
+        control = self._log.control(self._stream_id)
+        if control.cancelled:
             raise _Stop(("done", {"finish_reason": "cancelled", "usage": None}))
-        if self._log.unattended_s(self._stream_id) > self._limits.abandon_s:
+        if control.unattended_s > self._limits.abandon_s:
             log.info("stream %s abandoned: no reader for %.0f s", self._stream_id, self._limits.abandon_s)
             raise _Stop(("error", error_body(
                 "stream_abandoned",

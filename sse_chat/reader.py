@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 
 from .errors import error_body
-from .eventlog import EventLog, StreamLost, StreamNotFound, event_id
+from .eventlog import EventLog, StreamNotFound, event_id
 from .sse import ServerSentEvent, compact_json, encode_comment, encode_retry
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,14 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
             elif not batch.finished:
                 yield HEARTBEAT
             finished = batch.finished
-    except StreamLost as exc:
-        yield _lost_event(stream_id, position, str(exc))
     except StreamNotFound:
-        yield _lost_event(stream_id, position, "the stream expired while it was being read")
+        yield _lost_event(stream_id, position)
     finally:
         event_log.detach(stream_id)
 
 
-def _lost_event(stream_id: str, position: int, reason: str) -> bytes:
-    body = error_body("stream_lost", f"the stream's producer is gone: {reason}; ask again")
+def _lost_event(stream_id: str, position: int) -> bytes:
+    """The terminal event for a stream whose log vanished under a reader (expired,
+    or Redis flushed): not in the log, so it goes to this reader only."""
+    body = error_body("stream_lost", "the stream expired while it was being read; ask again")
     return ServerSentEvent(compact_json(body), event="error", id=event_id(stream_id, position + 1)).encode()

@@ -5,6 +5,7 @@ import pytest
 from sse_chat.app import create_app
 from sse_chat.config import Settings
 
+from .redis_server import RedisServer
 from .servers import start_gunicorn
 from .upstream import FakeUpstream
 
@@ -38,3 +39,11 @@ def gunicorn(tmp_path):
 def upstream():
     with FakeUpstream(stall_s=5.0) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the whole session (fails under CI=true when missing)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

@@ -43,7 +43,8 @@ class StreamFull(RuntimeError):
 
 
 class StreamLost(RuntimeError):
-    """The stream's producer is gone (its worker died) and it will never end by itself."""
+    """The stream already ended without this producer: readers declared it lost
+    after its lease expired. The producer must stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,15 @@ class StreamInfo:
     owner: str | None
     last_seq: int
     finished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """``cancelled``: a ``DELETE`` asked to stop; ``unattended_s``: seconds since the
+    last reader detached (0.0 while one is attached)."""
+
+    cancelled: bool
+    unattended_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,25 +93,34 @@ class EventLog(Protocol):
 
         Raises:
             StreamFull: past the bound on events per stream.
+            StreamLost: the stream was already ended (declared lost) without this producer.
         """
 
     def read(self, stream_id: str, after_seq: int, timeout_s: float) -> Batch:
         """Return the events after ``after_seq``, waiting up to ``timeout_s`` seconds
         for one to arrive (an empty batch on time-out; ``timeout_s`` 0 never waits).
 
+        A log whose producers can die elsewhere (Redis) ends a stream whose
+        producer's lease expired with a terminal ``stream_lost`` event, which the
+        read then returns like any other.
+
         Raises:
             StreamNotFound: unknown or expired stream.
-            StreamLost: the producer died without a terminal event.
         """
 
     def info(self, stream_id: str) -> StreamInfo | None:
         """Return the stream's :class:`StreamInfo`, or ``None`` if unknown or expired."""
 
     def request_cancel(self, stream_id: str) -> None:
-        """Ask the producer to stop; it notices on its next check."""
+        """Ask the producer to stop; it notices on its next :meth:`control` check."""
 
-    def cancel_requested(self, stream_id: str) -> bool:
-        """True after :meth:`request_cancel`."""
+    def control(self, stream_id: str) -> "Control":
+        """What the producer must know, in one look: cancel requested, and seconds
+        without a reader.
+
+        Raises:
+            StreamNotFound: unknown or expired stream.
+        """
 
     def attach(self, stream_id: str) -> None:
         """A reader is now following the stream."""
@@ -109,8 +128,10 @@ class EventLog(Protocol):
     def detach(self, stream_id: str) -> None:
         """A reader stopped following the stream."""
 
-    def unattended_s(self, stream_id: str) -> float:
-        """Seconds since the last reader detached; 0.0 while one is attached."""
+    #: Seconds between the producer's :meth:`keep_alive` calls, or ``None`` when the
+    #: log needs none (a producer in the same process as its readers).
+    lease_renewal_s: float | None
 
     def keep_alive(self, stream_id: str) -> None:
-        """The producer is alive (renews its lease where the log needs one)."""
+        """The producer is alive: renew its lease. Readers that find the lease
+        expired end the stream with ``stream_lost``."""

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .base import Batch, StreamFull, StreamInfo, StreamNotFound
+from .base import Batch, Control, StreamFull, StreamInfo, StreamNotFound
 
 
 class _Stream:
@@ -82,9 +82,11 @@ class MemoryEventLog:
         with self._lock:
             self._get(stream_id).cancelled = True
 
-    def cancel_requested(self, stream_id: str) -> bool:
+    def control(self, stream_id: str) -> Control:
         with self._lock:
-            return self._get(stream_id).cancelled
+            stream = self._get(stream_id)
+            unattended_s = 0.0 if stream.readers else self._clock() - stream.unattended_since
+            return Control(stream.cancelled, unattended_s)
 
     def attach(self, stream_id: str) -> None:
         with self._lock:
@@ -98,13 +100,11 @@ class MemoryEventLog:
                 if stream.readers == 0:
                     stream.unattended_since = self._clock()
 
-    def unattended_s(self, stream_id: str) -> float:
-        with self._lock:
-            stream = self._get(stream_id)
-            return 0.0 if stream.readers else self._clock() - stream.unattended_since
+    #: A producer in this process lives as long as the log: no lease.
+    lease_renewal_s = None
 
     def keep_alive(self, stream_id: str) -> None:
-        """Nothing to renew: a producer in this process lives as long as the log."""
+        """Nothing to renew."""
 
     def _get(self, stream_id: str) -> _Stream:
         stream = self._streams.get(stream_id)

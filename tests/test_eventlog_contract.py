@@ -1,0 +1,182 @@
+"""One contract, two event logs: in-memory and Redis Streams (a real redis-server)."""
+
+import json
+import threading
+
+import pytest
+import redis
+
+from sse_chat.eventlog import MemoryEventLog, StreamFull, StreamNotFound, new_stream_id
+from sse_chat.eventlog.redis_streams import RedisEventLog
+
+from .servers import wait_until
+from .streams import events_of
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_log(request):
+    def build(ttl_s=60.0, max_events=1000, clock=None):
+        clock = clock or Clock()
+        if request.param == "memory":
+            return MemoryEventLog(ttl_s=ttl_s, max_events=max_events, clock=clock)
+        server = request.getfixturevalue("redis_server")
+        return RedisEventLog(redis.Redis.from_url(server.url), ttl_s=ttl_s, max_events=max_events, clock=clock)
+
+    return build
+
+
+def _frame(stream_id, seq, kind="token"):
+    return f"id: {stream_id}:{seq}\nevent: {kind}\ndata: {{\"n\":{seq}}}\n\n".encode()
+
+
+def _stream(log, count=0, finished=False):
+    stream_id = new_stream_id()
+    log.create(stream_id, owner="alice")
+    for seq in range(count):
+        log.append(stream_id, seq, _frame(stream_id, seq), terminal=finished and seq == count - 1)
+    return stream_id
+
+
+def test_read_from_the_start_and_after_a_position(make_log):
+    log = make_log()
+    stream_id = _stream(log, 5)
+    batch = log.read(stream_id, -1, 0)
+    assert (batch.first_seq, batch.frames, batch.finished) == (0, [_frame(stream_id, s) for s in range(5)], False)
+    later = log.read(stream_id, 2, 0)
+    assert (later.first_seq, later.last_seq, later.frames) == (3, 4, [_frame(stream_id, 3), _frame(stream_id, 4)])
+
+
+def test_read_at_the_end_times_out_empty(make_log):
+    log = make_log()
+    stream_id = _stream(log, 2)
+    batch = log.read(stream_id, 1, 0.05)
+    assert (batch.first_seq, batch.frames, batch.finished) == (2, [], False)
+
+
+def test_a_waiting_read_wakes_for_the_next_append(make_log):
+    log = make_log()
+    stream_id = _stream(log, 1)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(log.read(stream_id, 0, 10)))
+    reader.start()
+    log.append(stream_id, 1, _frame(stream_id, 1))
+    reader.join(15)
+    assert got[0].frames == [_frame(stream_id, 1)]
+
+
+def test_terminal_event_finishes_the_stream(make_log):
+    log = make_log()
+    stream_id = _stream(log, 3, finished=True)
+    assert log.read(stream_id, -1, 0).finished
+    end = log.read(stream_id, 2, 5)
+    assert (end.frames, end.finished) == ([], True)
+    info = log.info(stream_id)
+    assert (info.owner, info.last_seq, info.finished) == ("alice", 2, True)
+
+
+def test_unknown_streams(make_log):
+    log = make_log()
+    assert log.info("nope") is None
+    with pytest.raises(StreamNotFound):
+        log.read("nope", -1, 0)
+    with pytest.raises(StreamNotFound):
+        log.control("nope")
+
+
+def test_out_of_order_append_is_refused(make_log):
+    log = make_log()
+    stream_id = _stream(log, 2)
+    with pytest.raises(ValueError):
+        log.append(stream_id, 5, _frame(stream_id, 5))
+    assert log.info(stream_id).last_seq == 1
+
+
+def test_events_are_bounded_but_the_terminal_event_still_fits(make_log):
+    log = make_log(max_events=3)
+    stream_id = _stream(log, 3)
+    with pytest.raises(StreamFull):
+        log.append(stream_id, 3, _frame(stream_id, 3))
+    log.append(stream_id, 3, _frame(stream_id, 3, "error"), terminal=True)
+    assert len(log.read(stream_id, -1, 0).frames) == 4
+
+
+def test_finished_streams_expire_after_the_ttl(make_log):
+    log = make_log(ttl_s=0.2, clock=None)
+    if isinstance(log, MemoryEventLog):
+        clock = Clock()
+        log = MemoryEventLog(ttl_s=0.2, max_events=10, clock=clock)
+        stream_id = _stream(log, 2, finished=True)
+        clock.now += 0.3
+    else:
+        stream_id = _stream(log, 2, finished=True)
+    wait_until(lambda: log.info(stream_id) is None, 10, "expiry")
+    with pytest.raises(StreamNotFound):
+        log.read(stream_id, -1, 0)
+
+
+def test_cancel_and_readers_are_seen_by_control(make_log):
+    clock = Clock()
+    log = make_log(clock=clock)
+    stream_id = _stream(log, 1)
+    clock.now += 3
+    assert log.control(stream_id).unattended_s == pytest.approx(3)
+    log.attach(stream_id)
+    log.attach(stream_id)
+    log.detach(stream_id)
+    clock.now += 10
+    assert log.control(stream_id).unattended_s == 0.0
+    log.detach(stream_id)
+    clock.now += 2
+    assert log.control(stream_id).unattended_s == pytest.approx(2)
+    assert not log.control(stream_id).cancelled
+    log.request_cancel(stream_id)
+    assert log.control(stream_id).cancelled
+
+
+# --- Redis only ---------------------------------------------------------------
+
+def _redis_log(redis_server, **kwargs):
+    return RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, **kwargs)
+
+
+def test_two_workers_share_streams_through_redis(redis_server):
+    producer_side, reader_side = _redis_log(redis_server), _redis_log(redis_server)
+    stream_id = _stream(producer_side, 4, finished=True)
+    assert reader_side.read(stream_id, 1, 0).frames == [_frame(stream_id, 2), _frame(stream_id, 3)]
+
+
+def test_redis_entry_ids_stay_inside_the_log(redis_server):
+    log = _redis_log(redis_server)
+    stream_id = _stream(log, 3)
+    frames = b"".join(log.read(stream_id, -1, 0).frames)
+    assert b"0-1" not in frames and frames.count(b"id: ") == 3
+
+
+def test_a_dead_producers_stream_ends_with_stream_lost_for_every_reader(redis_server):
+    log = _redis_log(redis_server)
+    stream_id = _stream(log, 3)
+    redis_server.client.delete(f"sse-chat:{{{stream_id}}}:lease")  # the lease expired: its worker died
+    batch = log.read(stream_id, 2, 5)
+    assert batch.finished
+    [event] = events_of(batch.frames)
+    assert event.last_event_id == f"{stream_id}:3"
+    assert json.loads(event.data)["error"]["type"] == "stream_lost"
+    assert _redis_log(redis_server).read(stream_id, 2, 0).frames == batch.frames  # the same event for all
+    with pytest.raises(Exception):
+        log.append(stream_id, 4, _frame(stream_id, 4))  # the producer, were it alive, must stop
+
+
+def test_a_renewed_lease_keeps_the_stream_alive(redis_server):
+    log = _redis_log(redis_server)
+    stream_id = _stream(log, 1)
+    log.keep_alive(stream_id)
+    batch = log.read(stream_id, 0, 0.1)
+    assert (batch.frames, batch.finished) == ([], False)
