@@ -48,3 +48,15 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
 # gunicorn >= 25 opens a control socket in the home directory by default; sse-chat
 # does not use it, and several servers on one host would fight over its path.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """Send the app's log lines (``sse_chat.*``) to stderr beside gunicorn's, each
+    with the worker's pid, so that a stream can be traced to its producer."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+    app_logger = logging.getLogger("sse_chat")
+    app_logger.addHandler(handler)
+    app_logger.setLevel(logging.INFO)

@@ -75,6 +75,7 @@ class Producer:
     def run(self) -> None:
         """Generate the answer and append every event, ending with one terminal event.
         Never raises: every failure becomes an ``error`` event."""
+        log.info("stream %s started: model=%s", self._stream_id, self._request.model)
         with self._lease():
             try:
                 event_type, data = self._generate()
@@ -88,6 +89,9 @@ class Producer:
                 self._append(event_type, data, terminal=True)
             except Exception:
                 log.exception("could not write the terminal event of stream %s", self._stream_id)
+                return
+        outcome = data.get("finish_reason") or data.get("error", {}).get("type")
+        log.info("stream %s ended: %s %s after %d events", self._stream_id, event_type, outcome, self._seq)
 
     @contextmanager
     def _lease(self) -> Iterator[None]:
