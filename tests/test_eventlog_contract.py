@@ -6,7 +6,7 @@ import threading
 import pytest
 import redis
 
-from sse_chat.eventlog import MemoryEventLog, StreamFull, StreamNotFound, new_stream_id
+from sse_chat.eventlog import MemoryEventLog, StreamFull, StreamLost, StreamNotFound, new_stream_id
 from sse_chat.eventlog.redis_streams import RedisEventLog
 
 from .servers import wait_until
@@ -42,6 +42,7 @@ def _stream(log, count=0, finished=False):
     log.create(stream_id, owner="alice")
     for seq in range(count):
         log.append(stream_id, seq, _frame(stream_id, seq), terminal=finished and seq == count - 1)
+    log.flush(stream_id)
     return stream_id
 
 
@@ -96,6 +97,7 @@ def test_out_of_order_append_is_refused(make_log):
     stream_id = _stream(log, 2)
     with pytest.raises(ValueError):
         log.append(stream_id, 5, _frame(stream_id, 5))
+    log.flush(stream_id)
     assert log.info(stream_id).last_seq == 1
 
 
@@ -106,6 +108,20 @@ def test_events_are_bounded_but_the_terminal_event_still_fits(make_log):
         log.append(stream_id, 3, _frame(stream_id, 3))
     log.append(stream_id, 3, _frame(stream_id, 3, "error"), terminal=True)
     assert len(log.read(stream_id, -1, 0).frames) == 4
+
+
+def test_many_quick_appends_all_arrive_in_order(make_log):
+    log = make_log(max_events=5000)
+    stream_id = _stream(log, 0)
+    for seq in range(3000):
+        log.append(stream_id, seq, _frame(stream_id, seq), terminal=seq == 2999)
+    frames = []
+    while True:
+        batch = log.read(stream_id, len(frames) - 1, 0)
+        frames += batch.frames
+        if batch.finished:
+            break
+    assert frames == [_frame(stream_id, s) for s in range(3000)]
 
 
 def test_finished_streams_expire_after_the_ttl(make_log):
@@ -170,8 +186,9 @@ def test_a_dead_producers_stream_ends_with_stream_lost_for_every_reader(redis_se
     assert event.last_event_id == f"{stream_id}:3"
     assert json.loads(event.data)["error"]["type"] == "stream_lost"
     assert _redis_log(redis_server).read(stream_id, 2, 0).frames == batch.frames  # the same event for all
-    with pytest.raises(Exception):
-        log.append(stream_id, 4, _frame(stream_id, 4))  # the producer, were it alive, must stop
+    with pytest.raises(StreamLost):  # the producer, were it alive, must stop at its next event
+        log.append(stream_id, 3, _frame(stream_id, 3))
+        log.flush(stream_id)
 
 
 def test_a_renewed_lease_keeps_the_stream_alive(redis_server):

@@ -90,11 +90,16 @@ class EventLog(Protocol):
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
         """Store event ``seq`` (the next one) as encoded bytes; wake its readers.
+        The first and the terminal event are visible to readers when this returns.
 
         Raises:
             StreamFull: past the bound on events per stream.
             StreamLost: the stream was already ended (declared lost) without this producer.
         """
+
+    def flush(self, stream_id: str) -> None:
+        """Wait until every appended event is visible to readers (a log may store
+        events between the first and the terminal one in the background)."""
 
     def read(self, stream_id: str, after_seq: int, timeout_s: float) -> Batch:
         """Return the events after ``after_seq``, waiting up to ``timeout_s`` seconds

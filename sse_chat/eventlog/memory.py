@@ -63,6 +63,9 @@ class MemoryEventLog:
                 stream.finished_at = self._clock()
             stream.changed.notify_all()
 
+    def flush(self, stream_id: str) -> None:
+        """Appends are stored at once: nothing to wait for."""
+
     def read(self, stream_id: str, after_seq: int, timeout_s: float) -> Batch:
         with self._lock:
             stream = self._get(stream_id)

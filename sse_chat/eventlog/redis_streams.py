@@ -17,6 +17,7 @@ together. https://redis.io/docs/latest/develop/data-types/streams/
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -33,18 +34,32 @@ LEASE_RENEWAL_S = LEASE_S / 3
 #: A blocked read wakes at least this often to look at the lease, so readers of a
 #: dead producer learn it within about LEASE_S + LEASE_CHECK_S seconds.
 LEASE_CHECK_S = 2.0
+#: Most events that wait for the writer before ``append`` blocks.
+OUTBOX_LIMIT = 1000
 #: Most entries one read returns.
 READ_COUNT = 1000
+#: Redis connections per worker: one per following reader, plus producers' short
+#: commands; above gunicorn's ``worker_connections`` (4000).
+MAX_CONNECTIONS = 8000
+#: Seconds a command waits for a free pooled connection before it fails.
+POOL_TIMEOUT_S = 20
 
+# KEYS: events, meta, lease. ARGV: first seq, 1 if the last frame is terminal, TTL in
+# ms, MAXLEN, 1 to append only when the lease is gone, then the frames in order.
 _APPEND = """
 local events, meta, lease = KEYS[1], KEYS[2], KEYS[3]
-local seq, frame, terminal, ttl_ms, maxlen, only_if_lost = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local first, terminal, ttl_ms, maxlen, only_if_lost = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if redis.call('EXISTS', meta) == 0 then return -3 end
 if redis.call('HGET', meta, 'finished') == '1' then return -2 end
 if only_if_lost == '1' and redis.call('EXISTS', lease) == 1 then return -4 end
-if seq ~= tonumber(redis.call('HGET', meta, 'last_seq')) + 1 then return -1 end
-redis.call('XADD', events, 'MAXLEN', maxlen, '0-' .. (seq + 1), 'f', frame, 't', terminal)
-redis.call('HSET', meta, 'last_seq', seq)
+if first ~= tonumber(redis.call('HGET', meta, 'last_seq')) + 1 then return -1 end
+local count = #ARGV - 5
+for i = 1, count do
+  local seq = first + i - 1
+  local flag = (i == count and terminal == '1') and '1' or '0'
+  redis.call('XADD', events, 'MAXLEN', maxlen, '0-' .. (seq + 1), 'f', ARGV[5 + i], 't', flag)
+end
+redis.call('HSET', meta, 'last_seq', first + count - 1)
 if terminal == '1' then
   redis.call('HSET', meta, 'finished', '1')
   redis.call('PEXPIRE', events, ttl_ms)
@@ -84,11 +99,20 @@ class RedisEventLog:
         self._clock = clock
         self._append_script = client.register_script(_APPEND)
         self._detach_script = client.register_script(_DETACH)
+        self._outboxes: dict[str, _Outbox] = {}
+        self._outboxes_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, ttl_s: float, max_events: int) -> "RedisEventLog":
-        """Connect lazily to ``url`` (``redis://host:port/db``)."""
-        return cls(redis.Redis.from_url(url, health_check_interval=30), ttl_s, max_events)
+        """Connect lazily to ``url`` (``redis://host:port/db``).
+
+        Every following reader holds one connection in a blocking ``XREAD``, so the
+        pool is as large as a worker's connections and waits, rather than fails,
+        when it is exhausted.
+        """
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, health_check_interval=30)
+        return cls(redis.Redis(connection_pool=pool), ttl_s, max_events)
 
     def create(self, stream_id: str, owner: str | None) -> None:
         keys = _Keys(stream_id)
@@ -100,9 +124,36 @@ class RedisEventLog:
             pipe.execute()
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
+        """Queue the event for the stream's writer, which sends everything queued in
+        one script call (a group commit: while one call is in flight the next
+        events gather, so a fast producer costs one round trip per batch, not per
+        event). Returns at once, except for the first and the terminal event, which
+        return once stored. An error of an earlier write is raised by the next
+        append; :meth:`flush` waits for the queue.
+        """
         if seq >= self._max_events and not terminal:
             raise StreamFull(f"stream {stream_id} reached {self._max_events} events")
-        self._run_append(stream_id, seq, frame, terminal, only_if_lost=False)
+        with self._outboxes_lock:
+            outbox = self._outboxes.get(stream_id)
+            if outbox is None:
+                outbox = self._outboxes[stream_id] = _Outbox(self._write_batch, stream_id)
+        try:
+            outbox.put(seq, frame, terminal, wait=terminal or seq == 0)
+        finally:
+            if terminal or outbox.failed:
+                with self._outboxes_lock:
+                    self._outboxes.pop(stream_id, None)
+
+    def flush(self, stream_id: str) -> None:
+        """Wait until every event appended to ``stream_id`` is stored.
+
+        Raises:
+            StreamNotFound, StreamLost, ValueError: when a queued write failed.
+        """
+        with self._outboxes_lock:
+            outbox = self._outboxes.get(stream_id)
+        if outbox is not None:
+            outbox.flush()
 
     def read(self, stream_id: str, after_seq: int, timeout_s: float) -> Batch:
         keys = _Keys(stream_id)
@@ -181,23 +232,95 @@ class RedisEventLog:
         body = error_body("stream_lost", "the server generating this stream stopped (its worker died); ask again")
         frame = ServerSentEvent(compact_json(body), event="error", id=event_id(stream_id, info.last_seq + 1)).encode()
         try:
-            self._run_append(stream_id, info.last_seq + 1, frame, True, only_if_lost=True)
+            self._write_batch(stream_id, info.last_seq + 1, [frame], True, only_if_lost=True)
         except (StreamLost, ValueError):
             pass  # someone else ended it, or the producer moved on: read again
 
-    def _run_append(self, stream_id: str, seq: int, frame: bytes, terminal: bool, *, only_if_lost: bool) -> None:
+    def _write_batch(self, stream_id: str, first_seq: int, frames: list[bytes], terminal: bool, *,
+                     only_if_lost: bool = False) -> None:
         keys = _Keys(stream_id)
         result = self._append_script(
             keys=[keys.events, keys.meta, keys.lease],
-            args=[seq, frame, 1 if terminal else 0, self._ttl_ms, self._max_events + 1, 1 if only_if_lost else 0])
+            args=[first_seq, 1 if terminal else 0, self._ttl_ms, self._max_events + 1, 1 if only_if_lost else 0,
+                  *frames])
         if result == -3:
             raise StreamNotFound(stream_id)
         if result == -2:
             raise StreamLost(f"stream {stream_id} has already ended")
         if result == -1:
-            raise ValueError(f"event {seq} of stream {stream_id} is out of order")
+            raise ValueError(f"event {first_seq} of stream {stream_id} is out of order")
         if result == -4:
             raise ValueError(f"the producer of stream {stream_id} is alive")
+
+
+class _Outbox:
+    """Events of one stream waiting for its writer thread (a greenlet under gevent).
+
+    ``put`` blocks only when :data:`OUTBOX_LIMIT` events wait (backpressure), or
+    until the event is stored when asked to ``wait``.
+    """
+
+    def __init__(self, write: Callable[..., None], stream_id: str) -> None:
+        self._write = write
+        self._stream_id = stream_id
+        self._changed = threading.Condition()
+        self._pending: list[tuple[int, bytes, bool]] = []
+        self._in_flight = False
+        self._next_seq: int | None = None
+        self._error: Exception | None = None
+        self._closed = False
+        self.failed = False
+        threading.Thread(target=self._run, name=f"writer-{stream_id}", daemon=True).start()
+
+    def put(self, seq: int, frame: bytes, terminal: bool, *, wait: bool) -> None:
+        with self._changed:
+            if self._next_seq is not None and seq != self._next_seq:
+                raise ValueError(f"event {seq} appended after {self._next_seq - 1}")
+            while len(self._pending) >= OUTBOX_LIMIT and self._error is None:
+                self._changed.wait()
+            self._raise_error()
+            self._pending.append((seq, frame, terminal))
+            self._next_seq = seq + 1
+            self._changed.notify_all()
+            if wait:
+                self._wait_until_stored()
+
+    def flush(self) -> None:
+        with self._changed:
+            self._wait_until_stored()
+
+    def _wait_until_stored(self) -> None:
+        while (self._pending or self._in_flight) and self._error is None:
+            self._changed.wait()
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            self.failed = True
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending:
+                    self._changed.wait()
+                batch, self._pending = self._pending, []
+                self._in_flight = True
+                self._changed.notify_all()
+            terminal = batch[-1][2]
+            try:
+                self._write(self._stream_id, batch[0][0], [frame for _, frame, _ in batch], terminal)
+            except Exception as exc:  # handed to the producer by its next put
+                with self._changed:
+                    self._error, self._closed, self._in_flight = exc, True, False
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._in_flight = False
+                self._closed = terminal
+                self._changed.notify_all()
+            if terminal:
+                return
 
 
 class _Keys:
