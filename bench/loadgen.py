@@ -70,11 +70,22 @@ async def _chunks(reader: asyncio.StreamReader):
 
 async def run_stream(url: str, body: dict) -> StreamResult:
     """POST ``body`` to ``{url}/v1/chat`` and read the stream to its end."""
+    payload = json.dumps(body).encode()
+    return await _exchange(url, "POST", "/v1/chat", {"Content-Type": "application/json"}, payload)
+
+
+async def resume_stream(url: str, last_event_id: str) -> StreamResult:
+    """``GET /v1/streams/{id}`` with ``Last-Event-ID`` and read to the end."""
+    stream_id = last_event_id.rpartition(":")[0]
+    return await _exchange(url, "GET", f"/v1/streams/{stream_id}", {"Last-Event-ID": last_event_id}, b"")
+
+
+async def _exchange(url: str, method: str, path: str, headers: dict[str, str], payload: bytes) -> StreamResult:
     parts = urlsplit(url)
     result = StreamResult(started=time.perf_counter())
-    payload = json.dumps(body).encode()
-    request = (f"POST /v1/chat HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-               f"Accept: text/event-stream\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode() + payload
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream",
+             f"Content-Length: {len(payload)}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
     writer = None
     try:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=1 << 20)

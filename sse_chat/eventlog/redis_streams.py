@@ -27,8 +27,9 @@ from ..errors import error_body
 from ..sse import ServerSentEvent, compact_json
 from .base import Batch, Control, StreamFull, StreamInfo, StreamLost, StreamNotFound, event_id
 
-#: A producer that has not renewed its lease for this long is taken for dead.
-LEASE_S = 5.0
+#: A producer that has not renewed its lease for this long is taken for dead
+#: (long enough that an overloaded but live worker keeps its streams).
+LEASE_S = 8.0
 #: The producer renews its lease this often (a third of the lease).
 LEASE_RENEWAL_S = LEASE_S / 3
 #: A blocked read wakes at least this often to look at the lease, so readers of a
@@ -41,23 +42,26 @@ READ_COUNT = 1000
 #: Redis connections per worker: one per following reader, plus producers' short
 #: commands; above gunicorn's ``worker_connections`` (4000).
 MAX_CONNECTIONS = 8000
-#: Seconds a command waits for a free pooled connection before it fails.
-POOL_TIMEOUT_S = 20
+#: Control fields that came back with a write are used for this many seconds.
+CONTROL_FRESH_S = 0.5
 
 # KEYS: events, meta, lease. ARGV: first seq, 1 if the last frame is terminal, TTL in
-# ms, MAXLEN, 1 to append only when the lease is gone, then the frames in order.
+# ms, MAXLEN, 1 to append only when the lease is gone, lease in ms, then the frames
+# in order. Every write renews the producer's lease.
+# Returns a negative status, or the producer's control fields (cancel, readers,
+# unattended_since), so that a busy producer learns them without asking.
 _APPEND = """
 local events, meta, lease = KEYS[1], KEYS[2], KEYS[3]
-local first, terminal, ttl_ms, maxlen, only_if_lost = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local first, terminal, ttl_ms, maxlen, only_if_lost, lease_ms = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if redis.call('EXISTS', meta) == 0 then return -3 end
 if redis.call('HGET', meta, 'finished') == '1' then return -2 end
 if only_if_lost == '1' and redis.call('EXISTS', lease) == 1 then return -4 end
 if first ~= tonumber(redis.call('HGET', meta, 'last_seq')) + 1 then return -1 end
-local count = #ARGV - 5
+local count = #ARGV - 6
 for i = 1, count do
   local seq = first + i - 1
   local flag = (i == count and terminal == '1') and '1' or '0'
-  redis.call('XADD', events, 'MAXLEN', maxlen, '0-' .. (seq + 1), 'f', ARGV[5 + i], 't', flag)
+  redis.call('XADD', events, 'MAXLEN', maxlen, '0-' .. (seq + 1), 'f', ARGV[6 + i], 't', flag)
 end
 redis.call('HSET', meta, 'last_seq', first + count - 1)
 if terminal == '1' then
@@ -65,8 +69,10 @@ if terminal == '1' then
   redis.call('PEXPIRE', events, ttl_ms)
   redis.call('PEXPIRE', meta, ttl_ms)
   redis.call('DEL', lease)
+else
+  redis.call('SET', lease, 1, 'PX', lease_ms)  -- a producer that writes is alive
 end
-return 0
+return redis.call('HMGET', meta, 'cancel', 'readers', 'unattended_since')
 """
 
 _DETACH = """
@@ -107,11 +113,9 @@ class RedisEventLog:
         """Connect lazily to ``url`` (``redis://host:port/db``).
 
         Every following reader holds one connection in a blocking ``XREAD``, so the
-        pool is as large as a worker's connections and waits, rather than fails,
-        when it is exhausted.
+        pool allows more connections than a worker serves.
         """
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S, health_check_interval=30)
+        pool = redis.ConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, health_check_interval=30)
         return cls(redis.Redis(connection_pool=pool), ttl_s, max_events)
 
     def create(self, stream_id: str, owner: str | None) -> None:
@@ -179,22 +183,40 @@ class RedisEventLog:
         return StreamInfo(owner.decode() or None, int(last_seq), finished == b"1")
 
     def request_cancel(self, stream_id: str) -> None:
+        self._forget_control(stream_id)
         keys = _Keys(stream_id)
         if not self._redis.hset(keys.meta, "cancel", 1) and not self._redis.exists(keys.meta):
             raise StreamNotFound(stream_id)
 
     def control(self, stream_id: str) -> Control:
-        cancel, readers, since = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
-        if readers is None:
-            raise StreamNotFound(stream_id)
-        unattended_s = 0.0 if int(readers) > 0 else max(0.0, self._clock() - float(since))
-        return Control(cancel == b"1", unattended_s)
+        """The fields that came back with the stream's last write if it is recent
+        (a busy producer asks Redis nothing more), else read now."""
+        with self._outboxes_lock:
+            outbox = self._outboxes.get(stream_id)
+        fields = outbox.recent_control(CONTROL_FRESH_S) if outbox is not None else None
+        if fields is None:
+            reply = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
+            if reply[1] is None:
+                raise StreamNotFound(stream_id)
+            fields = _control_fields(*reply)
+        cancel, readers, since = fields
+        return Control(cancel, 0.0 if readers > 0 else max(0.0, self._clock() - since))
 
     def attach(self, stream_id: str) -> None:
+        self._forget_control(stream_id)
         self._redis.hincrby(_Keys(stream_id).meta, "readers", 1)
 
     def detach(self, stream_id: str) -> None:
+        self._forget_control(stream_id)
         self._detach_script(keys=[_Keys(stream_id).meta], args=[self._clock()])
+
+    def _forget_control(self, stream_id: str) -> None:
+        """A change made here is seen at once here; other workers' changes within
+        :data:`CONTROL_FRESH_S` seconds."""
+        with self._outboxes_lock:
+            outbox = self._outboxes.get(stream_id)
+        if outbox is not None:
+            outbox.forget_control()
 
     def keep_alive(self, stream_id: str) -> None:
         keys = _Keys(stream_id)
@@ -237,12 +259,16 @@ class RedisEventLog:
             pass  # someone else ended it, or the producer moved on: read again
 
     def _write_batch(self, stream_id: str, first_seq: int, frames: list[bytes], terminal: bool, *,
-                     only_if_lost: bool = False) -> None:
+                     only_if_lost: bool = False) -> tuple[bool, int, float]:
+        """Append ``frames`` as events ``first_seq``, … in one script call; returns the
+        stream's control fields ``(cancel, readers, unattended_since)``."""
         keys = _Keys(stream_id)
         result = self._append_script(
             keys=[keys.events, keys.meta, keys.lease],
             args=[first_seq, 1 if terminal else 0, self._ttl_ms, self._max_events + 1, 1 if only_if_lost else 0,
-                  *frames])
+                  int(LEASE_S * 1000), *frames])
+        if isinstance(result, list):
+            return _control_fields(*result)
         if result == -3:
             raise StreamNotFound(stream_id)
         if result == -2:
@@ -251,6 +277,10 @@ class RedisEventLog:
             raise ValueError(f"event {first_seq} of stream {stream_id} is out of order")
         if result == -4:
             raise ValueError(f"the producer of stream {stream_id} is alive")
+
+
+def _control_fields(cancel: bytes | None, readers: bytes | None, since: bytes | None) -> tuple[bool, int, float]:
+    return cancel == b"1", int(readers or 0), float(since or 0)
 
 
 class _Outbox:
@@ -269,6 +299,8 @@ class _Outbox:
         self._next_seq: int | None = None
         self._error: Exception | None = None
         self._closed = False
+        self._control: tuple[bool, int, float] | None = None
+        self._control_at = 0.0
         self.failed = False
         threading.Thread(target=self._run, name=f"writer-{stream_id}", daemon=True).start()
 
@@ -288,6 +320,15 @@ class _Outbox:
     def flush(self) -> None:
         with self._changed:
             self._wait_until_stored()
+
+    def forget_control(self) -> None:
+        self._control = None
+
+    def recent_control(self, max_age_s: float) -> tuple[bool, int, float] | None:
+        """The control fields of the last write, if it was at most ``max_age_s`` ago."""
+        if self._control is not None and time.monotonic() - self._control_at <= max_age_s:
+            return self._control
+        return None
 
     def _wait_until_stored(self) -> None:
         while (self._pending or self._in_flight) and self._error is None:
@@ -309,7 +350,8 @@ class _Outbox:
                 self._changed.notify_all()
             terminal = batch[-1][2]
             try:
-                self._write(self._stream_id, batch[0][0], [frame for _, frame, _ in batch], terminal)
+                self._control = self._write(self._stream_id, batch[0][0], [frame for _, frame, _ in batch], terminal)
+                self._control_at = time.monotonic()
             except Exception as exc:  # handed to the producer by its next put
                 with self._changed:
                     self._error, self._closed, self._in_flight = exc, True, False
