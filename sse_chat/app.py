@@ -12,6 +12,7 @@ from .config import Settings
 from .errors import ApiError, error_body
 from .eventlog import EventLog, MemoryEventLog
 from .models import ModelRegistry
+from .openai_api import bp as openai_bp
 from .routes import bp
 from .services import Services
 
@@ -46,6 +47,7 @@ def create_app(config: Settings | None = None) -> Flask:
         models=ModelRegistry(settings),
     )
     app.register_blueprint(bp)
+    app.register_blueprint(openai_bp)
     _register_error_handlers(app, settings)
     return app
 

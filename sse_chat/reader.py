@@ -1,9 +1,9 @@
-"""The reader: one HTTP response that replays a stream from a position, then
-follows it live, until its terminal event.
+"""Readers: one HTTP response replays a stream from a position, then follows it
+live, until its terminal event.
 
-A plain generator of bytes, handed plain values: the WSGI server writes each item
-as it comes, and closes the generator (``GeneratorExit``) when a write fails because
-the client went away.
+Plain generators, handed plain values: the WSGI server writes each item as it
+comes, and closes the generator (``GeneratorExit``) when a write fails because the
+client went away, which detaches the reader.
 """
 
 from __future__ import annotations
@@ -20,6 +20,30 @@ log = logging.getLogger(__name__)
 HEARTBEAT = encode_comment("ping")
 
 
+def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float) -> Iterator[list[bytes]]:
+    """Yield the frames of ``stream_id`` after event ``after_seq``, as lists of the
+    frames that arrived together. The first list holds every event already logged
+    (it may be empty); later an empty list means ``heartbeat_s`` seconds passed
+    without an event. Returns after the terminal event; a stream that vanishes
+    (expired) ends with a ``stream_lost`` error frame.
+    """
+    event_log.attach(stream_id)
+    position = after_seq
+    try:
+        batch = event_log.read(stream_id, position, timeout_s=0)
+        while True:
+            position = batch.last_seq if batch.frames else position
+            if batch.frames or not batch.finished:
+                yield batch.frames
+            if batch.finished:
+                return
+            batch = event_log.read(stream_id, position, timeout_s=heartbeat_s)
+    except StreamNotFound:
+        yield [_lost_frame(stream_id, position)]
+    finally:
+        event_log.detach(stream_id)
+
+
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
                 heartbeat_s: float) -> Iterator[bytes]:
     """Yield the event stream of ``stream_id`` from event ``after_seq + 1`` on.
@@ -29,28 +53,17 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     each item holds the events that arrived together, or a ``: ping`` comment after
     ``heartbeat_s`` seconds without one. Returns after the terminal event.
     """
-    event_log.attach(stream_id)
+    batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s)
     try:
-        position = after_seq
-        batch = event_log.read(stream_id, position, timeout_s=0)
-        yield encode_retry(retry_ms) + (b"".join(batch.frames) if batch.frames else b"\n")
-        position = batch.last_seq if batch.frames else position
-        finished = batch.finished
-        while not finished:
-            batch = event_log.read(stream_id, position, timeout_s=heartbeat_s)
-            if batch.frames:
-                position = batch.last_seq
-                yield b"".join(batch.frames)
-            elif not batch.finished:
-                yield HEARTBEAT
-            finished = batch.finished
-    except StreamNotFound:
-        yield _lost_event(stream_id, position)
+        first = next(batches, [])
+        yield encode_retry(retry_ms) + (b"".join(first) if first else b"\n")
+        for frames in batches:
+            yield b"".join(frames) if frames else HEARTBEAT
     finally:
-        event_log.detach(stream_id)
+        batches.close()
 
 
-def _lost_event(stream_id: str, position: int) -> bytes:
+def _lost_frame(stream_id: str, position: int) -> bytes:
     """The terminal event for a stream whose log vanished under a reader (expired,
     or Redis flushed): not in the log, so it goes to this reader only."""
     body = error_body("stream_lost", "the stream expired while it was being read; ask again")

@@ -7,13 +7,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .chat_request import ChatRequest, parse_chat_body, parse_chat_query
-from .errors import ApiError, invalid_request, stream_not_found
-from .eventlog import new_stream_id, parse_event_id
-from .producer import Producer, ProducerLimits
+from .chat_request import parse_chat_body, parse_chat_query
+from .errors import ApiError, invalid_request
 from .reader import read_stream
 from .services import Services
 from .sse import EVENT_STREAM_CONTENT_TYPE
+from .streams import known_stream, requested_last_event_id, resume_position, start_generation
 
 bp = Blueprint("streams", __name__)
 
@@ -24,7 +23,8 @@ EVENT_STREAM_HEADERS = {
 }
 
 
-def _services() -> Services:
+def services() -> Services:
+    """This application's :class:`Services`."""
     return current_app.extensions["sse_chat"]
 
 
@@ -35,99 +35,70 @@ def healthz() -> Response:
 
 @bp.post("/v1/chat")
 def post_chat() -> Response:
-    services = _services()
-    resumed = _resume_if_asked(services)
+    resumed = _resume_if_asked()
     if resumed is not None:
         return resumed
-    chat = parse_chat_body(_json_body(), services.settings.model)
-    return _start_stream(services, chat)
+    chat = parse_chat_body(json_body(), services().settings.model)
+    return _event_stream(start_generation(services(), chat), -1)
 
 
 @bp.get("/v1/chat")
 def get_chat() -> Response:
-    services = _services()
-    resumed = _resume_if_asked(services)
+    resumed = _resume_if_asked()
     if resumed is not None:
         return resumed
-    chat = parse_chat_query(request.args, services.settings.model)
-    return _start_stream(services, chat)
+    chat = parse_chat_query(request.args, services().settings.model)
+    return _event_stream(start_generation(services(), chat), -1)
 
 
 @bp.get("/v1/streams/<stream_id>")
 def get_stream(stream_id: str) -> Response:
-    services = _services()
-    last_event_id = _last_event_id()
+    last_event_id = requested_last_event_id()
     if last_event_id is None:
-        return _resume(services, stream_id, -1)
-    parsed = parse_event_id(last_event_id)
-    if parsed is None or parsed[0] != stream_id:
-        raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event of stream {stream_id!r}")
-    return _resume(services, stream_id, parsed[1])
+        known_stream(services(), stream_id)
+        return _event_stream(stream_id, -1)
+    position = resume_position(services(), last_event_id, stream_id)
+    return Response(status=204) if position is None else _event_stream(*position)
 
 
 @bp.delete("/v1/streams/<stream_id>")
 def delete_stream(stream_id: str) -> tuple[Response, int]:
-    services = _services()
-    _known_stream(services, stream_id)
-    services.event_log.request_cancel(stream_id)
+    known_stream(services(), stream_id)
+    services().event_log.request_cancel(stream_id)
     return jsonify(stream_id=stream_id, status="cancelling"), 202
 
 
-def _start_stream(services: Services, chat: ChatRequest) -> Response:
-    model = services.models.resolve(chat.model)
-    stream_id = new_stream_id()
-    services.event_log.create(stream_id, owner=None)
-    producer = Producer(services.event_log, stream_id, model, chat,
-                        ProducerLimits(abandon_s=services.settings.abandon_s))
-    producer.start_event()
-    producer.start()
-    return _event_stream_response(services, stream_id, -1)
-
-
-def _resume_if_asked(services: Services) -> Response | None:
+def _resume_if_asked() -> Response | None:
     """Resume instead of starting a generation when the request names a last event
     id (header, or ``?last_event_id=``), as an ``EventSource`` reconnect does."""
-    last_event_id = _last_event_id()
+    last_event_id = requested_last_event_id()
     if last_event_id is None:
         return None
-    parsed = parse_event_id(last_event_id)
-    if parsed is None:
-        raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event id of the form STREAM_ID:SEQ")
-    return _resume(services, *parsed)
+    position = resume_position(services(), last_event_id)
+    return Response(status=204) if position is None else _event_stream(*position)
 
 
-def _resume(services: Services, stream_id: str, after_seq: int) -> Response:
-    info = _known_stream(services, stream_id)
-    if after_seq > info.last_seq:
-        raise stream_not_found(f"stream {stream_id!r} has no event {after_seq} yet (its last is {info.last_seq})")
-    if info.finished and after_seq == info.last_seq:
-        return Response(status=204)
-    return _event_stream_response(services, stream_id, after_seq)
-
-
-def _known_stream(services: Services, stream_id: str):
-    info = services.event_log.info(stream_id)
-    if info is None:
-        raise stream_not_found(f"no stream {stream_id!r}: it never existed or it expired")
-    return info
-
-
-def _event_stream_response(services: Services, stream_id: str, after_seq: int) -> Response:
-    settings = services.settings
-    body = read_stream(services.event_log, stream_id, after_seq,
+def _event_stream(stream_id: str, after_seq: int) -> Response:
+    settings = services().settings
+    body = read_stream(services().event_log, stream_id, after_seq,
                        retry_ms=settings.retry_ms, heartbeat_s=settings.heartbeat_s)
+    return event_stream_response(body)
+
+
+def event_stream_response(body: Any) -> Response:
+    """A ``text/event-stream`` response over the byte iterator ``body``: no
+    ``Content-Length`` (chunked), no compression, not cached or buffered."""
     return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
                     headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
 
 
-def _last_event_id() -> str | None:
-    value = request.headers.get("Last-Event-ID")
-    if value is None:
-        value = request.args.get("last_event_id")
-    return value if value else None
+def json_body() -> Any:
+    """The request's JSON body.
 
-
-def _json_body() -> Any:
+    Raises:
+        ApiError: 415 when it is not ``application/json``; 400 when it is not
+            UTF-8 JSON.
+    """
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as JSON with Content-Type: application/json (got {request.mimetype or 'none'!r})")

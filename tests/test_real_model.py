@@ -88,3 +88,14 @@ def test_the_event_stream_from_the_real_model_is_well_formed(service):
     events = events_of([response.content])
     assert_well_formed(events)
     assert events[-1].type == "done"
+
+
+def test_the_openai_sdk_reaches_the_real_model_through_the_service(service):
+    import openai
+
+    client = openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    chunks = list(client.chat.completions.create(
+        model=MODEL_NAME, messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=16, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() and len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2

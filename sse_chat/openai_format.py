@@ -1,0 +1,174 @@
+"""OpenAI Chat Completions shapes, built from this service's events. Pure: no Flask.
+
+Shapes follow OpenAI's API reference: ``chat.completion`` (non-streaming),
+``chat.completion.chunk`` frames ending with ``data: [DONE]`` (streaming), and
+``{"error": {"message", "type", "param", "code"}}``.
+https://platform.openai.com/docs/api-reference/chat
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .chat_request import ChatRequest, Message, parse_chat_body
+from .errors import invalid_request
+from .sse import ServerSentEvent, compact_json
+
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """One event read back from a frame this service encoded."""
+
+    id: str
+    type: str
+    data: dict
+
+
+def parse_frame(frame: bytes) -> LoggedEvent:
+    """Read a frame of :class:`~sse_chat.sse.ServerSentEvent` (``id``, ``event`` and
+    one ``data`` line of JSON, LF line ends), as the producer writes them."""
+    fields = dict(line.split(": ", 1) for line in frame.decode("utf-8").rstrip("\n").split("\n"))
+    return LoggedEvent(fields["id"], fields["event"], json.loads(fields["data"]))
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A ``POST /v1/chat/completions`` body: the chat, and how to answer it."""
+
+    chat: ChatRequest
+    stream: bool
+    include_usage: bool
+
+
+def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest:
+    """Validate OpenAI's request shape (``messages`` required; ``model``, ``stream``,
+    ``stream_options.include_usage``, ``max_tokens`` or ``max_completion_tokens``,
+    ``temperature``; other fields are ignored).
+
+    Raises:
+        ApiError: 400 ``invalid_request`` naming the field.
+    """
+    if not isinstance(payload, dict):
+        raise invalid_request("the JSON body must be an object with \"messages\"")
+    if "messages" not in payload:
+        raise invalid_request("\"messages\" is required: a list of {\"role\", \"content\"} objects")
+    fields = {key: payload[key] for key in ("messages", "model", "temperature") if key in payload}
+    max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    if max_tokens is not None:
+        fields["max_tokens"] = max_tokens
+    fields["messages"] = [_plain_message(m) for m in payload["messages"]] if isinstance(payload["messages"], list) else payload["messages"]
+    stream = payload.get("stream", False)
+    options = payload.get("stream_options") or {}
+    if not isinstance(stream, bool):
+        raise invalid_request("\"stream\" must be true or false")
+    if not isinstance(options, dict):
+        raise invalid_request("\"stream_options\" must be an object")
+    return CompletionRequest(parse_chat_body(fields, default_model), stream, bool(options.get("include_usage")))
+
+
+def _plain_message(message: Any) -> Any:
+    """Accept OpenAI's content parts (``[{"type": "text", "text": …}]``) as text;
+    ``developer`` is OpenAI's newer name for ``system``."""
+    if not isinstance(message, dict):
+        return message
+    content = message.get("content")
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        message = {**message, "content": "".join(str(p.get("text", "")) for p in content)}
+    if message.get("role") == "developer":
+        message = {**message, "role": "system"}
+    return message
+
+
+def openai_error(error_type: str, message: str) -> dict:
+    """``{"error": {"message", "type", "param": null, "code": null}}``."""
+    return {"error": {"message": message, "type": error_type, "param": None, "code": None}}
+
+
+@dataclass
+class CompletionChunks:
+    """Turns a stream's events into ``chat.completion.chunk`` frames, each with the
+    event's ``id:`` so that ``Last-Event-ID`` resumes (DESIGN.md, "Resume")."""
+
+    stream_id: str
+    model: str
+    created: int
+    include_usage: bool
+    ended: bool = field(default=False, init=False)
+
+    def frames(self, event: LoggedEvent) -> list[bytes]:
+        """The SSE frames for one event: one chunk, or at the end the finishing
+        chunk, the usage chunk when asked for, and ``data: [DONE]``; an ``error``
+        gives one ``{"error": …}`` frame and no ``[DONE]``."""
+        if event.type == "start":
+            return [self._frame(event.id, {"role": "assistant", "content": ""})]
+        if event.type == "token":
+            return [self._frame(event.id, {"content": event.data["content"]})]
+        if event.type == "reasoning":
+            return [self._frame(event.id, {"reasoning_content": event.data["content"]})]
+        self.ended = True
+        if event.type == "error":
+            error = event.data["error"]
+            body = openai_error(error["type"], error["message"])
+            return [ServerSentEvent(compact_json(body), id=event.id).encode()]
+        frames = [self._frame(event.id, {}, finish_reason=event.data.get("finish_reason"))]
+        if self.include_usage:
+            frames.append(ServerSentEvent(compact_json(self._chunk([], usage=event.data.get("usage")))).encode())
+        frames.append(DONE_FRAME)
+        return frames
+
+    def _frame(self, event_id: str, delta: dict, finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return ServerSentEvent(compact_json(self._chunk([choice])), id=event_id).encode()
+
+    def _chunk(self, choices: list, **extra: Any) -> dict:
+        chunk = {"id": f"chatcmpl-{self.stream_id}", "object": "chat.completion.chunk", "created": self.created,
+                 "model": self.model, "choices": choices}
+        if self.include_usage:
+            chunk["usage"] = extra.get("usage")
+        return chunk
+
+
+def completion(stream_id: str, model: str, created: int, events: Iterable[LoggedEvent]) -> tuple[dict | None, dict | None]:
+    """Collect a whole stream into a ``chat.completion``; returns ``(completion,
+    None)``, or ``(None, error)`` with the ``error`` event's data."""
+    content, reasoning = [], []
+    for event in events:
+        if event.type == "token":
+            content.append(event.data["content"])
+        elif event.type == "reasoning":
+            reasoning.append(event.data["content"])
+        elif event.type == "error":
+            return None, event.data["error"]
+        elif event.type == "done":
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+            if reasoning:
+                message["reasoning_content"] = "".join(reasoning)
+            return {
+                "id": f"chatcmpl-{stream_id}", "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None,
+                             "finish_reason": event.data.get("finish_reason")}],
+                "usage": event.data.get("usage"),
+            }, None
+    return None, {"type": "stream_lost", "message": "the stream ended without a final event"}
+
+
+def logged_events(batches: Iterator[list[bytes]]) -> Iterator[LoggedEvent]:
+    """Flatten :func:`~sse_chat.reader.follow` batches into parsed events."""
+    for frames in batches:
+        for frame in frames:
+            yield parse_frame(frame)
+
+
+def model_list(names: Iterable[str]) -> dict:
+    """``GET /v1/models``: ``{"object": "list", "data": [{"id", "object": "model", …}]}``."""
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "sse-chat"}
+                                        for name in names]}
+
+
+__all__ = ["CompletionChunks", "CompletionRequest", "DONE_FRAME", "LoggedEvent", "Message", "completion",
+           "logged_events", "model_list", "openai_error", "parse_completion_body", "parse_frame"]

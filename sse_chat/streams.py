@@ -1,0 +1,72 @@
+"""Starting and resuming streams: what every stream endpoint shares."""
+
+from __future__ import annotations
+
+from flask import request
+
+from .chat_request import ChatRequest
+from .errors import stream_not_found
+from .eventlog import StreamInfo, new_stream_id, parse_event_id
+from .producer import Producer, ProducerLimits
+from .services import Services
+
+
+def start_generation(services: Services, chat: ChatRequest) -> str:
+    """Create a stream, write its ``start`` event and start its producer; returns the
+    stream id.
+
+    Raises:
+        ApiError: 503 ``backend_unavailable`` when no backend serves ``chat.model``.
+    """
+    model = services.models.resolve(chat.model)
+    stream_id = new_stream_id()
+    services.event_log.create(stream_id, owner=None)
+    producer = Producer(services.event_log, stream_id, model, chat,
+                        ProducerLimits(abandon_s=services.settings.abandon_s))
+    producer.start_event()
+    producer.start()
+    return stream_id
+
+
+def requested_last_event_id() -> str | None:
+    """The request's last event id: the ``Last-Event-ID`` header, else the
+    ``last_event_id`` query parameter (for clients that cannot set headers)."""
+    value = request.headers.get("Last-Event-ID")
+    if value is None:
+        value = request.args.get("last_event_id")
+    return value or None
+
+
+def resume_position(services: Services, last_event_id: str, stream_id: str | None = None) -> tuple[str, int] | None:
+    """Where a resume starts: ``(stream_id, seq)`` to replay the events after
+    ``seq``, or ``None`` when ``last_event_id`` is the stream's terminal event
+    (nothing follows: answer 204).
+
+    Raises:
+        ApiError: 404 ``stream_not_found`` for a malformed id, an id of another
+            stream than ``stream_id``, an unknown or expired stream, or an event the
+            stream does not have yet.
+    """
+    parsed = parse_event_id(last_event_id)
+    if parsed is None:
+        raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event id of the form STREAM_ID:SEQ")
+    if stream_id is not None and parsed[0] != stream_id:
+        raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event of stream {stream_id!r}")
+    info = known_stream(services, parsed[0])
+    if parsed[1] > info.last_seq:
+        raise stream_not_found(f"stream {parsed[0]!r} has no event {parsed[1]} yet (its last is {info.last_seq})")
+    if info.finished and parsed[1] == info.last_seq:
+        return None
+    return parsed
+
+
+def known_stream(services: Services, stream_id: str) -> StreamInfo:
+    """The stream's info.
+
+    Raises:
+        ApiError: 404 ``stream_not_found`` when it is unknown or expired.
+    """
+    info = services.event_log.info(stream_id)
+    if info is None:
+        raise stream_not_found(f"no stream {stream_id!r}: it never existed or it expired")
+    return info
