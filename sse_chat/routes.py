@@ -28,6 +28,12 @@ def services() -> Services:
     return current_app.extensions["sse_chat"]
 
 
+@bp.get("/")
+def chat_page() -> Response:
+    """The chat page; its script and styles are served from ``/static/``."""
+    return current_app.send_static_file("index.html")
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     return jsonify(status="ok")

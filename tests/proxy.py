@@ -11,10 +11,14 @@ import threading
 class CuttingProxy:
     """Listens on a free loopback port and forwards to ``target`` (host, port); each
     connection is closed after ``randint(min_bytes, max_bytes)`` bytes of response
-    (seeded, so a failure can be replayed). ``connections`` counts accepted ones."""
+    (seeded, so a failure can be replayed). With ``only_event_streams``, bytes count
+    only from the first ``text/event-stream`` response on, so a page and its assets
+    load whole. ``connections`` counts accepted ones."""
 
-    def __init__(self, target: tuple[str, int], min_bytes: int, max_bytes: int, seed: int = 0) -> None:
+    def __init__(self, target: tuple[str, int], min_bytes: int, max_bytes: int, seed: int = 0,
+                 only_event_streams: bool = False) -> None:
         self._target = target
+        self._only_event_streams = only_event_streams
         self._range = (min_bytes, max_bytes)
         self._random = random.Random(seed)
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -40,17 +44,25 @@ class CuttingProxy:
             upstream = socket.create_connection(self._target)
             budget = self._random.randint(*self._range)
             threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, budget), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, budget, self._only_event_streams),
+                             daemon=True).start()
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, budget: int | None) -> None:
+    def _pump(source: socket.socket, sink: socket.socket, budget: int | None, wait_for_stream: bool = False) -> None:
         try:
             while budget is None or budget > 0:
-                data = source.recv(65536 if budget is None else min(65536, budget))
+                counting = budget is not None and not wait_for_stream
+                data = source.recv(min(65536, budget) if counting else 65536)
                 if not data:
                     break
+                if wait_for_stream and b"content-type: text/event-stream" in data.lower():
+                    wait_for_stream = False
+                    data, rest = data[:budget], data[budget:]
+                    if rest:
+                        sink.sendall(data)
+                        break
                 sink.sendall(data)
-                if budget is not None:
+                if budget is not None and not wait_for_stream:
                     budget -= len(data)
         except OSError:
             pass

@@ -5,7 +5,7 @@ import pytest
 import requests
 
 from .proxy import CuttingProxy
-from .servers import require_binary
+from .browser import launch_chromium
 from .streams import answer_text, events_of
 
 pytestmark = pytest.mark.browser
@@ -24,15 +24,8 @@ COLLECT = """async (url) => await new Promise((resolve, reject) => {
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = require_binary("chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _open_origin(page, url):

@@ -35,14 +35,15 @@ def _seed(request: ChatRequest) -> int:
 
 def fake_tokens(request: ChatRequest) -> list[str]:
     """The answer's tokens: exactly ``max_tokens`` tokens of deterministic text when
-    it is set, otherwise a short reply that echoes the last user message."""
+    it is set, otherwise a short Markdown reply that echoes the last user message."""
     rng = random.Random(_seed(request))
     if request.max_tokens is not None:
         return [rng.choice(VOCABULARY) for _ in range(request.max_tokens)]
     prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
     echo = split_tokens(prompt) or [" …"]
     closing = [rng.choice(VOCABULARY) for _ in range(12)]
-    return ["You", " asked", ":", " «", *echo, " ».", "\n", "Fake", " answer", ":", " 你好", " é", *closing, "."]
+    return ["You", " asked", ":", " «", *echo, " ».", "\n\n", "**Fake", " answer**", ":", " 你好", " é", *closing, ".",
+            "\n\n", "-", " one", "\n", "-", " `two`", "\n"]
 
 
 class FakeModel:

@@ -1,0 +1,125 @@
+"""The chat page at / as a person uses it, in headless Chromium."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from .browser import launch_chromium
+from .proxy import CuttingProxy
+from .servers import ROOT
+from .streams import answer_text, events_of
+
+pytestmark = pytest.mark.browser
+ANSWER = "#conversation li.assistant .answer"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    yield page
+    page.close()
+
+
+def _normal(text):
+    """Text without whitespace: rendered Markdown joins paragraphs differently, but
+    every character of the answer must be there once, in order."""
+    return re.sub(r"\s+", "", text)
+
+
+def _ask(page, text):
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")
+
+
+def _answers(page):
+    return page.locator(ANSWER)
+
+
+def _wait_until_idle(page, timeout_ms=60_000):
+    page.wait_for_function("!document.querySelector('#conversation li.streaming')", timeout=timeout_ms)
+
+
+def test_type_enter_and_watch_the_answer_grow_then_continue_the_conversation(gunicorn, page):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="25")
+    page.goto(server.url + "/?max_tokens=80")
+    _ask(page, "Why is the sky blue?")
+    page.wait_for_function(f"document.querySelector('{ANSWER}')?.textContent.length > 0")
+    first_length = len(_answers(page).first.text_content())
+    page.wait_for_function(f"document.querySelector('{ANSWER}').textContent.length > {first_length}"
+                           " && document.querySelector('#conversation li.streaming') !== null")
+    _wait_until_idle(page)
+    messages = [{"role": "user", "content": "Why is the sky blue?"}]
+    expected = answer_text(events_of([requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 80}).content]))
+    assert _normal(_answers(page).first.text_content()) == _normal(expected)
+
+    with page.expect_request(lambda r: r.url.endswith("/v1/chat") and r.method == "POST") as second:
+        _ask(page, "And at sunset?")
+    _wait_until_idle(page)
+    sent = json.loads(second.value.post_data)["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"] == expected and sent[2]["content"] == "And at sunset?"
+    assert _answers(page).count() == 2
+
+
+def test_stop_cancels_on_the_server(gunicorn, page):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="20")
+    page.goto(server.url + "/?max_tokens=100000")
+    _ask(page, "Talk forever")
+    page.wait_for_function(f"document.querySelector('{ANSWER}')?.textContent.length > 20")
+    with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        page.click("#stop")
+    assert deleted.value.status == 202
+    _wait_until_idle(page)
+    assert page.locator("#conversation li.assistant .note").text_content() == "stopped"
+    assert page.is_enabled("#send") and page.is_disabled("#stop")
+
+
+def test_a_cut_connection_is_resumed_without_loss_or_repeat(gunicorn, page):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="2", SSE_CHAT_RETRY_MS="20")
+    messages = [{"role": "user", "content": "resume in the page"}]
+    expected = answer_text(events_of([requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 300}).content]))
+    host, port = server.url.removeprefix("http://").split(":")
+    with CuttingProxy((host, int(port)), 300, 3000, seed=3, only_event_streams=True) as proxy:
+        resumes = []
+        page.on("request", lambda r: resumes.append(r) if "/v1/streams/" in r.url else None)
+        page.goto(proxy.url + "/?max_tokens=300")
+        _ask(page, "resume in the page")
+        _wait_until_idle(page)
+    assert len(resumes) >= 2
+    assert all(r.headers.get("last-event-id") for r in resumes)
+    assert _normal(_answers(page).first.text_content()) == _normal(expected)
+    assert page.locator("#conversation li.error").count() == 0
+
+
+def test_service_errors_are_shown_plainly(gunicorn, page):
+    server = gunicorn()
+    page.goto(server.url + "/?model=gpt-4o")
+    _ask(page, "hello")
+    _wait_until_idle(page)
+    error = page.locator("#conversation li.error .note").text_content()
+    assert "OPENAI_BASE_URL" in error and "backend_unavailable" in error
+
+
+def test_markdown_renders_and_model_output_cannot_inject_html(gunicorn, page):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+    page.goto(server.url + "/")
+    _ask(page, "<img src=x onerror=\"window.pwned=1\"> <script>window.pwned=2</script> [x](javascript:alert(1))")
+    _wait_until_idle(page)
+    answer = _answers(page).first
+    assert answer.locator("strong").first.text_content() == "Fake answer"
+    assert answer.locator("li code").text_content() == "two"
+    assert answer.locator("img, script, a").count() == 0
+    assert page.evaluate("window.pwned") is None
+    assert "<img src=x" in answer.text_content()
+    _ask(page, "Why is the sky blue?")
+    _wait_until_idle(page)
+    page.screenshot(path=str(ROOT / "docs" / "chat-page.png"), full_page=True)
