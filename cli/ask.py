@@ -93,7 +93,8 @@ class StreamFollower:
 
     def run(self, request: AskRequest) -> ExitCode:
         """Ask and follow; returns the exit status. Raises ``KeyboardInterrupt`` and
-        ``BrokenPipeError`` for the caller to handle (see :meth:`cancel`)."""
+        ``BrokenPipeError`` for the caller to handle (see :meth:`cancel`); the caller
+        also calls the output's ``finish``."""
         if request.resume_from:
             self.last_event_id = request.resume_from
             self.stream_id = request.resume_from.rpartition(":")[0]
@@ -145,7 +146,6 @@ class StreamFollower:
         """One connection: its exit status, or ``None`` when it ended too early."""
         with self._open(request) as response:
             if response.status_code == 204:
-                self._output.finish()
                 return ExitCode.OK
             if response.status_code != 200:
                 self._report_http_error(response)
@@ -155,7 +155,6 @@ class StreamFollower:
                 self.last_event_id = decoder.last_event_id
                 outcome = self._dispatch(event)
                 if outcome is not None:
-                    self._output.finish()
                     return outcome
         return None
 

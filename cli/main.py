@@ -10,7 +10,7 @@ from contextlib import ExitStack
 import click
 
 from .ask import AskRequest, ExitCode, StreamFollower
-from .output import JsonOutput, RawOutput, TextOutput
+from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput
 from .prompt import EmptyPrompt, build_prompt
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -36,9 +36,11 @@ def cli() -> None:
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
               help="Reconnection attempts after a dropped connection.")
 @click.option("--show-reasoning", is_flag=True, help="Write reasoning text to stderr, dimmed.")
+@click.option("--markdown/--plain", default=False, envvar="SSE_CHAT_MARKDOWN",
+              help="Render Markdown while it streams when stdout is a terminal [env SSE_CHAT_MARKDOWN].")
 def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str | None,
         max_tokens: int | None, temperature: float | None, fake: bool, mode: str | None,
-        resume_from: str | None, retries: int, show_reasoning: bool) -> None:
+        resume_from: str | None, retries: int, show_reasoning: bool, markdown: bool) -> None:
     """Ask PROMPT and write the answer to stdout as it streams.
 
     Words are joined; piped stdin comes first; a lone - reads stdin only.
@@ -50,11 +52,13 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
         except EmptyPrompt as exc:
             raise click.UsageError(str(exc)) from None
         body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature)
-    stdout = click.get_binary_stream("stdout")
-    output = {"raw": RawOutput, "json": JsonOutput}.get(mode or "", None)
-    output = output(stdout) if output else TextOutput(stdout, is_terminal=stdout.isatty())
+    output = _output(click.get_binary_stream("stdout"), mode, markdown)
     follower = StreamFollower(_session(), output, sys.stderr, show_reasoning=show_reasoning)
-    sys.exit(_run(follower, url, fake, AskRequest("", body, resume_from, retries)))
+    try:
+        status = _run(follower, url, fake, AskRequest("", body, resume_from, retries))
+    finally:
+        _finish(output)
+    sys.exit(status)
 
 
 @cli.command()
@@ -65,6 +69,23 @@ def serve(host: str, port: int) -> None:
     from .serve import exec_gunicorn
 
     exec_gunicorn(f"{host}:{port}")
+
+
+def _output(stdout, mode: str | None, markdown: bool):
+    if mode == "raw":
+        return RawOutput(stdout)
+    if mode == "json":
+        return JsonOutput(stdout)
+    if markdown and stdout.isatty():
+        return MarkdownOutput(stdout)
+    return TextOutput(stdout, is_terminal=stdout.isatty())
+
+
+def _finish(output) -> None:
+    try:
+        output.finish()
+    except BrokenPipeError:
+        _silence_stdout()
 
 
 def _run(follower: StreamFollower, url: str | None, fake: bool, request: AskRequest) -> int:

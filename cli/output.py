@@ -5,6 +5,7 @@ Every write is flushed at once, so a pipe's reader sees each token as it arrives
 
 from __future__ import annotations
 
+import io
 import json
 from typing import BinaryIO
 
@@ -36,6 +37,39 @@ class TextOutput:
         if self._is_terminal and self._last_byte != b"\n":
             self._out.write(b"\n")
             self._out.flush()
+
+
+class MarkdownOutput:
+    """Renders the answer as Markdown on a terminal while it streams (``--markdown``),
+    with rich's ``Live`` display, redrawn at most ``refresh_per_second`` times."""
+
+    def __init__(self, out: BinaryIO, refresh_per_second: int = 12) -> None:
+        from rich.console import Console
+
+        self._console = Console(file=io.TextIOWrapper(out, encoding="utf-8", write_through=True))
+        self._refresh = refresh_per_second
+        self._text = ""
+        self._live = None
+
+    def raw(self, chunk: bytes) -> None:
+        """Raw bytes are not shown in Markdown mode."""
+
+    def event(self, event: DispatchedEvent, payload: dict | None) -> None:
+        if event.type != "token" or payload is None or not isinstance(payload.get("content"), str):
+            return
+        from rich.live import Live
+        from rich.markdown import Markdown
+
+        self._text += payload["content"]
+        if self._live is None:
+            self._live = Live(console=self._console, refresh_per_second=self._refresh, vertical_overflow="visible")
+            self._live.start()
+        self._live.update(Markdown(self._text))
+
+    def finish(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
 
 class RawOutput:
