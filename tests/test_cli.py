@@ -140,3 +140,12 @@ def test_retries_zero_never_reconnects(gunicorn):
         result = run_cli("ask", "--url", proxy.url, "--retries", "0", "--max-tokens", "400", "x")
     assert result.returncode == 3 and proxy.connections == 1
     assert b"sse-chat ask --url" in result.stderr and b"--resume" in result.stderr
+
+
+def test_show_reasoning_writes_the_thinking_to_stderr_dimmed(gunicorn, upstream):
+    server = gunicorn(OPENAI_BASE_URL=upstream.base_url, SSE_CHAT_UPSTREAM_MAX_RETRIES="0")
+    shown = run_cli("ask", "--url", server.url, "-m", "reasoning", "--show-reasoning", "q")
+    hidden = run_cli("ask", "--url", server.url, "-m", "reasoning", "q")
+    assert shown.stdout == hidden.stdout == b"Answer"
+    assert b"\x1b[2mThink" in shown.stderr and b"ing." in shown.stderr
+    assert hidden.stderr == b""
