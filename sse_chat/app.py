@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
+from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
+from .auth import authenticate
 from .config import Settings
 from .errors import ApiError, error_body
 from .eventlog import EventLog, MemoryEventLog
+from .limits import StreamLimiter
 from .models import ModelRegistry
 from .openai_api import bp as openai_bp
 from .routes import bp
@@ -45,11 +48,31 @@ def create_app(config: Settings | None = None) -> Flask:
         settings=settings,
         event_log=_make_event_log(settings),
         models=ModelRegistry(settings),
+        limiter=StreamLimiter(settings.max_streams, settings.max_streams_per_key),
     )
     app.register_blueprint(bp)
     app.register_blueprint(openai_bp)
+    _register_access(app, settings)
     _register_error_handlers(app, settings)
     return app
+
+
+def _register_access(app: Flask, settings: Settings) -> None:
+    """Bearer keys on ``/v1/…`` (``/``, ``/static`` and ``/healthz`` stay open) and
+    the CORS allow-list, through flask-cors."""
+    if not settings.api_keys and settings.bound_beyond_loopback:
+        log.warning("SSE_CHAT_API_KEYS is not set and the service binds %s: anyone who can reach it "
+                    "can use the model and its upstream credit; set SSE_CHAT_API_KEYS=key1,key2", settings.bind)
+
+    @app.before_request
+    def require_key() -> None:
+        if request.method != "OPTIONS" and request.path.startswith("/v1/"):
+            g.owner = authenticate(settings.api_keys, request.headers)
+
+    if settings.cors_origins:
+        CORS(app, resources={r"/v1/*": {"origins": list(settings.cors_origins)}},
+             allow_headers=["Content-Type", "Authorization", "Last-Event-ID"],
+             methods=["GET", "POST", "DELETE", "OPTIONS"], max_age=600)
 
 
 def _make_event_log(settings: Settings) -> EventLog:

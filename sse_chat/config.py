@@ -36,8 +36,18 @@ class Settings:
     upstream_timeout_s: float = 60.0
     upstream_max_retries: int = 2
     max_events_per_stream: int = 100_000
+    cors_origins: tuple[str, ...] = ()
+    max_streams: int = 2000
+    max_streams_per_key: int = 100
+    send_timeout_s: float = 30.0
     bind: str = "127.0.0.1:8000"
     workers: int = 1
+
+    @property
+    def bound_beyond_loopback(self) -> bool:
+        """True when ``bind`` is not a loopback address (or a Unix socket)."""
+        host = self.bind.rpartition(":")[0].strip("[]") if ":" in self.bind else self.bind
+        return not (self.bind.startswith("unix:") or host in ("localhost", "::1") or host.startswith("127."))
 
     @property
     def upstream_configured(self) -> bool:
@@ -69,6 +79,10 @@ class Settings:
             max_body_bytes=read.integer("SSE_CHAT_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1, unit="bytes"),
             upstream_timeout_s=read.seconds("SSE_CHAT_UPSTREAM_TIMEOUT_S", defaults.upstream_timeout_s),
             upstream_max_retries=read.integer("SSE_CHAT_UPSTREAM_MAX_RETRIES", defaults.upstream_max_retries, minimum=0, unit="retries"),
+            cors_origins=tuple(sorted(read.key_list("SSE_CHAT_CORS_ORIGINS"))),
+            max_streams=read.integer("SSE_CHAT_MAX_STREAMS", defaults.max_streams, minimum=1, unit="streams"),
+            max_streams_per_key=read.integer("SSE_CHAT_MAX_STREAMS_PER_KEY", defaults.max_streams_per_key, minimum=1, unit="streams"),
+            send_timeout_s=read.seconds("SSE_CHAT_SEND_TIMEOUT_S", defaults.send_timeout_s),
             bind=read.text("SSE_CHAT_BIND", defaults.bind),
             workers=read.integer("WEB_CONCURRENCY", defaults.workers, minimum=1, unit="worker processes"),
         )

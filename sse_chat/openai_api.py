@@ -16,7 +16,7 @@ from .openai_format import (CompletionChunks, completion, logged_events, model_l
 from .reader import HEARTBEAT, follow
 from .routes import event_stream_response, json_body, services
 from .sse import encode_retry
-from .streams import requested_last_event_id, resume_position, start_generation
+from .streams import caller, requested_last_event_id, resume_position, start_generation
 
 bp = Blueprint("openai", __name__)
 
@@ -37,14 +37,14 @@ def chat_completions():
     svc = services()
     last_event_id = requested_last_event_id()
     if last_event_id is not None:
-        position = resume_position(svc, last_event_id)
+        position = resume_position(svc, last_event_id, caller())
         if position is None:
             return Response(status=204)
         stream_id, after_seq = position
         chunks = CompletionChunks(stream_id, "", int(time.time()), include_usage=True)
         return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, after_seq, chunks))
     request = parse_completion_body(json_body(), svc.settings.model)
-    stream_id = start_generation(svc, request.chat)
+    stream_id = start_generation(svc, request.chat, caller())
     if not request.stream:
         return _whole_completion(svc.event_log, svc.settings, stream_id, request.chat.model)
     chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage)

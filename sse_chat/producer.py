@@ -49,7 +49,7 @@ class Producer:
 
     def __init__(self, event_log: EventLog, stream_id: str, model: ChatModel, request: ChatRequest,
                  limits: ProducerLimits, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, on_end: Callable[[], None] | None = None) -> None:
         self._log = event_log
         self._stream_id = stream_id
         self._model = model
@@ -59,6 +59,7 @@ class Producer:
         self._created = int(wall_clock())
         self._seq = 0
         self._next_control_check = 0.0
+        self._on_end = on_end
 
     def start_event(self) -> None:
         """Append the ``start`` event (seq 0). Called before the response begins, so
@@ -74,7 +75,14 @@ class Producer:
 
     def run(self) -> None:
         """Generate the answer and append every event, ending with one terminal event.
-        Never raises: every failure becomes an ``error`` event."""
+        Never raises: every failure becomes an ``error`` event. Calls ``on_end`` last."""
+        try:
+            self._run()
+        finally:
+            if self._on_end is not None:
+                self._on_end()
+
+    def _run(self) -> None:
         log.info("stream %s started: model=%s", self._stream_id, self._request.model)
         with self._lease():
             try:

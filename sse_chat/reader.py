@@ -28,20 +28,25 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     (expired) ends with a ``stream_lost`` error frame.
     """
     event_log.attach(stream_id)
-    position = after_seq
+    position, finished = after_seq, False
     try:
         batch = event_log.read(stream_id, position, timeout_s=0)
         while True:
             position = batch.last_seq if batch.frames else position
-            if batch.frames or not batch.finished:
+            finished = batch.finished
+            if batch.frames or not finished:
                 yield batch.frames
-            if batch.finished:
+            if finished:
                 return
             batch = event_log.read(stream_id, position, timeout_s=heartbeat_s)
     except StreamNotFound:
+        finished = True
         yield [_lost_frame(stream_id, position)]
     finally:
         event_log.detach(stream_id)
+        if not finished:
+            log.info("stream %s: reader left after event %d, before the end (client gone or stopped reading)",
+                     stream_id, position)
 
 
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,

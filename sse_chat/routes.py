@@ -12,7 +12,7 @@ from .errors import ApiError, invalid_request
 from .reader import read_stream
 from .services import Services
 from .sse import EVENT_STREAM_CONTENT_TYPE
-from .streams import known_stream, requested_last_event_id, resume_position, start_generation
+from .streams import caller, known_stream, requested_last_event_id, resume_position, start_generation
 
 bp = Blueprint("streams", __name__)
 
@@ -45,7 +45,7 @@ def post_chat() -> Response:
     if resumed is not None:
         return resumed
     chat = parse_chat_body(json_body(), services().settings.model)
-    return _event_stream(start_generation(services(), chat), -1)
+    return _event_stream(start_generation(services(), chat, caller()), -1)
 
 
 @bp.get("/v1/chat")
@@ -54,22 +54,22 @@ def get_chat() -> Response:
     if resumed is not None:
         return resumed
     chat = parse_chat_query(request.args, services().settings.model)
-    return _event_stream(start_generation(services(), chat), -1)
+    return _event_stream(start_generation(services(), chat, caller()), -1)
 
 
 @bp.get("/v1/streams/<stream_id>")
 def get_stream(stream_id: str) -> Response:
     last_event_id = requested_last_event_id()
     if last_event_id is None:
-        known_stream(services(), stream_id)
+        known_stream(services(), stream_id, caller())
         return _event_stream(stream_id, -1)
-    position = resume_position(services(), last_event_id, stream_id)
+    position = resume_position(services(), last_event_id, caller(), stream_id)
     return Response(status=204) if position is None else _event_stream(*position)
 
 
 @bp.delete("/v1/streams/<stream_id>")
 def delete_stream(stream_id: str) -> tuple[Response, int]:
-    known_stream(services(), stream_id)
+    known_stream(services(), stream_id, caller())
     services().event_log.request_cancel(stream_id)
     return jsonify(stream_id=stream_id, status="cancelling"), 202
 
@@ -80,7 +80,7 @@ def _resume_if_asked() -> Response | None:
     last_event_id = requested_last_event_id()
     if last_event_id is None:
         return None
-    position = resume_position(services(), last_event_id)
+    position = resume_position(services(), last_event_id, caller())
     return Response(status=204) if position is None else _event_stream(*position)
 
 
@@ -93,7 +93,15 @@ def _event_stream(stream_id: str, after_seq: int) -> Response:
 
 def event_stream_response(body: Any) -> Response:
     """A ``text/event-stream`` response over the byte iterator ``body``: no
-    ``Content-Length`` (chunked), no compression, not cached or buffered."""
+    ``Content-Length`` (chunked), no compression, not cached or buffered.
+
+    Under gunicorn, a send that waits longer than ``SSE_CHAT_SEND_TIMEOUT_S`` (a
+    client that stopped reading) fails, which closes the response and detaches
+    the reader; the stream stays resumable.
+    """
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(services().settings.send_timeout_s)
     return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
                     headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .config import Settings
 from .eventlog import EventLog
+from .limits import StreamLimiter
 from .models import ModelRegistry
 
 
@@ -17,3 +18,4 @@ class Services:
     settings: Settings
     event_log: EventLog
     models: ModelRegistry
+    limiter: StreamLimiter

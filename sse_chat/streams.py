@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import g, request
 
 from .chat_request import ChatRequest
 from .errors import stream_not_found
@@ -11,21 +11,33 @@ from .producer import Producer, ProducerLimits
 from .services import Services
 
 
-def start_generation(services: Services, chat: ChatRequest) -> str:
-    """Create a stream, write its ``start`` event and start its producer; returns the
-    stream id.
+def start_generation(services: Services, chat: ChatRequest, owner: str | None) -> str:
+    """Create a stream owned by ``owner``, write its ``start`` event and start its
+    producer; returns the stream id.
 
     Raises:
-        ApiError: 503 ``backend_unavailable`` when no backend serves ``chat.model``.
+        ApiError: 503 ``backend_unavailable`` when no backend serves ``chat.model``;
+            429 ``too_many_streams`` past the limits on concurrent streams.
     """
     model = services.models.resolve(chat.model)
     stream_id = new_stream_id()
-    services.event_log.create(stream_id, owner=None)
+    services.limiter.admit(stream_id, owner)
+    services.event_log.create(stream_id, owner=owner)
     producer = Producer(services.event_log, stream_id, model, chat,
-                        ProducerLimits(abandon_s=services.settings.abandon_s))
-    producer.start_event()
+                        ProducerLimits(abandon_s=services.settings.abandon_s),
+                        on_end=lambda: services.limiter.release(stream_id))
+    try:
+        producer.start_event()
+    except BaseException:
+        services.limiter.release(stream_id)
+        raise
     producer.start()
     return stream_id
+
+
+def caller() -> str | None:
+    """The authenticated caller's owner fingerprint (``None`` on an open service)."""
+    return g.get("owner")
 
 
 def requested_last_event_id() -> str | None:
@@ -37,22 +49,23 @@ def requested_last_event_id() -> str | None:
     return value or None
 
 
-def resume_position(services: Services, last_event_id: str, stream_id: str | None = None) -> tuple[str, int] | None:
+def resume_position(services: Services, last_event_id: str, owner: str | None,
+                    stream_id: str | None = None) -> tuple[str, int] | None:
     """Where a resume starts: ``(stream_id, seq)`` to replay the events after
     ``seq``, or ``None`` when ``last_event_id`` is the stream's terminal event
     (nothing follows: answer 204).
 
     Raises:
         ApiError: 404 ``stream_not_found`` for a malformed id, an id of another
-            stream than ``stream_id``, an unknown or expired stream, or an event the
-            stream does not have yet.
+            stream than ``stream_id``, an unknown, expired or foreign stream, or an
+            event the stream does not have yet.
     """
     parsed = parse_event_id(last_event_id)
     if parsed is None:
         raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event id of the form STREAM_ID:SEQ")
     if stream_id is not None and parsed[0] != stream_id:
         raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event of stream {stream_id!r}")
-    info = known_stream(services, parsed[0])
+    info = known_stream(services, parsed[0], owner)
     if parsed[1] > info.last_seq:
         raise stream_not_found(f"stream {parsed[0]!r} has no event {parsed[1]} yet (its last is {info.last_seq})")
     if info.finished and parsed[1] == info.last_seq:
@@ -60,13 +73,14 @@ def resume_position(services: Services, last_event_id: str, stream_id: str | Non
     return parsed
 
 
-def known_stream(services: Services, stream_id: str) -> StreamInfo:
-    """The stream's info.
+def known_stream(services: Services, stream_id: str, owner: str | None) -> StreamInfo:
+    """The stream's info, if ``owner`` may see it.
 
     Raises:
-        ApiError: 404 ``stream_not_found`` when it is unknown or expired.
+        ApiError: 404 ``stream_not_found`` when it is unknown, expired, or owned by
+            another key (the answer does not tell which).
     """
     info = services.event_log.info(stream_id)
-    if info is None:
+    if info is None or info.owner != owner:
         raise stream_not_found(f"no stream {stream_id!r}: it never existed or it expired")
     return info

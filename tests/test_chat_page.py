@@ -123,3 +123,13 @@ def test_markdown_renders_and_model_output_cannot_inject_html(gunicorn, page):
     _ask(page, "Why is the sky blue?")
     _wait_until_idle(page)
     page.screenshot(path=str(ROOT / "docs" / "chat-page.png"), full_page=True)
+
+
+def test_a_keyed_service_asks_for_the_key_once_and_uses_it(gunicorn, page):
+    server = gunicorn(SSE_CHAT_API_KEYS="page-key", SSE_CHAT_FAKE_DELAY_MS="0")
+    page.on("dialog", lambda dialog: dialog.accept("page-key"))
+    page.goto(server.url + "/")
+    _ask(page, "Why is the sky blue?")
+    _wait_until_idle(page)
+    assert "Fake answer" in _answers(page).first.text_content()
+    assert page.locator("#conversation li.error").count() == 0

@@ -9,6 +9,7 @@ const options = {
   max_tokens: params.get("max_tokens") ? parseInt(params.get("max_tokens"), 10) : undefined,
 };
 const MAX_RESUMES = 20;
+let apiKey = sessionStorage.getItem("sse-chat-key") || "";
 const history = [];
 let current = null;  // {streamId, lastEventId, stopped}
 
@@ -88,6 +89,7 @@ async function follow(onEvent) {
       continue;
     }
     if (response.status === 204) return { done: { finish_reason: "stop" } };
+    if (response.status === 401 && askForKey()) { attempt--; continue; }
     if (!response.ok) throw new Error(errorMessage(await response.text(), `HTTP ${response.status}`));
     const parser = new EventStreamParser(() => {}, current.lastEventId);
     let outcome = null;
@@ -110,8 +112,23 @@ async function follow(onEvent) {
   }
 }
 
+// A service with SSE_CHAT_API_KEYS answers 401: ask once per page for a key,
+// kept for this tab only.
+function askForKey() {
+  const key = window.prompt("This service needs an API key (SSE_CHAT_API_KEYS):");
+  if (!key) return false;
+  apiKey = key.trim();
+  sessionStorage.setItem("sse-chat-key", apiKey);
+  return true;
+}
+
+function withKey(headers) {
+  if (apiKey) headers["Authorization"] = "Bearer " + apiKey;
+  return headers;
+}
+
 function open() {
-  const headers = { "Accept": "text/event-stream" };
+  const headers = withKey({ "Accept": "text/event-stream" });
   if (current.streamId && current.lastEventId) {
     headers["Last-Event-ID"] = current.lastEventId;
     return fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`, { headers, cache: "no-store" });
@@ -124,7 +141,8 @@ async function stop() {
   if (!current || !current.streamId) return;
   stopButton.disabled = true;
   current.stopped = true;
-  const response = await fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`, { method: "DELETE" });
+  const response = await fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`,
+                               { method: "DELETE", headers: withKey({}) });
   if (!response.ok && response.status !== 404) setStatus("could not stop: HTTP " + response.status);
 }
 
