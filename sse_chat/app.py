@@ -14,6 +14,7 @@ from .config import Settings
 from .errors import ApiError, error_body
 from .eventlog import EventLog, MemoryEventLog
 from .limits import StreamLimiter
+from .metrics import Metrics
 from .models import ModelRegistry
 from .openai_api import bp as openai_bp
 from .routes import bp
@@ -49,6 +50,7 @@ def create_app(config: Settings | None = None) -> Flask:
         event_log=_make_event_log(settings),
         models=ModelRegistry(settings),
         limiter=StreamLimiter(settings.max_streams, settings.max_streams_per_key),
+        metrics=Metrics(),
     )
     app.register_blueprint(bp)
     app.register_blueprint(openai_bp)

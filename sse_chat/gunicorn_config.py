@@ -8,7 +8,9 @@ imported already patched: no ``MonkeyPatchWarning``, no ``RecursionError``. Keep
 ``preload_app`` off for that reason.
 """
 
+import os
 import sys
+import tempfile
 
 from sse_chat.config import ConfigError, Settings
 
@@ -17,6 +19,10 @@ try:
     _settings.check_deployment()
 except ConfigError as _error:
     sys.exit(f"sse-chat: cannot start: {_error}")
+
+# prometheus-client's multiprocess mode: workers write their metrics to files in
+# this directory and /metrics adds them up. A fresh directory per master.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sse-chat-metrics-"))
 
 wsgi_app = "sse_chat.app:create_app()"
 bind = [_settings.bind]
@@ -60,3 +66,10 @@ def post_worker_init(worker):
     app_logger = logging.getLogger("sse_chat")
     app_logger.addHandler(handler)
     app_logger.setLevel(logging.INFO)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (prometheus-client multiprocess mode)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

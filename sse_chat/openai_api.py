@@ -11,6 +11,7 @@ from flask import Blueprint, Response, jsonify
 from .config import Settings
 from .errors import ApiError
 from .eventlog import EventLog
+from .metrics import Metrics
 from .openai_format import (CompletionChunks, completion, logged_events, model_list, openai_error,
                             parse_completion_body)
 from .reader import HEARTBEAT, follow
@@ -42,20 +43,20 @@ def chat_completions():
             return Response(status=204)
         stream_id, after_seq = position
         chunks = CompletionChunks(stream_id, "", int(time.time()), include_usage=True)
-        return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, after_seq, chunks))
+        return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, after_seq, chunks, svc.metrics))
     request = parse_completion_body(json_body(), svc.settings.model)
     stream_id = start_generation(svc, request.chat, caller())
     if not request.stream:
         return _whole_completion(svc.event_log, svc.settings, stream_id, request.chat.model)
     chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage)
-    return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, -1, chunks))
+    return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, -1, chunks, svc.metrics))
 
 
 def _chunk_stream(event_log: EventLog, settings: Settings, stream_id: str, after_seq: int,
-                  chunks: CompletionChunks) -> Iterator[bytes]:
+                  chunks: CompletionChunks, metrics: Metrics) -> Iterator[bytes]:
     """Like :func:`~sse_chat.reader.read_stream`, with each event turned into
     ``chat.completion.chunk`` frames."""
-    batches = follow(event_log, stream_id, after_seq, heartbeat_s=settings.heartbeat_s)
+    batches = follow(event_log, stream_id, after_seq, heartbeat_s=settings.heartbeat_s, metrics=metrics)
     try:
         for index, frames in enumerate(batches):
             out = b"".join(frame for event in logged_events([frames]) for frame in chunks.frames(event))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .chat_request import ChatRequest
 from .errors import error_body
 from .eventlog import EventLog, StreamFull, StreamLost, event_id
+from .metrics import Metrics
 from .models import ChatModel, Delta, UpstreamError
 from .sse import ServerSentEvent, compact_json
 
@@ -49,7 +50,8 @@ class Producer:
 
     def __init__(self, event_log: EventLog, stream_id: str, model: ChatModel, request: ChatRequest,
                  limits: ProducerLimits, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, on_end: Callable[[], None] | None = None) -> None:
+                 wall_clock: Callable[[], float] = time.time, on_end: Callable[[], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._log = event_log
         self._stream_id = stream_id
         self._model = model
@@ -60,6 +62,10 @@ class Producer:
         self._seq = 0
         self._next_control_check = 0.0
         self._on_end = on_end
+        self._metrics = metrics
+        self._started_at = clock()
+        self._first_token_s: float | None = None
+        self._tokens = 0
 
     def start_event(self) -> None:
         """Append the ``start`` event (seq 0). Called before the response begins, so
@@ -76,9 +82,14 @@ class Producer:
     def run(self) -> None:
         """Generate the answer and append every event, ending with one terminal event.
         Never raises: every failure becomes an ``error`` event. Calls ``on_end`` last."""
+        if self._metrics is not None:
+            self._metrics.active_streams.inc()
+            self._metrics.streams_started.labels(self._request.model).inc()
         try:
             self._run()
         finally:
+            if self._metrics is not None:
+                self._metrics.active_streams.dec()
             if self._on_end is not None:
                 self._on_end()
 
@@ -98,8 +109,18 @@ class Producer:
             except Exception:
                 log.exception("could not write the terminal event of stream %s", self._stream_id)
                 return
-        outcome = data.get("finish_reason") or data.get("error", {}).get("type")
-        log.info("stream %s ended: %s %s after %d events", self._stream_id, event_type, outcome, self._seq)
+        self._report_end(event_type, data)
+
+    def _report_end(self, event_type: str, data: dict) -> None:
+        reason = data.get("finish_reason") or data.get("error", {}).get("type") or "unknown"
+        ttft_ms = "-" if self._first_token_s is None else f"{self._first_token_s * 1000:.0f}"
+        log.info("stream %s ended: %s %s model=%s events=%d tokens=%d ttft_ms=%s duration_ms=%.0f",
+                 self._stream_id, event_type, reason, self._request.model, self._seq, self._tokens, ttft_ms,
+                 (self._clock() - self._started_at) * 1000)
+        if self._metrics is not None:
+            self._metrics.streams_ended.labels(event_type, reason).inc()
+            if reason.startswith("upstream_"):
+                self._metrics.upstream_errors.labels(reason).inc()
 
     @contextmanager
     def _lease(self) -> Iterator[None]:
@@ -134,6 +155,7 @@ class Producer:
                 if delta.reasoning:
                     self._append("reasoning", {"content": delta.reasoning})
                 if delta.content:
+                    self._note_token()
                     self._append("token", {"content": delta.content})
                 if delta.finish_reason:
                     finish_reason, usage = delta.finish_reason, delta.usage
@@ -148,6 +170,13 @@ class Producer:
             if close is not None:
                 close()
         return "done", {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
+
+    def _note_token(self) -> None:
+        self._tokens += 1
+        if self._first_token_s is None:
+            self._first_token_s = self._clock() - self._started_at
+            if self._metrics is not None:
+                self._metrics.time_to_first_token.observe(self._first_token_s)
 
     def _check_control(self) -> None:
         now = self._clock()

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 
 from .errors import error_body
+from .metrics import Metrics
 from .eventlog import EventLog, StreamNotFound, event_id
 from .sse import ServerSentEvent, compact_json, encode_comment, encode_retry
 
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT = encode_comment("ping")
 
 
-def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float) -> Iterator[list[bytes]]:
+def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
+           metrics: Metrics | None = None) -> Iterator[list[bytes]]:
     """Yield the frames of ``stream_id`` after event ``after_seq``, as lists of the
     frames that arrived together. The first list holds every event already logged
     (it may be empty); later an empty list means ``heartbeat_s`` seconds passed
@@ -36,6 +38,8 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
             finished = batch.finished
             if batch.frames or not finished:
                 yield batch.frames
+                if metrics is not None:
+                    metrics.events_sent.inc(len(batch.frames))
             if finished:
                 return
             batch = event_log.read(stream_id, position, timeout_s=heartbeat_s)
@@ -45,12 +49,14 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     finally:
         event_log.detach(stream_id)
         if not finished:
+            if metrics is not None:
+                metrics.client_disconnects.inc()
             log.info("stream %s: reader left after event %d, before the end (client gone or stopped reading)",
                      stream_id, position)
 
 
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
-                heartbeat_s: float) -> Iterator[bytes]:
+                heartbeat_s: float, metrics: Metrics | None = None) -> Iterator[bytes]:
     """Yield the event stream of ``stream_id`` from event ``after_seq + 1`` on.
 
     The first item opens with ``retry: {retry_ms}`` and holds every event already
@@ -58,7 +64,7 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     each item holds the events that arrived together, or a ``: ping`` comment after
     ``heartbeat_s`` seconds without one. Returns after the terminal event.
     """
-    batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s)
+    batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics)
     try:
         first = next(batches, [])
         yield encode_retry(retry_ms) + (b"".join(first) if first else b"\n")

@@ -34,6 +34,13 @@ def chat_page() -> Response:
     return current_app.send_static_file("index.html")
 
 
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics of every worker."""
+    body, content_type = services().metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     return jsonify(status="ok")
@@ -86,8 +93,8 @@ def _resume_if_asked() -> Response | None:
 
 def _event_stream(stream_id: str, after_seq: int) -> Response:
     settings = services().settings
-    body = read_stream(services().event_log, stream_id, after_seq,
-                       retry_ms=settings.retry_ms, heartbeat_s=settings.heartbeat_s)
+    body = read_stream(services().event_log, stream_id, after_seq, retry_ms=settings.retry_ms,
+                       heartbeat_s=settings.heartbeat_s, metrics=services().metrics)
     return event_stream_response(body)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .config import Settings
 from .eventlog import EventLog
 from .limits import StreamLimiter
+from .metrics import Metrics
 from .models import ModelRegistry
 
 
@@ -19,3 +20,4 @@ class Services:
     event_log: EventLog
     models: ModelRegistry
     limiter: StreamLimiter
+    metrics: Metrics

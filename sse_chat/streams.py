@@ -25,7 +25,7 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None) -
     services.event_log.create(stream_id, owner=owner)
     producer = Producer(services.event_log, stream_id, model, chat,
                         ProducerLimits(abandon_s=services.settings.abandon_s),
-                        on_end=lambda: services.limiter.release(stream_id))
+                        on_end=lambda: services.limiter.release(stream_id), metrics=services.metrics)
     try:
         producer.start_event()
     except BaseException:
@@ -70,6 +70,7 @@ def resume_position(services: Services, last_event_id: str, owner: str | None,
         raise stream_not_found(f"stream {parsed[0]!r} has no event {parsed[1]} yet (its last is {info.last_seq})")
     if info.finished and parsed[1] == info.last_seq:
         return None
+    services.metrics.resumes.inc()
     return parsed
 
 

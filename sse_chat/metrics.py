@@ -1,0 +1,49 @@
+"""Prometheus metrics (``GET /metrics``), with prometheus-client.
+
+Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (set by ``gunicorn.conf.py``) makes
+every worker write its values to files there, and ``/metrics`` adds up all
+workers' (prometheus-client's multiprocess mode).
+https://prometheus.github.io/client_python/multiprocess/
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: Time-to-first-token buckets, seconds.
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """This application's metrics, registered in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.active_streams = Gauge("sse_chat_active_streams", "Streams whose producer is running.",
+                                    registry=registry, multiprocess_mode="livesum")
+        self.streams_started = Counter("sse_chat_streams_started", "Streams started.", ["model"], registry=registry)
+        self.streams_ended = Counter("sse_chat_streams_ended", "Streams ended, by terminal event and reason.",
+                                     ["event", "reason"], registry=registry)
+        self.events_sent = Counter("sse_chat_events_sent", "Events written to clients.", registry=registry)
+        self.resumes = Counter("sse_chat_resumes", "Requests that resumed a stream from a last event id.",
+                               registry=registry)
+        self.client_disconnects = Counter("sse_chat_client_disconnects",
+                                          "Readers that left before the end of their stream.", registry=registry)
+        self.upstream_errors = Counter("sse_chat_upstream_errors", "Upstream failures, by error type.", ["type"],
+                                       registry=registry)
+        self.time_to_first_token = Histogram("sse_chat_time_to_first_token_seconds",
+                                             "Seconds from the start of generation to the first token.",
+                                             registry=registry, buckets=TTFT_BUCKETS)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text format of every worker's metrics (multiprocess mode)
+        or of this process's, and its content type."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,49 @@
+"""GET /metrics moves while streams run (gunicorn, prometheus-client multiprocess mode)."""
+
+import asyncio
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from .servers import ROOT
+from .streams import events_of
+
+import sys
+
+sys.path.insert(0, str(ROOT / "bench"))
+from loadgen import run_many  # noqa: E402
+
+
+def _scrape(url):
+    response = requests.get(url + "/metrics", timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+    values = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}"] = sample.value
+    return values
+
+
+def test_counters_move_during_a_benchmark_run(gunicorn, redis_server, upstream):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0", SSE_CHAT_REDIS_URL=redis_server.url, WEB_CONCURRENCY="2",
+                      OPENAI_BASE_URL=upstream.base_url, SSE_CHAT_UPSTREAM_MAX_RETRIES="0")
+    before = _scrape(server.url)
+    results = asyncio.run(run_many(server.url, [{"prompt": f"m{i}", "max_tokens": 30} for i in range(40)]))
+    assert all(r.gap_free for r in results)
+    events = events_of([requests.post(server.url + "/v1/chat", json={"prompt": "r", "max_tokens": 5}).content])
+    stream_id = events[0].last_event_id.rpartition(":")[0]
+    requests.get(f"{server.url}/v1/streams/{stream_id}", headers={"Last-Event-ID": events[2].last_event_id})
+    requests.post(server.url + "/v1/chat", json={"prompt": "x", "model": "http429"}).content
+    after = _scrape(server.url)
+
+    def moved(name):
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert moved("sse_chat_streams_started_total{model=fake}") == 41
+    assert moved("sse_chat_streams_ended_total{event=done,reason=length}") == 41
+    assert moved("sse_chat_events_sent_total{}") >= 40 * 32
+    assert moved("sse_chat_resumes_total{}") == 1
+    assert moved("sse_chat_upstream_errors_total{type=upstream_rate_limited}") == 1
+    assert moved("sse_chat_time_to_first_token_seconds_count{}") == 41
+    assert after["sse_chat_active_streams{}"] == 0
