@@ -38,9 +38,13 @@ worker_connections = 4000
 # notify the arbiter within it. Streams may last minutes; a stuck event loop
 # (CPU-bound code) gets the worker restarted after this many seconds.
 timeout = 30
-# On SIGTERM/SIGHUP a worker stops accepting and lets running streams end for
-# this long before it is killed. Readers that are cut reconnect with Last-Event-ID.
-graceful_timeout = 30
+# On a graceful stop or reload (SIGTERM to a worker; SIGHUP to the master replaces
+# workers that way) a worker stops accepting, ends its readers' responses with a
+# retry: so that clients reconnect with Last-Event-ID to the new workers (through
+# Redis), and keeps its producers running for up to this many seconds so that no
+# answer is cut (see worker_exit below). Answers longer than this are cut and end
+# with stream_lost.
+graceful_timeout = 120
 # Seconds an idle keep-alive connection stays open; longer than nginx's
 # upstream keepalive_timeout (60 s) so that nginx, not gunicorn, closes first.
 keepalive = 75
@@ -58,8 +62,22 @@ control_socket_disable = True
 
 def post_worker_init(worker):
     """Send the app's log lines (``sse_chat.*``) to stderr beside gunicorn's, each
-    with the worker's pid, so that a stream can be traced to its producer."""
+    with the worker's pid, so that a stream can be traced to its producer; and
+    start draining on SIGTERM."""
     import logging
+    import signal
+
+    services = worker.wsgi.extensions["sse_chat"]
+    graceful_exit = worker.handle_exit
+    # gunicorn closes the worker's liveness file before worker_exit runs; keep a
+    # descriptor of it so that a draining worker can still tell the master it lives.
+    worker.sse_chat_liveness_fd = os.dup(worker.tmp.fileno())
+
+    def handle_exit(sig, frame):
+        services.draining.set()
+        graceful_exit(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
@@ -73,3 +91,14 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Before a worker exits gracefully (SIGTERM, not a quick SIGINT/SIGQUIT stop),
+    let its producers finish, for up to ``graceful_timeout``."""
+    services = getattr(worker.wsgi, "extensions", {}).get("sse_chat")
+    if services is None or not services.draining.is_set():
+        return
+    left = services.drain(worker.cfg.graceful_timeout, notify=lambda: os.utime(worker.sse_chat_liveness_fd))
+    if left:
+        worker.log.warning("%d streams were still generating at the end of graceful_timeout", left)

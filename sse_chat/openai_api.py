@@ -3,6 +3,7 @@ over the same backends and event log as ``/v1/chat``."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -43,20 +44,21 @@ def chat_completions():
             return Response(status=204)
         stream_id, after_seq = position
         chunks = CompletionChunks(stream_id, "", int(time.time()), include_usage=True)
-        return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, after_seq, chunks, svc.metrics))
+        return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, after_seq, chunks, svc.metrics, svc.draining))
     request = parse_completion_body(json_body(), svc.settings.model)
     stream_id = start_generation(svc, request.chat, caller())
     if not request.stream:
         return _whole_completion(svc.event_log, svc.settings, stream_id, request.chat.model)
     chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage)
-    return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, -1, chunks, svc.metrics))
+    return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, -1, chunks, svc.metrics, svc.draining))
 
 
 def _chunk_stream(event_log: EventLog, settings: Settings, stream_id: str, after_seq: int,
-                  chunks: CompletionChunks, metrics: Metrics) -> Iterator[bytes]:
+                  chunks: CompletionChunks, metrics: Metrics, draining: threading.Event) -> Iterator[bytes]:
     """Like :func:`~sse_chat.reader.read_stream`, with each event turned into
     ``chat.completion.chunk`` frames."""
-    batches = follow(event_log, stream_id, after_seq, heartbeat_s=settings.heartbeat_s, metrics=metrics)
+    batches = follow(event_log, stream_id, after_seq, heartbeat_s=settings.heartbeat_s, metrics=metrics,
+                     draining=draining)
     try:
         for index, frames in enumerate(batches):
             out = b"".join(frame for event in logged_events([frames]) for frame in chunks.frames(event))

@@ -9,6 +9,8 @@ client went away, which detaches the reader.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 
 from .errors import error_body
@@ -19,36 +21,48 @@ from .sse import ServerSentEvent, compact_json, encode_comment, encode_retry
 log = logging.getLogger(__name__)
 
 HEARTBEAT = encode_comment("ping")
+#: Seconds a reader waits before it looks whether the process is draining.
+DRAIN_CHECK_S = 1.0
 
 
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
-           metrics: Metrics | None = None) -> Iterator[list[bytes]]:
+           metrics: Metrics | None = None, draining: threading.Event | None = None) -> Iterator[list[bytes]]:
     """Yield the frames of ``stream_id`` after event ``after_seq``, as lists of the
     frames that arrived together. The first list holds every event already logged
     (it may be empty); later an empty list means ``heartbeat_s`` seconds passed
-    without an event. Returns after the terminal event; a stream that vanishes
-    (expired) ends with a ``stream_lost`` error frame.
+    without an event. Returns after the terminal event, or within
+    :data:`DRAIN_CHECK_S` seconds once ``draining`` is set (the client then
+    reconnects elsewhere); a stream that vanishes (expired) ends with a
+    ``stream_lost`` error frame.
     """
     event_log.attach(stream_id)
-    position, finished = after_seq, False
+    position, finished, drained = after_seq, False, False
     try:
         batch = event_log.read(stream_id, position, timeout_s=0)
+        sent_at = time.monotonic()
+        first = True
         while True:
-            position = batch.last_seq if batch.frames else position
             finished = batch.finished
-            if batch.frames or not finished:
+            heartbeat_due = time.monotonic() - sent_at >= heartbeat_s
+            if batch.frames or (first and not finished) or (heartbeat_due and not finished):
+                position = batch.last_seq if batch.frames else position
                 yield batch.frames
+                sent_at, first = time.monotonic(), False
                 if metrics is not None:
                     metrics.events_sent.inc(len(batch.frames))
-            if finished:
+            drained = draining is not None and draining.is_set()
+            if finished or drained:
                 return
-            batch = event_log.read(stream_id, position, timeout_s=heartbeat_s)
+            batch = event_log.read(stream_id, position, timeout_s=min(heartbeat_s, DRAIN_CHECK_S))
     except StreamNotFound:
         finished = True
         yield [_lost_frame(stream_id, position)]
     finally:
         event_log.detach(stream_id)
-        if not finished:
+        if drained and not finished:
+            log.info("stream %s: reader ended after event %d for a graceful stop; the client reconnects",
+                     stream_id, position)
+        elif not finished:
             if metrics is not None:
                 metrics.client_disconnects.inc()
             log.info("stream %s: reader left after event %d, before the end (client gone or stopped reading)",
@@ -56,20 +70,24 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
 
 
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
-                heartbeat_s: float, metrics: Metrics | None = None) -> Iterator[bytes]:
+                heartbeat_s: float, metrics: Metrics | None = None,
+                draining: threading.Event | None = None) -> Iterator[bytes]:
     """Yield the event stream of ``stream_id`` from event ``after_seq + 1`` on.
 
     The first item opens with ``retry: {retry_ms}`` and holds every event already
     logged (or ends the retry-only block with a blank line when there is none); then
     each item holds the events that arrived together, or a ``: ping`` comment after
-    ``heartbeat_s`` seconds without one. Returns after the terminal event.
+    ``heartbeat_s`` seconds without one. Returns after the terminal event, or,
+    when the process drains, after a last ``retry:`` that has the client reconnect.
     """
-    batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics)
+    batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining)
     try:
         first = next(batches, [])
         yield encode_retry(retry_ms) + (b"".join(first) if first else b"\n")
         for frames in batches:
             yield b"".join(frames) if frames else HEARTBEAT
+        if draining is not None and draining.is_set():
+            yield encode_retry(retry_ms) + b"\n"
     finally:
         batches.close()
 

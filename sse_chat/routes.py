@@ -94,7 +94,8 @@ def _resume_if_asked() -> Response | None:
 def _event_stream(stream_id: str, after_seq: int) -> Response:
     settings = services().settings
     body = read_stream(services().event_log, stream_id, after_seq, retry_ms=settings.retry_ms,
-                       heartbeat_s=settings.heartbeat_s, metrics=services().metrics)
+                       heartbeat_s=settings.heartbeat_s, metrics=services().metrics,
+                       draining=services().draining)
     return event_stream_response(body)
 
 

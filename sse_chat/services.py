@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .config import Settings
 from .eventlog import EventLog
@@ -21,3 +24,17 @@ class Services:
     models: ModelRegistry
     limiter: StreamLimiter
     metrics: Metrics
+    #: Set when the process begins a graceful stop: readers end their responses
+    #: (clients reconnect elsewhere) while producers finish.
+    draining: threading.Event = field(default_factory=threading.Event)
+
+    def drain(self, timeout_s: float, notify: Callable[[], None] = lambda: None) -> int:
+        """Wait up to ``timeout_s`` seconds for running producers to finish, calling
+        ``notify`` (gunicorn's liveness ping) every half second; returns how many
+        were still running."""
+        self.draining.set()
+        deadline = time.monotonic() + timeout_s
+        while self.limiter.running and time.monotonic() < deadline:
+            notify()
+            time.sleep(0.5)
+        return self.limiter.running
