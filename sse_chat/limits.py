@@ -19,7 +19,8 @@ class StreamLimiter:
 
     Args:
         max_total: most running streams.
-        max_per_owner: most running streams per API key (or per open service).
+        max_per_owner: most running streams per API key (an open service, whose
+            callers are not told apart, has only the total bound).
     """
 
     def __init__(self, max_total: int, max_per_owner: int) -> None:
@@ -38,7 +39,7 @@ class StreamLimiter:
         with self._lock:
             if len(self._owners) >= self._max_total:
                 raise _too_many(f"the server runs its maximum of {self._max_total} streams (SSE_CHAT_MAX_STREAMS)")
-            if self._counts[owner] >= self._max_per_owner:
+            if owner is not None and self._counts[owner] >= self._max_per_owner:
                 raise _too_many(f"this key already runs {self._max_per_owner} streams (SSE_CHAT_MAX_STREAMS_PER_KEY)")
             self._owners[stream_id] = owner
             self._counts[owner] += 1
