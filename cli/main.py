@@ -38,14 +38,18 @@ def cli() -> None:
 @click.option("--show-reasoning", is_flag=True, help="Write reasoning text to stderr, dimmed.")
 @click.option("--markdown/--plain", default=False, envvar="SSE_CHAT_MARKDOWN",
               help="Render Markdown while it streams when stdout is a terminal [env SSE_CHAT_MARKDOWN].")
+@click.option("--api-key", envvar="SSE_CHAT_API_KEY", metavar="KEY",
+              help="Bearer key for a service with SSE_CHAT_API_KEYS [env SSE_CHAT_API_KEY].")
 def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str | None,
         max_tokens: int | None, temperature: float | None, fake: bool, mode: str | None,
-        resume_from: str | None, retries: int, show_reasoning: bool, markdown: bool) -> None:
+        resume_from: str | None, retries: int, show_reasoning: bool, markdown: bool, api_key: str | None) -> None:
     """Ask PROMPT and write the answer to stdout as it streams.
 
     Words are joined; piped stdin comes first; a lone - reads stdin only.
     """
     body = None
+    if resume_from and not _is_event_id(resume_from):
+        raise click.BadParameter("expected an event id STREAM_ID:SEQ, as sse-chat printed it", param_hint="--resume")
     if not resume_from:
         try:
             text = build_prompt(prompt, click.get_text_stream("stdin"))
@@ -53,7 +57,7 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
             raise click.UsageError(str(exc)) from None
         body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature)
     output = _output(click.get_binary_stream("stdout"), mode, markdown)
-    follower = StreamFollower(_session(), output, sys.stderr, show_reasoning=show_reasoning)
+    follower = StreamFollower(_session(api_key), output, sys.stderr, show_reasoning=show_reasoning)
     try:
         status = _run(follower, url, fake, AskRequest("", body, resume_from, retries))
     finally:
@@ -89,20 +93,26 @@ def _finish(output) -> None:
 
 
 def _run(follower: StreamFollower, url: str | None, fake: bool, request: AskRequest) -> int:
-    base_url = ""
-    try:
-        with ExitStack() as stack:
-            base_url = (url or (_in_process(stack) if fake else DEFAULT_URL)).rstrip("/")
+    in_process = fake and not url
+    with ExitStack() as stack:
+        base_url = (_in_process(stack) if in_process else url or DEFAULT_URL).rstrip("/")
+        try:
             return follower.run(AskRequest(base_url, request.body, request.resume_from, request.retries))
-    except KeyboardInterrupt:
-        cancelled = follower.cancel(base_url)
-        sys.stderr.write("\nsse-chat: interrupted" + ("; the server stopped the stream" if cancelled else "") + "\n")
-        if follower.stream_id and follower.last_event_id:
-            sys.stderr.write(f"sse-chat: to read the rest, run: {follower.resume_hint(base_url)}\n")
-        return ExitCode.INTERRUPTED
-    except BrokenPipeError:
-        _silence_stdout()
-        return ExitCode.BROKEN_PIPE
+        except KeyboardInterrupt:
+            return _interrupted(follower, base_url, resumable=not in_process)
+        except BrokenPipeError:
+            _silence_stdout()
+            return ExitCode.BROKEN_PIPE
+
+
+def _interrupted(follower: StreamFollower, base_url: str, *, resumable: bool) -> int:
+    """Ctrl-C: ask the server to stop the stream and say how to read the rest
+    (not for the in-process server, which ends with this process)."""
+    cancelled = follower.cancel(base_url)
+    sys.stderr.write("\nsse-chat: interrupted" + ("; the server stopped the stream" if cancelled else "") + "\n")
+    if resumable and follower.stream_id and follower.last_event_id:
+        sys.stderr.write(f"sse-chat: to read the rest, run: {follower.resume_hint(base_url)}\n")
+    return ExitCode.INTERRUPTED
 
 
 def _in_process(stack: ExitStack) -> str:
@@ -127,10 +137,18 @@ def _chat_body(prompt: str, model: str | None, system: str | None, max_tokens: i
     return body
 
 
-def _session():
+def _session(api_key: str | None):
     import requests
 
-    return requests.Session()
+    session = requests.Session()
+    if api_key:
+        session.headers["Authorization"] = f"Bearer {api_key}"
+    return session
+
+
+def _is_event_id(value: str) -> bool:
+    stream_id, colon, seq = value.rpartition(":")
+    return bool(colon and stream_id and seq.isascii() and seq.isdigit())
 
 
 def _silence_stdout() -> None:

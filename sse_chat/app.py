@@ -60,15 +60,15 @@ def create_app(config: Settings | None = None) -> Flask:
 
 
 def _register_access(app: Flask, settings: Settings) -> None:
-    """Bearer keys on ``/v1/…`` (``/``, ``/static`` and ``/healthz`` stay open) and
-    the CORS allow-list, through flask-cors."""
+    """Bearer keys on ``/v1/…`` and ``/metrics`` (``/``, ``/static`` and
+    ``/healthz`` stay open) and the CORS allow-list, through flask-cors."""
     if not settings.api_keys and settings.bound_beyond_loopback:
         log.warning("SSE_CHAT_API_KEYS is not set and the service binds %s: anyone who can reach it "
                     "can use the model and its upstream credit; set SSE_CHAT_API_KEYS=key1,key2", settings.bind)
 
     @app.before_request
     def require_key() -> None:
-        if request.method != "OPTIONS" and request.path.startswith("/v1/"):
+        if request.method != "OPTIONS" and (request.path.startswith("/v1/") or request.path == "/metrics"):
             g.owner = authenticate(settings.api_keys, request.headers)
 
     if settings.cors_origins:

@@ -60,6 +60,15 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
 control_socket_disable = True
 
 
+def on_starting(server):
+    """Check the worker count gunicorn will really use (``-w`` and
+    ``GUNICORN_CMD_ARGS`` override this file's ``workers``)."""
+    try:
+        _settings.with_overrides(workers=server.cfg.workers).check_deployment()
+    except ConfigError as error:
+        sys.exit(f"sse-chat: cannot start: {error}")
+
+
 def post_worker_init(worker):
     """Send the app's log lines (``sse_chat.*``) to stderr beside gunicorn's, each
     with the worker's pid, so that a stream can be traced to its producer; and

@@ -25,7 +25,8 @@ class Metrics:
         registry = self.registry
         self.active_streams = Gauge("sse_chat_active_streams", "Streams whose producer is running.",
                                     registry=registry, multiprocess_mode="livesum")
-        self.streams_started = Counter("sse_chat_streams_started", "Streams started.", ["model"], registry=registry)
+        self.streams_started = Counter("sse_chat_streams_started", "Streams started, by backend (fake or upstream).",
+                                       ["backend"], registry=registry)
         self.streams_ended = Counter("sse_chat_streams_ended", "Streams ended, by terminal event and reason.",
                                      ["event", "reason"], registry=registry)
         self.events_sent = Counter("sse_chat_events_sent", "Events written to clients.", registry=registry)

@@ -3,22 +3,19 @@ over the same backends and event log as ``/v1/chat``."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify
 
 from .config import Settings
 from .errors import ApiError
 from .eventlog import EventLog
-from .metrics import Metrics
 from .openai_format import (CompletionChunks, completion, logged_events, model_list, openai_error,
                             parse_completion_body)
-from .reader import HEARTBEAT, follow
+from .reader import follow, read_stream
 from .routes import event_stream_response, json_body, services
-from .sse import encode_retry
-from .streams import caller, requested_last_event_id, resume_position, start_generation
+from .services import Services
+from .streams import caller, requested_last_event_id, resume_response, start_generation
 
 bp = Blueprint("openai", __name__)
 
@@ -39,35 +36,30 @@ def chat_completions():
     svc = services()
     last_event_id = requested_last_event_id()
     if last_event_id is not None:
-        position = resume_position(svc, last_event_id, caller())
-        if position is None:
-            return Response(status=204)
-        stream_id, after_seq = position
-        chunks = CompletionChunks(stream_id, "", int(time.time()), include_usage=True)
-        return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, after_seq, chunks, svc.metrics, svc.draining))
+        def resumed(stream_id: str, after_seq: int) -> Response:
+            chunks = CompletionChunks(stream_id, "", int(time.time()), include_usage=True)
+            return _chunk_stream(svc, stream_id, after_seq, chunks)
+
+        return resume_response(svc, last_event_id, caller(), resumed)
     request = parse_completion_body(json_body(), svc.settings.model)
     stream_id = start_generation(svc, request.chat, caller())
     if not request.stream:
         return _whole_completion(svc.event_log, svc.settings, stream_id, request.chat.model)
     chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage)
-    return event_stream_response(_chunk_stream(svc.event_log, svc.settings, stream_id, -1, chunks, svc.metrics, svc.draining))
+    return _chunk_stream(svc, stream_id, -1, chunks)
 
 
-def _chunk_stream(event_log: EventLog, settings: Settings, stream_id: str, after_seq: int,
-                  chunks: CompletionChunks, metrics: Metrics, draining: threading.Event) -> Iterator[bytes]:
-    """Like :func:`~sse_chat.reader.read_stream`, with each event turned into
-    ``chat.completion.chunk`` frames."""
-    batches = follow(event_log, stream_id, after_seq, heartbeat_s=settings.heartbeat_s, metrics=metrics,
-                     draining=draining)
-    try:
-        for index, frames in enumerate(batches):
-            out = b"".join(frame for event in logged_events([frames]) for frame in chunks.frames(event))
-            if index == 0:
-                yield encode_retry(settings.retry_ms) + (out or b"\n")
-            else:
-                yield out or HEARTBEAT
-    finally:
-        batches.close()
+def _chunk_stream(svc: Services, stream_id: str, after_seq: int, chunks: CompletionChunks) -> Response:
+    """The stream read from ``after_seq`` with each event turned into
+    ``chat.completion.chunk`` frames (a resumed stream's chunks name no model)."""
+
+    def to_chunks(frames: list[bytes]) -> bytes:
+        return b"".join(frame for event in logged_events([frames]) for frame in chunks.frames(event))
+
+    settings = svc.settings
+    return event_stream_response(read_stream(
+        svc.event_log, stream_id, after_seq, retry_ms=settings.retry_ms, heartbeat_s=settings.heartbeat_s,
+        metrics=svc.metrics, draining=svc.draining, transform=to_chunks))
 
 
 def _whole_completion(event_log: EventLog, settings: Settings, stream_id: str, model: str):

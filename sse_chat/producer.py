@@ -84,7 +84,7 @@ class Producer:
         Never raises: every failure becomes an ``error`` event. Calls ``on_end`` last."""
         if self._metrics is not None:
             self._metrics.active_streams.inc()
-            self._metrics.streams_started.labels(self._request.model).inc()
+            self._metrics.streams_started.labels(self._backend_label()).inc()
         try:
             self._run()
         finally:
@@ -162,6 +162,11 @@ class Producer:
         except _Stop as stop:
             return stop.terminal
         except UpstreamError as exc:
+            self._next_control_check = 0.0
+            try:
+                self._check_control()  # a DELETE during a silent upstream still ends as cancelled
+            except _Stop as stop:
+                return stop.terminal
             return "error", error_body(exc.type, exc.message)
         except StreamFull as exc:
             return "error", error_body("stream_too_long", f"the answer exceeded the server's bound on events per stream ({exc})")
@@ -170,6 +175,11 @@ class Producer:
             if close is not None:
                 close()
         return "done", {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
+
+    def _backend_label(self) -> str:
+        """``fake`` or ``upstream``: model names come from callers, so they would
+        make metric series without bound."""
+        return "fake" if self._request.model == "fake" else "upstream"
 
     def _note_token(self) -> None:
         self._tokens += 1

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from .errors import error_body
 from .metrics import Metrics
-from .eventlog import EventLog, StreamNotFound, event_id
-from .sse import ServerSentEvent, compact_json, encode_comment, encode_retry
+from .eventlog import EventLog, StreamNotFound, lost_frame
+from .sse import encode_comment, encode_retry
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
             batch = event_log.read(stream_id, position, timeout_s=min(heartbeat_s, DRAIN_CHECK_S))
     except StreamNotFound:
         finished = True
-        yield [_lost_frame(stream_id, position)]
+        yield [lost_frame(stream_id, position + 1, "the stream expired while it was being read; ask again")]
     finally:
         event_log.detach(stream_id)
         if drained and not finished:
@@ -71,7 +70,8 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
 
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
                 heartbeat_s: float, metrics: Metrics | None = None,
-                draining: threading.Event | None = None) -> Iterator[bytes]:
+                draining: threading.Event | None = None,
+                transform: Callable[[list[bytes]], bytes] = b"".join) -> Iterator[bytes]:
     """Yield the event stream of ``stream_id`` from event ``after_seq + 1`` on.
 
     The first item opens with ``retry: {retry_ms}`` and holds every event already
@@ -79,21 +79,16 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     each item holds the events that arrived together, or a ``: ping`` comment after
     ``heartbeat_s`` seconds without one. Returns after the terminal event, or,
     when the process drains, after a last ``retry:`` that has the client reconnect.
+    ``transform`` turns the frames that arrived together into the bytes to send
+    (the OpenAI surface rewrites them as ``chat.completion.chunk`` frames).
     """
     batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining)
     try:
         first = next(batches, [])
-        yield encode_retry(retry_ms) + (b"".join(first) if first else b"\n")
+        yield encode_retry(retry_ms) + (transform(first) if first else b"\n")
         for frames in batches:
-            yield b"".join(frames) if frames else HEARTBEAT
+            yield transform(frames) if frames else HEARTBEAT
         if draining is not None and draining.is_set():
             yield encode_retry(retry_ms) + b"\n"
     finally:
         batches.close()
-
-
-def _lost_frame(stream_id: str, position: int) -> bytes:
-    """The terminal event for a stream whose log vanished under a reader (expired,
-    or Redis flushed): not in the log, so it goes to this reader only."""
-    body = error_body("stream_lost", "the stream expired while it was being read; ask again")
-    return ServerSentEvent(compact_json(body), event="error", id=event_id(stream_id, position + 1)).encode()

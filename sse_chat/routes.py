@@ -12,7 +12,7 @@ from .errors import ApiError, invalid_request
 from .reader import read_stream
 from .services import Services
 from .sse import EVENT_STREAM_CONTENT_TYPE
-from .streams import caller, known_stream, requested_last_event_id, resume_position, start_generation
+from .streams import caller, known_stream, requested_last_event_id, resume_response, start_generation
 
 bp = Blueprint("streams", __name__)
 
@@ -70,8 +70,7 @@ def get_stream(stream_id: str) -> Response:
     if last_event_id is None:
         known_stream(services(), stream_id, caller())
         return _event_stream(stream_id, -1)
-    position = resume_position(services(), last_event_id, caller(), stream_id)
-    return Response(status=204) if position is None else _event_stream(*position)
+    return resume_response(services(), last_event_id, caller(), _event_stream, stream_id)
 
 
 @bp.delete("/v1/streams/<stream_id>")
@@ -87,8 +86,7 @@ def _resume_if_asked() -> Response | None:
     last_event_id = requested_last_event_id()
     if last_event_id is None:
         return None
-    position = resume_position(services(), last_event_id, caller())
-    return Response(status=204) if position is None else _event_stream(*position)
+    return resume_response(services(), last_event_id, caller(), _event_stream)
 
 
 def _event_stream(stream_id: str, after_seq: int) -> Response:

@@ -20,9 +20,6 @@ from typing import Any
 #: The ``Content-Type`` of every event stream this service sends (9.2.5: always UTF-8).
 EVENT_STREAM_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 
-_LINE_BREAKS = ("\r\n", "\r", "\n")
-
-
 def _has_line_break(value: str) -> bool:
     return "\r" in value or "\n" in value
 

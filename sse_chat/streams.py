@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import Response, g, request
 
 from .chat_request import ChatRequest
 from .errors import stream_not_found
@@ -22,11 +22,11 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None) -
     model = services.models.resolve(chat.model)
     stream_id = new_stream_id()
     services.limiter.admit(stream_id, owner)
-    services.event_log.create(stream_id, owner=owner)
     producer = Producer(services.event_log, stream_id, model, chat,
                         ProducerLimits(abandon_s=services.settings.abandon_s),
                         on_end=lambda: services.limiter.release(stream_id), metrics=services.metrics)
     try:
+        services.event_log.create(stream_id, owner=owner)
         producer.start_event()
     except BaseException:
         services.limiter.release(stream_id)
@@ -72,6 +72,18 @@ def resume_position(services: Services, last_event_id: str, owner: str | None,
         return None
     services.metrics.resumes.inc()
     return parsed
+
+
+def resume_response(services: Services, last_event_id: str, owner: str | None, respond,
+                    stream_id: str | None = None):
+    """``respond(stream_id, seq)`` for the events after ``last_event_id``, or an empty
+    204 when it was the stream's terminal event.
+
+    Raises:
+        ApiError: as :func:`resume_position`.
+    """
+    position = resume_position(services, last_event_id, owner, stream_id)
+    return Response(status=204) if position is None else respond(*position)
 
 
 def known_stream(services: Services, stream_id: str, owner: str | None) -> StreamInfo:

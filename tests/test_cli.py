@@ -149,3 +149,17 @@ def test_show_reasoning_writes_the_thinking_to_stderr_dimmed(gunicorn, upstream)
     assert shown.stdout == hidden.stdout == b"Answer"
     assert b"\x1b[2mThink" in shown.stderr and b"ing." in shown.stderr
     assert hidden.stderr == b""
+
+
+def test_resume_needs_an_event_id():
+    result = run_cli("ask", "--resume", "not-an-event-id")
+    assert result.returncode == 2 and b"STREAM_ID:SEQ" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_api_key_from_option_or_environment(gunicorn):
+    server = gunicorn(SSE_CHAT_API_KEYS="cli-key", SSE_CHAT_FAKE_DELAY_MS="0")
+    refused = run_cli("ask", "--url", server.url, "hi")
+    assert refused.returncode == 1 and b"401 unauthorized" in refused.stderr
+    assert run_cli("ask", "--url", server.url, "--api-key", "cli-key", "hi").returncode == 0
+    keyed = run_cli("ask", "--url", server.url, "hi", env=base_env(SSE_CHAT_API_KEY="cli-key"))
+    assert keyed.returncode == 0 and b"cli-key" not in keyed.stdout + keyed.stderr

@@ -197,3 +197,13 @@ def test_a_renewed_lease_keeps_the_stream_alive(redis_server):
     log.keep_alive(stream_id)
     batch = log.read(stream_id, 0, 0.1)
     assert (batch.frames, batch.finished) == ([], False)
+
+
+def test_cancel_and_attach_of_unknown_streams_create_nothing(make_log, redis_server):
+    log = make_log()
+    for call in (log.request_cancel, log.attach):
+        with pytest.raises(StreamNotFound):
+            call("never-created")
+    log.detach("never-created")
+    assert log.info("never-created") is None
+    assert redis_server.client.exists("sse-chat:{never-created}:meta") == 0

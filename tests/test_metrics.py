@@ -40,7 +40,7 @@ def test_counters_move_during_a_benchmark_run(gunicorn, redis_server, upstream):
     def moved(name):
         return after.get(name, 0) - before.get(name, 0)
 
-    assert moved("sse_chat_streams_started_total{model=fake}") == 41
+    assert moved("sse_chat_streams_started_total{backend=fake}") == 41
     assert moved("sse_chat_streams_ended_total{event=done,reason=length}") == 41
     assert moved("sse_chat_events_sent_total{}") >= 40 * 32
     assert moved("sse_chat_resumes_total{}") == 1

@@ -100,8 +100,9 @@ def test_sigkill_of_the_producing_worker_ends_the_stream_with_stream_lost(gunico
     assert later[-1].data == json.loads(stdout.splitlines()[-1])["data"]
 
 
-def test_two_workers_without_redis_refuse_to_start():
+@pytest.mark.parametrize("how", [{"WEB_CONCURRENCY": "2"}, {"GUNICORN_CMD_ARGS": "--workers 2"}])
+def test_two_workers_without_redis_refuse_to_start(how):
     result = subprocess.run([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"], cwd=ROOT, capture_output=True,
-                            env=base_env(WEB_CONCURRENCY="2", SSE_CHAT_BIND="127.0.0.1:1"), timeout=30)
+                            env=base_env(SSE_CHAT_BIND="127.0.0.1:1", **how), timeout=30)
     assert result.returncode != 0
     assert b"SSE_CHAT_REDIS_URL" in result.stderr and b"in-memory event log" in result.stderr

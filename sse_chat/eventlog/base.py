@@ -34,6 +34,15 @@ def parse_event_id(value: str) -> tuple[str, int] | None:
     return stream_id, int(seq)
 
 
+def lost_frame(stream_id: str, seq: int, message: str) -> bytes:
+    """The encoded terminal ``error`` event ``stream_lost`` with id ``{stream_id}:{seq}``."""
+    from ..errors import error_body
+    from ..sse import ServerSentEvent, compact_json
+
+    body = error_body("stream_lost", message)
+    return ServerSentEvent(compact_json(body), event="error", id=event_id(stream_id, seq)).encode()
+
+
 class StreamNotFound(KeyError):
     """The stream is unknown to the log, or has expired."""
 

@@ -23,9 +23,7 @@ from collections.abc import Callable
 
 import redis
 
-from ..errors import error_body
-from ..sse import ServerSentEvent, compact_json
-from .base import Batch, Control, StreamFull, StreamInfo, StreamLost, StreamNotFound, event_id
+from .base import Batch, Control, StreamFull, StreamInfo, StreamLost, StreamNotFound, lost_frame
 
 #: A producer that has not renewed its lease for this long is taken for dead
 #: (long enough that an overloaded but live worker keeps its streams).
@@ -75,12 +73,27 @@ end
 return redis.call('HMGET', meta, 'cancel', 'readers', 'unattended_since')
 """
 
+# Each of these changes a stream's meta hash only if it exists (HSET or HINCRBY on
+# a missing key would create one that never expires); 0 means it does not.
+_SET_CANCEL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'cancel', 1)
+return 1
+"""
+
+_ATTACH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'readers', 1)
+return 1
+"""
+
 _DETACH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local readers = redis.call('HINCRBY', KEYS[1], 'readers', -1)
 if readers <= 0 then
   redis.call('HSET', KEYS[1], 'readers', 0, 'unattended_since', ARGV[1])
 end
-return readers
+return 1
 """
 
 
@@ -105,6 +118,8 @@ class RedisEventLog:
         self._clock = clock
         self._append_script = client.register_script(_APPEND)
         self._detach_script = client.register_script(_DETACH)
+        self._attach_script = client.register_script(_ATTACH)
+        self._cancel_script = client.register_script(_SET_CANCEL)
         self._outboxes: dict[str, _Outbox] = {}
         self._outboxes_lock = threading.Lock()
 
@@ -184,8 +199,7 @@ class RedisEventLog:
 
     def request_cancel(self, stream_id: str) -> None:
         self._forget_control(stream_id)
-        keys = _Keys(stream_id)
-        if not self._redis.hset(keys.meta, "cancel", 1) and not self._redis.exists(keys.meta):
+        if not self._cancel_script(keys=[_Keys(stream_id).meta]):
             raise StreamNotFound(stream_id)
 
     def control(self, stream_id: str) -> Control:
@@ -204,7 +218,8 @@ class RedisEventLog:
 
     def attach(self, stream_id: str) -> None:
         self._forget_control(stream_id)
-        self._redis.hincrby(_Keys(stream_id).meta, "readers", 1)
+        if not self._attach_script(keys=[_Keys(stream_id).meta]):
+            raise StreamNotFound(stream_id)
 
     def detach(self, stream_id: str) -> None:
         self._forget_control(stream_id)
@@ -251,8 +266,8 @@ class RedisEventLog:
         info = self.info(stream_id)
         if info is None:
             raise StreamNotFound(stream_id)
-        body = error_body("stream_lost", "the server generating this stream stopped (its worker died); ask again")
-        frame = ServerSentEvent(compact_json(body), event="error", id=event_id(stream_id, info.last_seq + 1)).encode()
+        frame = lost_frame(stream_id, info.last_seq + 1,
+                           "the server generating this stream stopped (its worker died); ask again")
         try:
             self._write_batch(stream_id, info.last_seq + 1, [frame], True, only_if_lost=True)
         except (StreamLost, ValueError):
@@ -298,9 +313,9 @@ class _Outbox:
         self._in_flight = False
         self._next_seq: int | None = None
         self._error: Exception | None = None
-        self._closed = False
         self._control: tuple[bool, int, float] | None = None
         self._control_at = 0.0
+        self._control_generation = 0
         self.failed = False
         threading.Thread(target=self._run, name=f"writer-{stream_id}", daemon=True).start()
 
@@ -322,7 +337,10 @@ class _Outbox:
             self._wait_until_stored()
 
     def forget_control(self) -> None:
+        """Drop the cached fields (a local change); a write in flight, which read
+        them before the change, must not bring them back."""
         self._control = None
+        self._control_generation += 1
 
     def recent_control(self, max_age_s: float) -> tuple[bool, int, float] | None:
         """The control fields of the last write, if it was at most ``max_age_s`` ago."""
@@ -349,17 +367,18 @@ class _Outbox:
                 self._in_flight = True
                 self._changed.notify_all()
             terminal = batch[-1][2]
+            generation = self._control_generation
             try:
-                self._control = self._write(self._stream_id, batch[0][0], [frame for _, frame, _ in batch], terminal)
-                self._control_at = time.monotonic()
+                control = self._write(self._stream_id, batch[0][0], [frame for _, frame, _ in batch], terminal)
+                if generation == self._control_generation:
+                    self._control, self._control_at = control, time.monotonic()
             except Exception as exc:  # handed to the producer by its next put
                 with self._changed:
-                    self._error, self._closed, self._in_flight = exc, True, False
+                    self._error, self._in_flight = exc, False
                     self._changed.notify_all()
                 return
             with self._changed:
                 self._in_flight = False
-                self._closed = terminal
                 self._changed.notify_all()
             if terminal:
                 return
