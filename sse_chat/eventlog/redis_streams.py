@@ -27,7 +27,7 @@ from .base import Batch, Control, StreamFull, StreamInfo, StreamLost, StreamNotF
 
 #: A producer that has not renewed its lease for this long is taken for dead
 #: (long enough that an overloaded but live worker keeps its streams).
-LEASE_S = 8.0
+LEASE_S = 12.0
 #: The producer renews its lease this often (a third of the lease).
 LEASE_RENEWAL_S = LEASE_S / 3
 #: A blocked read wakes at least this often to look at the lease, so readers of a
@@ -40,12 +40,10 @@ READ_COUNT = 1000
 #: Redis connections per worker: one per following reader, plus producers' short
 #: commands; above gunicorn's ``worker_connections`` (4000).
 MAX_CONNECTIONS = 8000
-#: Control fields that came back with a write are used for this many seconds.
-CONTROL_FRESH_S = 0.5
 
 # KEYS: events, meta, lease. ARGV: first seq, 1 if the last frame is terminal, TTL in
 # ms, MAXLEN, 1 to append only when the lease is gone, lease in ms, then the frames
-# in order. Every write renews the producer's lease.
+# in order. Every write renews the producer's lease and the keys' expiry.
 # Returns a negative status, or the producer's control fields (cancel, readers,
 # unattended_since), so that a busy producer learns them without asking.
 _APPEND = """
@@ -69,6 +67,8 @@ if terminal == '1' then
   redis.call('DEL', lease)
 else
   redis.call('SET', lease, 1, 'PX', lease_ms)  -- a producer that writes is alive
+  redis.call('PEXPIRE', events, ttl_ms)
+  redis.call('PEXPIRE', meta, ttl_ms)
 end
 return redis.call('HMGET', meta, 'cancel', 'readers', 'unattended_since')
 """
@@ -203,11 +203,12 @@ class RedisEventLog:
             raise StreamNotFound(stream_id)
 
     def control(self, stream_id: str) -> Control:
-        """The fields that came back with the stream's last write if it is recent
-        (a busy producer asks Redis nothing more), else read now."""
+        """The fields that came back with a write stored since the last look (a busy
+        producer asks Redis nothing more, however loaded the worker is), else read
+        now."""
         with self._outboxes_lock:
             outbox = self._outboxes.get(stream_id)
-        fields = outbox.recent_control(CONTROL_FRESH_S) if outbox is not None else None
+        fields = outbox.new_control() if outbox is not None else None
         if fields is None:
             reply = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
             if reply[1] is None:
@@ -226,14 +227,19 @@ class RedisEventLog:
         self._detach_script(keys=[_Keys(stream_id).meta], args=[self._clock()])
 
     def _forget_control(self, stream_id: str) -> None:
-        """A change made here is seen at once here; other workers' changes within
-        :data:`CONTROL_FRESH_S` seconds."""
+        """A change made here is seen at once here; other workers' changes with the
+        producer's next write."""
         with self._outboxes_lock:
             outbox = self._outboxes.get(stream_id)
         if outbox is not None:
             outbox.forget_control()
 
     def keep_alive(self, stream_id: str) -> None:
+        """Renew the lease, unless a write since the last call already did."""
+        with self._outboxes_lock:
+            outbox = self._outboxes.get(stream_id)
+        if outbox is not None and outbox.wrote_since_keep_alive():
+            return
         keys = _Keys(stream_id)
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(keys.lease, 1, px=int(LEASE_S * 1000))
@@ -314,8 +320,10 @@ class _Outbox:
         self._next_seq: int | None = None
         self._error: Exception | None = None
         self._control: tuple[bool, int, float] | None = None
-        self._control_at = 0.0
         self._control_generation = 0
+        self._writes = 0
+        self._writes_at_control = 0
+        self._writes_at_keep_alive = 0
         self.failed = False
         threading.Thread(target=self._run, name=f"writer-{stream_id}", daemon=True).start()
 
@@ -342,11 +350,19 @@ class _Outbox:
         self._control = None
         self._control_generation += 1
 
-    def recent_control(self, max_age_s: float) -> tuple[bool, int, float] | None:
-        """The control fields of the last write, if it was at most ``max_age_s`` ago."""
-        if self._control is not None and time.monotonic() - self._control_at <= max_age_s:
-            return self._control
-        return None
+    def new_control(self) -> tuple[bool, int, float] | None:
+        """The control fields of the last write, if one was stored since the last
+        call; else ``None``."""
+        if self._control is None or self._writes == self._writes_at_control:
+            return None
+        self._writes_at_control = self._writes
+        return self._control
+
+    def wrote_since_keep_alive(self) -> bool:
+        """True if a write (which renews the lease) was stored since the last call."""
+        wrote = self._writes != self._writes_at_keep_alive
+        self._writes_at_keep_alive = self._writes
+        return wrote
 
     def _wait_until_stored(self) -> None:
         while (self._pending or self._in_flight) and self._error is None:
@@ -371,7 +387,8 @@ class _Outbox:
             try:
                 control = self._write(self._stream_id, batch[0][0], [frame for _, frame, _ in batch], terminal)
                 if generation == self._control_generation:
-                    self._control, self._control_at = control, time.monotonic()
+                    self._control = control
+                self._writes += 1
             except Exception as exc:  # handed to the producer by its next put
                 with self._changed:
                     self._error, self._in_flight = exc, False
