@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT = encode_comment("ping")
 #: Seconds a reader waits before it looks whether the process is draining.
 DRAIN_CHECK_S = 1.0
+#: Seconds between a reader's updates of the events-sent metric.
+METRICS_FLUSH_S = 1.0
 
 
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
@@ -36,6 +38,7 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     """
     event_log.attach(stream_id)
     position, finished, drained = after_seq, False, False
+    sent = _SentCounter(metrics)
     try:
         batch = event_log.read(stream_id, position, timeout_s=0)
         sent_at = time.monotonic()
@@ -47,8 +50,7 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
                 position = batch.last_seq if batch.frames else position
                 yield batch.frames
                 sent_at, first = time.monotonic(), False
-                if metrics is not None:
-                    metrics.events_sent.inc(len(batch.frames))
+                sent.add(len(batch.frames), sent_at)
             drained = draining is not None and draining.is_set()
             if finished or drained:
                 return
@@ -58,6 +60,7 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
         yield [lost_frame(stream_id, position + 1, "the stream expired while it was being read; ask again")]
     finally:
         event_log.detach(stream_id)
+        sent.flush()
         if drained and not finished:
             log.info("stream %s: reader ended after event %d for a graceful stop; the client reconnects",
                      stream_id, position)
@@ -66,6 +69,28 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
                 metrics.client_disconnects.inc()
             log.info("stream %s: reader left after event %d, before the end (client gone or stopped reading)",
                      stream_id, position)
+
+
+class _SentCounter:
+    """Counts events sent by one reader into ``sse_chat_events_sent`` at most once
+    per :data:`METRICS_FLUSH_S` (a multiprocess counter costs a locked file write
+    per increment, too much once per event)."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+        self._pending = 0
+        self._flushed_at = time.monotonic()
+
+    def add(self, count: int, now: float) -> None:
+        self._pending += count
+        if now - self._flushed_at >= METRICS_FLUSH_S:
+            self.flush()
+            self._flushed_at = now
+
+    def flush(self) -> None:
+        if self._metrics is not None and self._pending:
+            self._metrics.events_sent.inc(self._pending)
+        self._pending = 0
 
 
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
