@@ -17,7 +17,7 @@ from .base import Batch, Control, StreamFull, StreamInfo, StreamNotFound
 class _Stream:
     __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since", "changed")
 
-    def __init__(self, owner: str | None, now: float, lock: threading.Lock) -> None:
+    def __init__(self, owner: str | None, now: float, lock: threading.RLock) -> None:
         self.owner = owner
         self.frames: list[bytes] = []
         self.finished_at: float | None = None
@@ -43,7 +43,7 @@ class MemoryEventLog:
         self._streams: dict[str, _Stream] = {}
         # One lock for the dict and every stream's condition: appends and reads are
         # short, and one lock keeps expiry and reads from racing.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # RLock: Condition checks ownership cheaply (no trial acquire)
         self._next_sweep = clock() + ttl_s
 
     def create(self, stream_id: str, owner: str | None) -> None:
