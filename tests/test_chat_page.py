@@ -1,6 +1,7 @@
 """The chat page at / as a person uses it, in headless Chromium."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def test_service_errors_are_shown_plainly(gunicorn, page):
     assert "OPENAI_BASE_URL" in error and "backend_unavailable" in error
 
 
-def test_markdown_renders_and_model_output_cannot_inject_html(gunicorn, page):
+def test_markdown_renders_and_model_output_cannot_inject_html(gunicorn, page, tmp_path):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
     page.goto(server.url + "/")
     _ask(page, "<img src=x onerror=\"window.pwned=1\"> <script>window.pwned=2</script> [x](javascript:alert(1))")
@@ -122,7 +123,10 @@ def test_markdown_renders_and_model_output_cannot_inject_html(gunicorn, page):
     assert "<img src=x" in answer.text_content()
     _ask(page, "Why is the sky blue?")
     _wait_until_idle(page)
-    page.screenshot(path=str(ROOT / "docs" / "chat-page.png"), full_page=True)
+    # SSE_CHAT_UPDATE_SCREENSHOT=1 refreshes the README's picture
+    target = ROOT / "docs" if os.environ.get("SSE_CHAT_UPDATE_SCREENSHOT") == "1" else tmp_path
+    shot = page.screenshot(path=str(target / "chat-page.png"), full_page=True)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_keyed_service_asks_for_the_key_once_and_uses_it(gunicorn, page):

@@ -163,3 +163,29 @@ def test_api_key_from_option_or_environment(gunicorn):
     assert run_cli("ask", "--url", server.url, "--api-key", "cli-key", "hi").returncode == 0
     keyed = run_cli("ask", "--url", server.url, "hi", env=base_env(SSE_CHAT_API_KEY="cli-key"))
     assert keyed.returncode == 0 and b"cli-key" not in keyed.stdout + keyed.stderr
+
+
+def test_serve_runs_gunicorn_with_the_projects_settings(tmp_path):
+    import signal as signals
+
+    from .servers import wait_until
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen([CLI, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                              env=base_env(SSE_CHAT_FAKE_DELAY_MS="0"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up():
+            try:
+                return requests.get(url + "/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(up, 30, "sse-chat serve")
+        result = run_cli("ask", "--url", url, "--max-tokens", "3", "hi")
+        assert result.returncode == 0 and result.stdout
+        assert b"Using worker: gevent" in (tmp_path / "serve.log").read_bytes()
+    finally:
+        server.send_signal(signals.SIGINT)
+        server.wait(20)
