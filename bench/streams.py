@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadgen import percentile, run_many  # noqa: E402
-from tests.servers import base_env, free_port, start_gunicorn  # noqa: E402
+from tests.servers import free_port, start_gunicorn  # noqa: E402
 
 
 def _rss_kib(pids: list[int]) -> int:

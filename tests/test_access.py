@@ -2,7 +2,6 @@
 
 import logging
 import socket
-import time
 
 import pytest
 import requests

@@ -4,12 +4,11 @@ import asyncio
 import json
 import socket
 import sys
-from pathlib import Path
 
 import pytest
 import requests
 
-from .servers import ROOT, free_port, start_gunicorn, wait_until
+from .servers import ROOT, wait_until
 from .streams import answer_text, assert_well_formed, events_of
 
 sys.path.insert(0, str(ROOT / "bench"))
