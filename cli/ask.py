@@ -14,6 +14,8 @@ from typing import Protocol, TextIO
 import requests
 import urllib3
 
+from sse_chat.eventlog import parse_event_id
+
 from .eventstream import DispatchedEvent, EventStreamDecoder
 
 
@@ -97,7 +99,7 @@ class StreamFollower:
         also calls the output's ``finish``."""
         if request.resume_from:
             self.last_event_id = request.resume_from
-            self.stream_id = request.resume_from.rpartition(":")[0]
+            self.stream_id = parse_event_id(request.resume_from)[0]
         retry_ms, failures = DEFAULT_RETRY_MS, 0
         while True:
             decoder = EventStreamDecoder(self.last_event_id)

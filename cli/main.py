@@ -9,6 +9,8 @@ from contextlib import ExitStack
 
 import click
 
+from sse_chat.eventlog import parse_event_id
+
 from .ask import AskRequest, ExitCode, StreamFollower
 from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput
 from .prompt import EmptyPrompt, build_prompt
@@ -48,7 +50,7 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
     Words are joined; piped stdin comes first; a lone - reads stdin only.
     """
     body = None
-    if resume_from and not _is_event_id(resume_from):
+    if resume_from and parse_event_id(resume_from) is None:
         raise click.BadParameter("expected an event id STREAM_ID:SEQ, as sse-chat printed it", param_hint="--resume")
     if not resume_from:
         try:
@@ -144,11 +146,6 @@ def _session(api_key: str | None):
     if api_key:
         session.headers["Authorization"] = f"Bearer {api_key}"
     return session
-
-
-def _is_event_id(value: str) -> bool:
-    stream_id, colon, seq = value.rpartition(":")
-    return bool(colon and stream_id and seq.isascii() and seq.isdigit())
 
 
 def _silence_stdout() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat_request import ChatRequest, Message, parse_chat_body
+from .chat_request import ChatRequest, parse_chat_body
 from .errors import invalid_request
 from .sse import ServerSentEvent, compact_json
 
@@ -170,5 +170,5 @@ def model_list(names: Iterable[str]) -> dict:
                                         for name in names]}
 
 
-__all__ = ["CompletionChunks", "CompletionRequest", "DONE_FRAME", "LoggedEvent", "Message", "completion",
+__all__ = ["CompletionChunks", "CompletionRequest", "DONE_FRAME", "LoggedEvent", "completion",
            "logged_events", "model_list", "openai_error", "parse_completion_body", "parse_frame"]

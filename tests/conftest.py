@@ -5,6 +5,7 @@ import pytest
 from sse_chat.app import create_app
 from sse_chat.config import Settings
 
+from .browser import launch_chromium
 from .redis_server import RedisServer
 from .servers import start_gunicorn
 from .upstream import FakeUpstream
@@ -47,3 +48,10 @@ def redis_server(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium through Playwright, shared by the browser tests."""
+    with launch_chromium() as browser:
+        yield browser

@@ -5,7 +5,6 @@ import pytest
 import requests
 
 from .proxy import CuttingProxy
-from .browser import launch_chromium
 from .streams import answer_text, events_of
 
 pytestmark = pytest.mark.browser
@@ -21,11 +20,6 @@ COLLECT = """async (url) => await new Promise((resolve, reject) => {
     setTimeout(() => { source.close(); reject(new Error("timed out; opens=" + opens)); }, 60000);
 })"""
 
-
-@pytest.fixture(scope="module")
-def browser():
-    with launch_chromium() as browser:
-        yield browser
 
 
 def _open_origin(page, url):

@@ -7,7 +7,6 @@ import re
 import pytest
 import requests
 
-from .browser import launch_chromium
 from .proxy import CuttingProxy
 from .servers import ROOT
 from .streams import answer_text, events_of
@@ -15,11 +14,6 @@ from .streams import answer_text, events_of
 pytestmark = pytest.mark.browser
 ANSWER = "#conversation li.assistant .answer"
 
-
-@pytest.fixture(scope="module")
-def browser():
-    with launch_chromium() as browser:
-        yield browser
 
 
 @pytest.fixture
