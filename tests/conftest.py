@@ -50,8 +50,10 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Debian Chromium through Playwright, shared by the browser tests."""
+    """Headless Debian Chromium through Playwright, for one test module: while
+    Playwright's sync API is open an asyncio loop runs in this thread, which other
+    modules' ``asyncio.run`` cannot share."""
     with launch_chromium() as browser:
         yield browser
