@@ -84,6 +84,7 @@ def post_worker_init(worker):
 
     def handle_exit(sig, frame):
         services.draining.set()
+        services.event_log.wake_readers()  # they see `draining` and end their responses
         graceful_exit(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)

@@ -67,11 +67,17 @@ class Producer:
         self._first_token_s: float | None = None
         self._tokens = 0
 
-    def start_event(self) -> None:
-        """Append the ``start`` event (seq 0). Called before the response begins, so
-        the first read finds it."""
-        self._append("start", {"stream_id": self._stream_id, "model": self._request.model,
-                               "created": self._created})
+    def create_stream(self, owner: str | None) -> None:
+        """Create the stream in the log, owned by ``owner``, with its ``start`` event
+        (seq 0). Called before the response begins, so the first read finds it.
+
+        Raises:
+            EventLogUnavailable: the log's store cannot be reached.
+        """
+        frame = self._encode("start", {"stream_id": self._stream_id, "model": self._request.model,
+                                       "created": self._created})
+        self._log.create(self._stream_id, owner, frame)
+        self._seq = 1
 
     def start(self) -> threading.Thread:
         """Run :meth:`run` in a daemon thread (a greenlet when gevent has patched threading)."""
@@ -203,7 +209,9 @@ class Producer:
                 f"no client was attached for {self._limits.abandon_s:g} s, so generation stopped")))
 
     def _append(self, event_type: str, data: dict, *, terminal: bool = False) -> None:
-        frame = ServerSentEvent(data=compact_json(data), event=event_type,
-                                id=event_id(self._stream_id, self._seq)).encode()
-        self._log.append(self._stream_id, self._seq, frame, terminal=terminal)
+        self._log.append(self._stream_id, self._seq, self._encode(event_type, data), terminal=terminal)
         self._seq += 1
+
+    def _encode(self, event_type: str, data: dict) -> bytes:
+        return ServerSentEvent(data=compact_json(data), event=event_type,
+                               id=event_id(self._stream_id, self._seq)).encode()

@@ -1,9 +1,12 @@
 """Readers: one HTTP response replays a stream from a position, then follows it
 live, until its terminal event.
 
-Plain generators, handed plain values: the WSGI server writes each item as it
-comes, and closes the generator (``GeneratorExit``) when a write fails because the
-client went away, which detaches the reader.
+A reader attaches (opens a cursor) before its response begins, so that a stream
+that cannot be read is answered with an HTTP error; its body is an iterator the
+WSGI server writes item by item and closes when done or when a write fails
+because the client went away, which detaches the reader. A reader sleeps until
+its stream changes (see :mod:`.eventlog.wakeups`) and then writes everything that
+gathered meanwhile at once.
 """
 
 from __future__ import annotations
@@ -11,64 +14,102 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
+from typing import Generic, TypeVar
 
 from .metrics import Metrics
-from .eventlog import EventLog, StreamNotFound, lost_frame
+from .eventlog import Cursor, EventLog, StreamNotFound, lost_frame
 from .sse import encode_comment, encode_retry
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = encode_comment("ping")
-#: Seconds a reader waits before it looks whether the process is draining.
-DRAIN_CHECK_S = 1.0
+T = TypeVar("T")
 #: Seconds between a reader's updates of the events-sent metric.
 METRICS_FLUSH_S = 1.0
 
 
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
-           metrics: Metrics | None = None, draining: threading.Event | None = None) -> Iterator[list[bytes]]:
-    """Yield the frames of ``stream_id`` after event ``after_seq``, as lists of the
-    frames that arrived together. The first list holds every event already logged
-    (it may be empty); later an empty list means ``heartbeat_s`` seconds passed
-    without an event. Returns after the terminal event, or within
-    :data:`DRAIN_CHECK_S` seconds once ``draining`` is set (the client then
-    reconnects elsewhere); a stream that vanishes (expired) ends with a
+           metrics: Metrics | None = None, draining: threading.Event | None = None) -> "Body[list[bytes]]":
+    """Attach a reader now, and return an iterator over the frames of ``stream_id``
+    after event ``after_seq``, as lists of the frames that gathered since the last
+    look (one write each). The first list holds
+    every event already logged (it may be empty); later an empty list means
+    ``heartbeat_s`` seconds passed without an event. Returns after the terminal
+    event, or once ``draining`` is set and the log woke its readers (the client
+    then reconnects elsewhere); a stream that vanishes (expired) ends with a
     ``stream_lost`` error frame.
+
+    ``close()`` it (a WSGI server does) to detach, whether or not it was iterated.
+
+    Raises:
+        StreamNotFound, EventLogUnavailable: when the reader cannot attach (at once,
+            not from the iterator).
     """
-    event_log.attach(stream_id)
-    position, finished, drained = after_seq, False, False
+    cursor = event_log.open(stream_id, after_seq)
+    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining), cursor.close)
+
+
+def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics | None,
+            draining: threading.Event | None) -> Generator[list[bytes], None, None]:
+    finished = drained = False
     sent = _SentCounter(metrics)
     try:
-        batch = event_log.read(stream_id, position, timeout_s=0)
+        batch = cursor.take()
+        finished = batch.finished
+        yield batch.frames
         sent_at = time.monotonic()
-        first = True
-        while True:
-            finished = batch.finished
-            heartbeat_due = time.monotonic() - sent_at >= heartbeat_s
-            if batch.frames or (first and not finished) or (heartbeat_due and not finished):
-                position = batch.last_seq if batch.frames else position
-                yield batch.frames
-                sent_at, first = time.monotonic(), False
-                sent.add(len(batch.frames), sent_at)
+        sent.add(len(batch.frames), sent_at)
+        while not finished:
             drained = draining is not None and draining.is_set()
-            if finished or drained:
+            if drained:
                 return
-            batch = event_log.read(stream_id, position, timeout_s=min(heartbeat_s, DRAIN_CHECK_S))
+            cursor.wait(sent_at + heartbeat_s)
+            batch = cursor.take()
+            finished = batch.finished
+            now = time.monotonic()
+            if batch.frames or now - sent_at >= heartbeat_s:
+                yield batch.frames
+                sent_at = now
+                sent.add(len(batch.frames), now)
     except StreamNotFound:
         finished = True
-        yield [lost_frame(stream_id, position + 1, "the stream expired while it was being read; ask again")]
+        yield [lost_frame(stream_id, cursor.position + 1, "the stream expired while it was being read; ask again")]
     finally:
-        event_log.detach(stream_id)
+        cursor.close()
         sent.flush()
         if drained and not finished:
             log.info("stream %s: reader ended after event %d for a graceful stop; the client reconnects",
-                     stream_id, position)
+                     stream_id, cursor.position)
         elif not finished:
             if metrics is not None:
                 metrics.client_disconnects.inc()
             log.info("stream %s: reader left after event %d, before the end (client gone or stopped reading)",
-                     stream_id, position)
+                     stream_id, cursor.position)
+
+
+class Body(Generic[T]):
+    """An iterator that runs ``on_close`` when closed, even if it was never started
+    (a generator's ``finally`` would not run then): a WSGI response body that
+    holds a resource from before the response began."""
+
+    __slots__ = ("_items", "_on_close")
+
+    def __init__(self, items: Generator[T, None, None], on_close: Callable[[], None]) -> None:
+        self._items = items
+        self._on_close = on_close
+
+    def __iter__(self) -> "Body[T]":
+        return self
+
+    def __next__(self) -> T:
+        return next(self._items)
+
+    def close(self) -> None:
+        try:
+            self._items.close()
+        finally:
+            self._on_close()
 
 
 class _SentCounter:
@@ -96,24 +137,30 @@ class _SentCounter:
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
                 heartbeat_s: float, metrics: Metrics | None = None,
                 draining: threading.Event | None = None,
-                transform: Callable[[list[bytes]], bytes] = b"".join) -> Iterator[bytes]:
-    """Yield the event stream of ``stream_id`` from event ``after_seq + 1`` on.
+                transform: Callable[[list[bytes]], bytes] = b"".join) -> Body[bytes]:
+    """Attach a reader now, and return the event stream of ``stream_id`` from event
+    ``after_seq + 1`` on, as an iterator of bytes to write (one write each).
 
     The first item opens with ``retry: {retry_ms}`` and holds every event already
     logged (or ends the retry-only block with a blank line when there is none); then
-    each item holds the events that arrived together, or a ``: ping`` comment after
-    ``heartbeat_s`` seconds without one. Returns after the terminal event, or,
-    when the process drains, after a last ``retry:`` that has the client reconnect.
-    ``transform`` turns the frames that arrived together into the bytes to send
-    (the OpenAI surface rewrites them as ``chat.completion.chunk`` frames).
+    each item holds the events that gathered since the last write, or a ``: ping``
+    comment after ``heartbeat_s`` seconds without one. Ends after the terminal
+    event, or, when the process drains, after a last ``retry:`` that has the client
+    reconnect. ``transform`` turns the frames of one write into its bytes (the
+    OpenAI surface rewrites them as ``chat.completion.chunk`` frames).
+
+    Raises:
+        StreamNotFound, EventLogUnavailable: as :func:`follow`, at once.
     """
     batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining)
-    try:
-        first = next(batches, [])
-        yield encode_retry(retry_ms) + (transform(first) if first else b"\n")
-        for frames in batches:
-            yield transform(frames) if frames else HEARTBEAT
-        if draining is not None and draining.is_set():
-            yield encode_retry(retry_ms) + b"\n"
-    finally:
-        batches.close()
+    return Body(_event_stream(batches, retry_ms, draining, transform), batches.close)
+
+
+def _event_stream(batches: Body[list[bytes]], retry_ms: int, draining: threading.Event | None,
+                  transform: Callable[[list[bytes]], bytes]) -> Generator[bytes, None, None]:
+    first = next(batches)
+    yield encode_retry(retry_ms) + (transform(first) if first else b"\n")
+    for frames in batches:
+        yield transform(frames) if frames else HEARTBEAT
+    if draining is not None and draining.is_set():
+        yield encode_retry(retry_ms) + b"\n"

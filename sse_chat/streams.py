@@ -18,6 +18,7 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None) -
     Raises:
         ApiError: 503 ``backend_unavailable`` when no backend serves ``chat.model``;
             429 ``too_many_streams`` past the limits on concurrent streams.
+        EventLogUnavailable: the event log's store cannot be reached.
     """
     model = services.models.resolve(chat.model)
     stream_id = new_stream_id()
@@ -26,8 +27,7 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None) -
                         ProducerLimits(abandon_s=services.settings.abandon_s),
                         on_end=lambda: services.limiter.release(stream_id), metrics=services.metrics)
     try:
-        services.event_log.create(stream_id, owner=owner)
-        producer.start_event()
+        producer.create_stream(owner)
     except BaseException:
         services.limiter.release(stream_id)
         raise

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import pytest
 import redis
@@ -37,47 +38,85 @@ def _frame(stream_id, seq, kind="token"):
     return f"id: {stream_id}:{seq}\nevent: {kind}\ndata: {{\"n\":{seq}}}\n\n".encode()
 
 
-def _stream(log, count=0, finished=False):
+def _stream(log, count=1, finished=False):
+    """A stream of ``count`` >= 1 events (event 0 is written by ``create``)."""
     stream_id = new_stream_id()
-    log.create(stream_id, owner="alice")
-    for seq in range(count):
+    log.create(stream_id, owner="alice", first_frame=_frame(stream_id, 0, "start"))
+    for seq in range(1, count):
         log.append(stream_id, seq, _frame(stream_id, seq), terminal=finished and seq == count - 1)
     log.flush(stream_id)
     return stream_id
 
 
+def _read(log, stream_id, after_seq):
+    """Everything visible after ``after_seq`` now, through a cursor."""
+    cursor = log.open(stream_id, after_seq)
+    try:
+        return cursor.take()
+    finally:
+        cursor.close()
+
+
+def _frames(stream_id, count):
+    return [_frame(stream_id, 0, "start")] + [_frame(stream_id, s) for s in range(1, count)]
+
+
 def test_read_from_the_start_and_after_a_position(make_log):
     log = make_log()
     stream_id = _stream(log, 5)
-    batch = log.read(stream_id, -1, 0)
-    assert (batch.first_seq, batch.frames, batch.finished) == (0, [_frame(stream_id, s) for s in range(5)], False)
-    later = log.read(stream_id, 2, 0)
+    batch = _read(log, stream_id, -1)
+    assert (batch.first_seq, batch.frames, batch.finished) == (0, _frames(stream_id, 5), False)
+    later = _read(log, stream_id, 2)
     assert (later.first_seq, later.last_seq, later.frames) == (3, 4, [_frame(stream_id, 3), _frame(stream_id, 4)])
 
 
-def test_read_at_the_end_times_out_empty(make_log):
+def test_a_cursor_takes_each_event_once(make_log):
+    log = make_log()
+    stream_id = _stream(log, 3)
+    cursor = log.open(stream_id, -1)
+    assert cursor.take().frames == _frames(stream_id, 3)
+    assert (cursor.take().frames, cursor.position) == ([], 2)
+    log.append(stream_id, 3, _frame(stream_id, 3))
+    log.flush(stream_id)
+    wait_until(lambda: _read(log, stream_id, 2).frames, 5, "event 3")
+    assert cursor.take().frames == [_frame(stream_id, 3)]
+    cursor.close()
+
+
+def test_a_wait_at_the_end_returns_by_its_deadline(make_log):
     log = make_log()
     stream_id = _stream(log, 2)
-    batch = log.read(stream_id, 1, 0.05)
+    cursor = log.open(stream_id, 1)
+    cursor.wait(time.monotonic() + 0.05)
+    batch = cursor.take()
     assert (batch.first_seq, batch.frames, batch.finished) == (2, [], False)
+    cursor.close()
 
 
-def test_a_waiting_read_wakes_for_the_next_append(make_log):
+def test_a_waiting_reader_wakes_for_the_next_append(make_log):
     log = make_log()
     stream_id = _stream(log, 1)
+    cursor = log.open(stream_id, 0)
     got = []
-    reader = threading.Thread(target=lambda: got.append(log.read(stream_id, 0, 10)))
+
+    def read():
+        cursor.wait(time.monotonic() + 10)
+        got.append(cursor.take())
+
+    reader = threading.Thread(target=read)
     reader.start()
     log.append(stream_id, 1, _frame(stream_id, 1))
+    log.flush(stream_id)
     reader.join(15)
+    cursor.close()
     assert got[0].frames == [_frame(stream_id, 1)]
 
 
 def test_terminal_event_finishes_the_stream(make_log):
     log = make_log()
     stream_id = _stream(log, 3, finished=True)
-    assert log.read(stream_id, -1, 0).finished
-    end = log.read(stream_id, 2, 5)
+    assert _read(log, stream_id, -1).finished
+    end = _read(log, stream_id, 2)
     assert (end.frames, end.finished) == ([], True)
     info = log.info(stream_id)
     assert (info.owner, info.last_seq, info.finished) == ("alice", 2, True)
@@ -87,7 +126,7 @@ def test_unknown_streams(make_log):
     log = make_log()
     assert log.info("nope") is None
     with pytest.raises(StreamNotFound):
-        log.read("nope", -1, 0)
+        log.open("nope", -1)
     with pytest.raises(StreamNotFound):
         log.control("nope")
 
@@ -107,21 +146,24 @@ def test_events_are_bounded_but_the_terminal_event_still_fits(make_log):
     with pytest.raises(StreamFull):
         log.append(stream_id, 3, _frame(stream_id, 3))
     log.append(stream_id, 3, _frame(stream_id, 3, "error"), terminal=True)
-    assert len(log.read(stream_id, -1, 0).frames) == 4
+    assert len(_read(log, stream_id, -1).frames) == 4
 
 
 def test_many_quick_appends_all_arrive_in_order(make_log):
     log = make_log(max_events=5000)
-    stream_id = _stream(log, 0)
-    for seq in range(3000):
+    stream_id = _stream(log, 1)
+    for seq in range(1, 3000):
         log.append(stream_id, seq, _frame(stream_id, seq), terminal=seq == 2999)
+    cursor = log.open(stream_id, -1)
     frames = []
     while True:
-        batch = log.read(stream_id, len(frames) - 1, 0)
+        batch = cursor.take()
         frames += batch.frames
         if batch.finished:
             break
-    assert frames == [_frame(stream_id, s) for s in range(3000)]
+        cursor.wait(time.monotonic() + 5)
+    cursor.close()
+    assert frames == _frames(stream_id, 3000)
 
 
 def test_finished_streams_expire_after_the_ttl(make_log):
@@ -135,7 +177,7 @@ def test_finished_streams_expire_after_the_ttl(make_log):
         stream_id = _stream(log, 2, finished=True)
     wait_until(lambda: log.info(stream_id) is None, 10, "expiry")
     with pytest.raises(StreamNotFound):
-        log.read(stream_id, -1, 0)
+        log.open(stream_id, -1)
 
 
 def test_cancel_and_readers_are_seen_by_control(make_log):
@@ -144,12 +186,11 @@ def test_cancel_and_readers_are_seen_by_control(make_log):
     stream_id = _stream(log, 1)
     clock.now += 3
     assert log.control(stream_id).unattended_s == pytest.approx(3)
-    log.attach(stream_id)
-    log.attach(stream_id)
-    log.detach(stream_id)
+    first, second = log.open(stream_id, 0), log.open(stream_id, 0)
+    first.close()
     clock.now += 10
     assert log.control(stream_id).unattended_s == 0.0
-    log.detach(stream_id)
+    second.close()
     clock.now += 2
     assert log.control(stream_id).unattended_s == pytest.approx(2)
     assert not log.control(stream_id).cancelled
@@ -166,13 +207,13 @@ def _redis_log(redis_server, **kwargs):
 def test_two_workers_share_streams_through_redis(redis_server):
     producer_side, reader_side = _redis_log(redis_server), _redis_log(redis_server)
     stream_id = _stream(producer_side, 4, finished=True)
-    assert reader_side.read(stream_id, 1, 0).frames == [_frame(stream_id, 2), _frame(stream_id, 3)]
+    assert _read(reader_side, stream_id, 1).frames == [_frame(stream_id, 2), _frame(stream_id, 3)]
 
 
 def test_redis_entry_ids_stay_inside_the_log(redis_server):
     log = _redis_log(redis_server)
     stream_id = _stream(log, 3)
-    frames = b"".join(log.read(stream_id, -1, 0).frames)
+    frames = b"".join(_read(log, stream_id, -1).frames)
     assert b"0-1" not in frames and frames.count(b"id: ") == 3
 
 
@@ -180,12 +221,17 @@ def test_a_dead_producers_stream_ends_with_stream_lost_for_every_reader(redis_se
     log = _redis_log(redis_server)
     stream_id = _stream(log, 3)
     redis_server.client.delete(f"sse-chat:{{{stream_id}}}:lease")  # the lease expired: its worker died
-    batch = log.read(stream_id, 2, 5)
+    reader = _redis_log(redis_server)  # another worker: the producer's own worker died
+    cursor = reader.open(stream_id, 2)
+    deadline = time.monotonic() + 10
+    while not (batch := cursor.take()).finished and time.monotonic() < deadline:
+        cursor.wait(deadline)
+    cursor.close()
     assert batch.finished
     [event] = events_of(batch.frames)
     assert event.last_event_id == f"{stream_id}:3"
     assert json.loads(event.data)["error"]["type"] == "stream_lost"
-    assert _redis_log(redis_server).read(stream_id, 2, 0).frames == batch.frames  # the same event for all
+    assert _read(_redis_log(redis_server), stream_id, 2).frames == batch.frames  # the same event for all
     with pytest.raises(StreamLost):  # the producer, were it alive, must stop at its next event
         log.append(stream_id, 3, _frame(stream_id, 3))
         log.flush(stream_id)
@@ -194,16 +240,18 @@ def test_a_dead_producers_stream_ends_with_stream_lost_for_every_reader(redis_se
 def test_a_renewed_lease_keeps_the_stream_alive(redis_server):
     log = _redis_log(redis_server)
     stream_id = _stream(log, 1)
-    log.keep_alive(stream_id)
-    batch = log.read(stream_id, 0, 0.1)
+    lease = f"sse-chat:{{{stream_id}}}:lease"
+    redis_server.client.pexpire(lease, 50)  # about to expire ...
+    log.keep_alive(stream_id)  # ... but renewed
+    assert redis_server.client.pttl(lease) > 1000
+    batch = _read(_redis_log(redis_server), stream_id, 0)
     assert (batch.frames, batch.finished) == ([], False)
 
 
 def test_cancel_and_attach_of_unknown_streams_create_nothing(make_log, redis_server):
     log = make_log()
-    for call in (log.request_cancel, log.attach):
+    for call in (log.request_cancel, lambda stream_id: log.open(stream_id, -1)):
         with pytest.raises(StreamNotFound):
             call("never-created")
-    log.detach("never-created")
     assert log.info("never-created") is None
     assert redis_server.client.exists("sse-chat:{never-created}:meta") == 0

@@ -45,13 +45,12 @@ REQUEST = ChatRequest((Message("user", "q"),), "fake")
 
 def _run(model, clock, abandon_s=5.0, attach=False):
     log = MemoryEventLog(ttl_s=60, max_events=1000, clock=clock)
-    log.create("s", owner=None)
-    if attach:
-        log.attach("s")
     producer = Producer(log, "s", model, REQUEST, ProducerLimits(abandon_s=abandon_s), clock=clock)
-    producer.start_event()
+    producer.create_stream(owner=None)
+    if attach:
+        log.open("s", 0)
     producer.run()
-    return events_of([b"".join(log.read("s", -1, 0).frames)])
+    return events_of([b"".join(log.open("s", -1).take().frames)])
 
 
 def test_unattended_producer_stops_after_abandon_s_and_closes_the_upstream():

@@ -1,10 +1,10 @@
 """Event logs: in-memory (default) and Redis Streams (``SSE_CHAT_REDIS_URL``)."""
 
-from .base import (Batch, Control, EventLog, StreamFull, StreamInfo, StreamLost, StreamNotFound,
+from .base import (Batch, Control, Cursor, EventLog, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound,
                    event_id, lost_frame, new_stream_id, parse_event_id)
 from .memory import MemoryEventLog
 
 __all__ = [
-    "Batch", "Control", "EventLog", "MemoryEventLog", "StreamFull", "StreamInfo", "StreamLost",
+    "Batch", "Control", "Cursor", "EventLog", "EventLogUnavailable", "MemoryEventLog", "StreamFull", "StreamInfo", "StreamLost",
     "StreamNotFound", "event_id", "lost_frame", "new_stream_id", "parse_event_id",
 ]

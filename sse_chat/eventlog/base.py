@@ -51,6 +51,16 @@ class StreamFull(RuntimeError):
     """The stream reached the log's bound on events per stream."""
 
 
+class EventLogUnavailable(ConnectionError):
+    """The log's store cannot be reached right now (Redis down or failing over).
+
+    Raised by the calls a request makes before its stream starts (``create``,
+    ``info``, ``attach``, ``request_cancel``); the service answers 503
+    ``event_log_unavailable`` with ``Retry-After``. Producers and readers that are
+    already running do not see it: they wait for the store and go on.
+    """
+
+
 class StreamLost(RuntimeError):
     """The stream already ended without this producer: readers declared it lost
     after its lease expired. The producer must stop."""
@@ -90,16 +100,47 @@ class Batch:
         return self.first_seq + len(self.frames) - 1
 
 
+class Cursor(Protocol):
+    """One reader's place in one stream, from :meth:`EventLog.open`. Not shared
+    between readers; :meth:`close` it when done (it counts as an attached reader
+    until then)."""
+
+    #: The seq of the last event taken (-1 before the first).
+    position: int
+
+    def take(self) -> Batch:
+        """Return, without waiting, every event after :attr:`position` that is
+        visible now, and move past them (an empty batch when none is).
+
+        Raises:
+            StreamNotFound: the stream expired or vanished.
+        """
+
+    def wait(self, deadline: float) -> None:
+        """Block until the stream may have changed, or the monotonic clock reaches
+        ``deadline`` (seconds), whichever comes first. May return early; call
+        :meth:`take` to see."""
+
+    def close(self) -> None:
+        """Stop following: the reader detaches."""
+
+
 class EventLog(Protocol):
     """Storage of streams shared by producers and readers. Implementations: memory
     (:mod:`.memory`) and Redis Streams (:mod:`.redis_streams`)."""
 
-    def create(self, stream_id: str, owner: str | None) -> None:
-        """Register a new, empty stream."""
+    def create(self, stream_id: str, owner: str | None, first_frame: bytes) -> None:
+        """Register a new stream whose event 0 is ``first_frame``, visible to
+        readers when this returns.
+
+        Raises:
+            EventLogUnavailable: the store cannot be reached.
+        """
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
-        """Store event ``seq`` (the next one) as encoded bytes; wake its readers.
-        The first and the terminal event are visible to readers when this returns.
+        """Store event ``seq`` (the next one, >= 1) as encoded bytes; wake its
+        readers. The terminal event is visible to readers when this returns; a log
+        may store the ones before it in the background (see :meth:`flush`).
 
         Raises:
             StreamFull: past the bound on events per stream.
@@ -107,40 +148,42 @@ class EventLog(Protocol):
         """
 
     def flush(self, stream_id: str) -> None:
-        """Wait until every appended event is visible to readers (a log may store
-        events between the first and the terminal one in the background)."""
+        """Wait until every appended event is visible to readers."""
 
-    def read(self, stream_id: str, after_seq: int, timeout_s: float) -> Batch:
-        """Return the events after ``after_seq``, waiting up to ``timeout_s`` seconds
-        for one to arrive (an empty batch on time-out; ``timeout_s`` 0 never waits).
+    def open(self, stream_id: str, after_seq: int) -> Cursor:
+        """Attach a reader positioned after event ``after_seq`` (-1: from the start).
 
         A log whose producers can die elsewhere (Redis) ends a stream whose
         producer's lease expired with a terminal ``stream_lost`` event, which the
-        read then returns like any other.
+        cursor then takes like any other.
 
         Raises:
             StreamNotFound: unknown or expired stream.
+            EventLogUnavailable: the store cannot be reached.
         """
 
     def info(self, stream_id: str) -> StreamInfo | None:
-        """Return the stream's :class:`StreamInfo`, or ``None`` if unknown or expired."""
+        """Return the stream's :class:`StreamInfo`, or ``None`` if unknown or expired.
+
+        Raises:
+            EventLogUnavailable: the store cannot be reached.
+        """
 
     def request_cancel(self, stream_id: str) -> None:
-        """Ask the producer to stop; it notices on its next :meth:`control` check."""
+        """Ask the producer to stop; it notices on its next :meth:`control` check.
 
-    def control(self, stream_id: str) -> "Control":
+        Raises:
+            StreamNotFound: unknown or expired stream.
+            EventLogUnavailable: the store cannot be reached.
+        """
+
+    def control(self, stream_id: str) -> Control:
         """What the producer must know, in one look: cancel requested, and seconds
-        without a reader.
+        without a reader. While the store is unreachable, the last known answer.
 
         Raises:
             StreamNotFound: unknown or expired stream.
         """
-
-    def attach(self, stream_id: str) -> None:
-        """A reader is now following the stream."""
-
-    def detach(self, stream_id: str) -> None:
-        """A reader stopped following the stream."""
 
     #: Seconds between the producer's :meth:`keep_alive` calls, or ``None`` when the
     #: log needs none (a producer in the same process as its readers).
@@ -149,3 +192,9 @@ class EventLog(Protocol):
     def keep_alive(self, stream_id: str) -> None:
         """The producer is alive: renew its lease. Readers that find the lease
         expired end the stream with ``stream_lost``."""
+
+    def ready(self) -> bool:
+        """True when the log's store answers now (``GET /readyz``); never raises."""
+
+    def wake_readers(self) -> None:
+        """Wake every reader of this process now (a graceful stop began)."""

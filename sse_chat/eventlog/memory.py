@@ -1,8 +1,8 @@
 """The in-memory event log: one process, safe under threads and gevent greenlets.
 
-It uses :mod:`threading` primitives, which gevent's monkey patching turns into
-cooperative ones under gunicorn's gevent worker, and which stay real locks in the
-CLI's in-process server.
+Appends and takes are plain list operations (atomic under the GIL, never switching
+greenlets); readers are woken through :class:`~.wakeups.Wakeups`, which coalesces
+wake-ups per event-loop turn under gevent and rings at once with threads.
 """
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ import time
 from collections.abc import Callable
 
 from .base import Batch, Control, StreamFull, StreamInfo, StreamNotFound
+from .wakeups import Bell, Wakeups
 
 
 class _Stream:
-    __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since", "changed")
+    __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since")
 
-    def __init__(self, owner: str | None, now: float, lock: threading.RLock) -> None:
+    def __init__(self, owner: str | None, now: float) -> None:
         self.owner = owner
         self.frames: list[bytes] = []
         self.finished_at: float | None = None
         self.cancelled = False
         self.readers = 0
         self.unattended_since = now
-        self.changed = threading.Condition(lock)
 
 
 class MemoryEventLog:
@@ -34,80 +34,81 @@ class MemoryEventLog:
         ttl_s: seconds a stream is kept after its terminal event.
         max_events: bound on events per stream (:class:`StreamFull` past it).
         clock: monotonic clock in seconds (injectable for tests).
+        wakeups: how readers are woken (one per process; a new one by default).
     """
 
-    def __init__(self, ttl_s: float, max_events: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float, max_events: int, clock: Callable[[], float] = time.monotonic,
+                 wakeups: Wakeups | None = None) -> None:
         self._ttl_s = ttl_s
         self._max_events = max_events
         self._clock = clock
+        self._wakeups = wakeups if wakeups is not None else Wakeups()
         self._streams: dict[str, _Stream] = {}
-        # One lock for the dict and every stream's condition: appends and reads are
-        # short, and one lock keeps expiry and reads from racing.
-        self._lock = threading.RLock()  # RLock: Condition checks ownership cheaply (no trial acquire)
+        # Guards the dict and the per-stream counters. Readers take frames without
+        # it: a list slice is atomic, and a terminal frame is appended before the
+        # stream is marked finished (see _MemoryCursor.take).
+        self._lock = threading.Lock()
         self._next_sweep = clock() + ttl_s
 
-    def create(self, stream_id: str, owner: str | None) -> None:
+    def create(self, stream_id: str, owner: str | None, first_frame: bytes) -> None:
         with self._lock:
             self._sweep_expired()
-            self._streams[stream_id] = _Stream(owner, self._clock(), self._lock)
+            stream = self._streams[stream_id] = _Stream(owner, self._clock())
+            stream.frames.append(first_frame)
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
-        with self._lock:
-            stream = self._get(stream_id)
-            if seq != len(stream.frames):
-                raise ValueError(f"event {seq} appended after {len(stream.frames) - 1}")
-            if seq >= self._max_events and not terminal:
-                raise StreamFull(f"stream {stream_id} reached {self._max_events} events")
-            stream.frames.append(frame)
-            if terminal:
-                stream.finished_at = self._clock()
-            stream.changed.notify_all()
+        stream = self._get(stream_id)
+        frames = stream.frames
+        if seq != len(frames):
+            raise ValueError(f"event {seq} appended after {len(frames) - 1}")
+        if seq >= self._max_events and not terminal:
+            raise StreamFull(f"stream {stream_id} reached {self._max_events} events")
+        frames.append(frame)
+        if terminal:
+            stream.finished_at = self._clock()
+        self._wakeups.changed(stream_id)
 
     def flush(self, stream_id: str) -> None:
         """Appends are stored at once: nothing to wait for."""
 
-    def read(self, stream_id: str, after_seq: int, timeout_s: float) -> Batch:
+    def open(self, stream_id: str, after_seq: int) -> "_MemoryCursor":
         with self._lock:
             stream = self._get(stream_id)
-            if len(stream.frames) <= after_seq + 1 and stream.finished_at is None and timeout_s > 0:
-                stream.changed.wait(timeout_s)
-            frames = stream.frames[after_seq + 1:]
-            return Batch(after_seq + 1, frames, stream.finished_at is not None)
+            stream.readers += 1
+        return _MemoryCursor(self, stream_id, stream, after_seq, self._wakeups.subscribe(stream_id))
 
     def info(self, stream_id: str) -> StreamInfo | None:
-        with self._lock:
-            stream = self._streams.get(stream_id)
-            if stream is None or self._expired(stream):
-                return None
-            return StreamInfo(stream.owner, len(stream.frames) - 1, stream.finished_at is not None)
+        stream = self._streams.get(stream_id)
+        if stream is None or self._expired(stream):
+            return None
+        return StreamInfo(stream.owner, len(stream.frames) - 1, stream.finished_at is not None)
 
     def request_cancel(self, stream_id: str) -> None:
-        with self._lock:
-            self._get(stream_id).cancelled = True
+        self._get(stream_id).cancelled = True
 
     def control(self, stream_id: str) -> Control:
-        with self._lock:
-            stream = self._get(stream_id)
-            unattended_s = 0.0 if stream.readers else self._clock() - stream.unattended_since
-            return Control(stream.cancelled, unattended_s)
-
-    def attach(self, stream_id: str) -> None:
-        with self._lock:
-            self._get(stream_id).readers += 1
-
-    def detach(self, stream_id: str) -> None:
-        with self._lock:
-            stream = self._streams.get(stream_id)
-            if stream is not None:
-                stream.readers -= 1
-                if stream.readers == 0:
-                    stream.unattended_since = self._clock()
+        stream = self._get(stream_id)
+        unattended_s = 0.0 if stream.readers else self._clock() - stream.unattended_since
+        return Control(stream.cancelled, unattended_s)
 
     #: A producer in this process lives as long as the log: no lease.
     lease_renewal_s = None
 
     def keep_alive(self, stream_id: str) -> None:
         """Nothing to renew."""
+
+    def ready(self) -> bool:
+        """Memory is always there."""
+        return True
+
+    def wake_readers(self) -> None:
+        self._wakeups.ring_all()
+
+    def _detach(self, stream_id: str, stream: _Stream) -> None:
+        with self._lock:
+            stream.readers -= 1
+            if stream.readers == 0:
+                stream.unattended_since = self._clock()
 
     def _get(self, stream_id: str) -> _Stream:
         stream = self._streams.get(stream_id)
@@ -126,3 +127,37 @@ class MemoryEventLog:
         self._next_sweep = now + self._ttl_s
         for stream_id in [sid for sid, s in self._streams.items() if self._expired(s)]:
             del self._streams[stream_id]
+
+
+class _MemoryCursor:
+    """A reader's position in one in-memory stream (:class:`~.base.Cursor`)."""
+
+    __slots__ = ("_log", "_stream_id", "_stream", "_bell", "position", "_closed")
+
+    def __init__(self, log: MemoryEventLog, stream_id: str, stream: _Stream, after_seq: int, bell: Bell) -> None:
+        self._log = log
+        self._stream_id = stream_id
+        self._stream = stream
+        self._bell = bell
+        self.position = after_seq
+        self._closed = False
+
+    def take(self) -> Batch:
+        stream = self._stream
+        if self._log._expired(stream):
+            raise StreamNotFound(self._stream_id)
+        # Read the flag first: a finished stream's frames are all there already.
+        finished = stream.finished_at is not None
+        first = self.position + 1
+        frames = stream.frames[first:]
+        self.position += len(frames)
+        return Batch(first, frames, finished)
+
+    def wait(self, deadline: float) -> None:
+        self._bell.wait(deadline)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._log._wakeups.unsubscribe(self._stream_id, self._bell)
+            self._log._detach(self._stream_id, self._stream)

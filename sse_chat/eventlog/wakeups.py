@@ -1,0 +1,162 @@
+"""Waking readers when their stream changes, without a timer per wait.
+
+A reader holds a :class:`Bell` and sleeps on it; the event log rings the bells of a
+stream when it changes (:meth:`Wakeups.changed`). Two ways of ringing:
+
+* **Cooperative** (gevent, as under gunicorn's gevent worker): a change only marks
+  the stream; one zero-second timer per worker rings every marked stream's bells
+  at the next turn of the event loop. Producers that write many events within one
+  turn thus wake their readers once, and each reader sends what gathered in one
+  write: the coalescing comes from the loop's own rhythm, not from a delay, so a
+  lone token is sent within the same turn or the next. Deadlines (heartbeats) are
+  kept by one ticker per worker instead of a timeout per wait.
+* **Threads** (the CLI's in-process server, tests): bells are
+  :class:`threading.Event` objects, rung at once, and waits time out by themselves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import gevent
+    import gevent.event
+    from gevent import monkey
+except ImportError:  # pragma: no cover - gevent is a dependency; stay importable without it
+    gevent = None  # type: ignore[assignment]
+
+
+def running_under_gevent() -> bool:
+    """True when gevent has patched :mod:`threading` (gunicorn's gevent worker)."""
+    return gevent is not None and monkey.is_module_patched("threading")
+
+
+class Bell:
+    """One reader's wake-up call: :meth:`ring` from anywhere, :meth:`wait` by its reader.
+
+    A ring that comes while the reader is not waiting is kept, so a change made
+    between the reader's last look and its wait is never missed.
+    """
+
+    __slots__ = ("_event", "_wakeups", "due")
+
+    def __init__(self, event: Any, wakeups: "Wakeups") -> None:
+        self._event = event
+        self._wakeups = wakeups
+        #: Monotonic seconds at which a waiting reader wants to wake anyway
+        #: (``inf``: never); kept by the ticker under gevent.
+        self.due = float("inf")
+
+    def ring(self) -> None:
+        self._event.set()
+
+    def wait(self, deadline: float) -> None:
+        """Block until the bell rings or the monotonic clock reaches ``deadline``
+        (seconds); consumes the ring."""
+        self._wakeups.wait(self, deadline)
+        self._event.clear()
+
+
+class Wakeups:
+    """The bells of the readers of one process, by stream.
+
+    Args:
+        cooperative: ring at the next event-loop turn with one ticker (gevent);
+            ``None`` picks it when gevent has patched :mod:`threading`.
+        tick_s: under gevent, how often (seconds) the ticker rings the bells whose
+            deadline passed: a deadline is met at most this late.
+        clock: monotonic clock, seconds.
+    """
+
+    def __init__(self, *, cooperative: bool | None = None, tick_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._cooperative = running_under_gevent() if cooperative is None else cooperative
+        self._tick_s = tick_s
+        self._clock = clock
+        self._bells: dict[str, set[Bell]] = {}
+        self._changed: set[str] = set()
+        self._flush_timer: Any = None
+        self._ticker: Any = None
+        self._subscriptions_lock = threading.Lock()
+
+    @property
+    def cooperative(self) -> bool:
+        return self._cooperative
+
+    def subscribe(self, stream_id: str) -> Bell:
+        """A new bell, rung whenever ``stream_id`` changes, until :meth:`unsubscribe`."""
+        event = gevent.event.Event() if self._cooperative else threading.Event()
+        bell = Bell(event, self)
+        with self._subscriptions_lock:
+            self._bells.setdefault(stream_id, set()).add(bell)
+        return bell
+
+    def unsubscribe(self, stream_id: str, bell: Bell) -> None:
+        with self._subscriptions_lock:
+            bells = self._bells.get(stream_id)
+            if bells is not None:
+                bells.discard(bell)
+                if not bells:
+                    del self._bells[stream_id]
+
+    def following(self, stream_id: str) -> bool:
+        """True while a reader of this process holds a bell for ``stream_id``."""
+        return stream_id in self._bells
+
+    def changed(self, stream_id: str) -> None:
+        """``stream_id`` has new events (or ended): ring its readers' bells, at the
+        next turn of the event loop under gevent, at once with threads."""
+        if stream_id not in self._bells:
+            return
+        if not self._cooperative:
+            self._ring(stream_id)
+            return
+        if not self._changed:
+            if self._flush_timer is None:
+                self._flush_timer = gevent.get_hub().loop.timer(0.0)
+            self._flush_timer.start(self._flush)
+        self._changed.add(stream_id)
+
+    def ring_all(self) -> None:
+        """Wake every reader now (a graceful stop began: they must look)."""
+        for bells in list(self._bells.values()):
+            for bell in list(bells):
+                bell.ring()
+
+    def wait(self, bell: Bell, deadline: float) -> None:
+        """Block the calling reader on ``bell`` until it rings or ``deadline``
+        (monotonic seconds) passes."""
+        if not self._cooperative:
+            bell._event.wait(max(0.0, deadline - self._clock()))
+            return
+        self._start_ticker()
+        bell.due = deadline
+        try:
+            bell._event.wait()
+        finally:
+            bell.due = float("inf")
+
+    def _flush(self) -> None:
+        changed, self._changed = self._changed, set()
+        for stream_id in changed:
+            self._ring(stream_id)
+
+    def _ring(self, stream_id: str) -> None:
+        for bell in tuple(self._bells.get(stream_id, ())):  # a copy: threads may subscribe meanwhile
+            bell.ring()
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None or self._ticker.dead:
+            self._ticker = gevent.spawn(self._tick_forever)
+
+    def _tick_forever(self) -> None:
+        while True:
+            gevent.sleep(self._tick_s)
+            now = self._clock()
+            for bells in list(self._bells.values()):
+                for bell in bells:
+                    if bell.due <= now:
+                        bell.ring()
