@@ -43,11 +43,18 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     ``close()`` it (a WSGI server does) to detach, whether or not it was iterated.
 
     Raises:
-        StreamNotFound, EventLogUnavailable: when the reader cannot attach (at once,
-            not from the iterator).
+        EventLogUnavailable: when the reader cannot attach (at once, not from the
+            iterator).
     """
-    cursor = event_log.open(stream_id, after_seq)
+    try:
+        cursor = event_log.open(stream_id, after_seq)
+    except StreamNotFound:  # it expired since the caller looked
+        return Body(_expired(stream_id, after_seq + 1), lambda: None)
     return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining), cursor.close)
+
+
+def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
+    yield [lost_frame(stream_id, seq, "the stream expired while it was being read; ask again")]
 
 
 def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics | None,
@@ -150,7 +157,7 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     OpenAI surface rewrites them as ``chat.completion.chunk`` frames).
 
     Raises:
-        StreamNotFound, EventLogUnavailable: as :func:`follow`, at once.
+        EventLogUnavailable: as :func:`follow`, at once.
     """
     batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining)
     return Body(_event_stream(batches, retry_ms, draining, transform), batches.close)

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from sse_chat.eventlog import MemoryEventLog, StreamFull, StreamLost, StreamNotFound, new_stream_id
-from sse_chat.eventlog.redis_streams import RedisEventLog
+from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 
 from .servers import wait_until
 from .streams import events_of
@@ -238,10 +238,12 @@ def test_a_dead_producers_stream_ends_with_stream_lost_for_every_reader(redis_se
 
 
 def test_a_renewed_lease_keeps_the_stream_alive(redis_server):
-    log = _redis_log(redis_server)
+    clock = Clock()
+    log = _redis_log(redis_server, monotonic=clock)
     stream_id = _stream(log, 1)
     lease = f"sse-chat:{{{stream_id}}}:lease"
     redis_server.client.pexpire(lease, 50)  # about to expire ...
+    clock.now += LEASE_RENEWAL_S  # ... as no write renewed it for a while ...
     log.keep_alive(stream_id)  # ... but renewed
     assert redis_server.client.pttl(lease) > 1000
     batch = _read(_redis_log(redis_server), stream_id, 0)

@@ -7,54 +7,113 @@ Keys of one stream (the ``{stream_id}`` hash tag keeps them in one cluster slot)
   Entry ids never leave this module; the public id stays ``{stream_id}:{seq}``.
 * ``sse-chat:{id}:meta``: a hash: ``owner``, ``last_seq``, ``finished``, ``cancel``,
   ``readers``, ``unattended_since`` (Unix seconds).
-* ``sse-chat:{id}:lease``: exists while the producer lives; it renews it every
-  :attr:`RedisEventLog.lease_renewal_s`. A reader that finds it gone on an
-  unfinished stream appends the terminal ``error`` event ``stream_lost``.
+* ``sse-chat:{id}:lease``: exists while the producer lives. A reader's worker that
+  finds it gone on an unfinished stream appends the terminal ``error`` event
+  ``stream_lost``.
 
-Appends run as one Lua script, so seq order, the terminal flag and expiry change
-together. https://redis.io/docs/latest/develop/data-types/streams/
+What one worker does, so that its cost grows with events, not with round trips:
+
+* **One writer** (:class:`_Writer`) for all the worker's producers: what they
+  appended while the previous round trip was in flight goes in the next one, one
+  script call per stream, all streams pipelined together.
+* **Mirrors**: the worker keeps the events of the streams its readers follow
+  (:class:`_Mirror`). A stream produced here is fed by the writer once Redis has
+  stored its events, and read from there: no read from Redis at all.
+* **One fan-in reader** (:class:`_FanIn`) for the streams produced elsewhere: a
+  single blocking ``XREAD`` over all of them feeds their mirrors.
+* **Outages**: while Redis is unreachable the writer keeps its events and retries,
+  the fan-in retries, readers wait; calls made before a response starts raise
+  :class:`~.base.EventLogUnavailable` (HTTP 503).
+
+https://redis.io/docs/latest/develop/data-types/streams/
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
 
-from .base import Batch, Control, StreamFull, StreamInfo, StreamLost, StreamNotFound, lost_frame
+from .base import (Batch, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound,
+                   lost_frame)
+from .wakeups import Bell, Wakeups
+
+log = logging.getLogger(__name__)
 
 #: A producer that has not renewed its lease for this long is taken for dead
 #: (long enough that an overloaded but live worker keeps its streams).
 LEASE_S = 12.0
 #: The producer renews its lease this often (a third of the lease).
 LEASE_RENEWAL_S = LEASE_S / 3
-#: A blocked read wakes at least this often to look at the lease, so readers of a
-#: dead producer learn it within about LEASE_S + LEASE_CHECK_S seconds.
+#: Writes renew the lease and the keys' expiry at most this often per stream (seconds).
+RENEW_EVERY_S = 1.0
+#: The fan-in looks at the leases of remote streams that were quiet this long (seconds).
 LEASE_CHECK_S = 2.0
-#: Most events that wait for the writer before ``append`` blocks.
+#: Longest wait of one blocking ``XREAD`` (milliseconds).
+FANIN_BLOCK_MS = 1000
+#: After an ``XREAD`` that returned events, the fan-in waits this long (seconds)
+#: before the next, so that one read carries many events when many streams flow.
+FANIN_PAUSE_S = 0.005
+#: Most events that wait for the writer, per stream, before ``append`` blocks.
 OUTBOX_LIMIT = 1000
-#: Most entries one read returns.
+#: Most entries one read returns per stream.
 READ_COUNT = 1000
-#: Redis connections per worker: one per following reader, plus producers' short
-#: commands; above gunicorn's ``worker_connections`` (4000).
-MAX_CONNECTIONS = 8000
+#: Connections per worker for short commands (the fan-in has its own).
+MAX_CONNECTIONS = 64
+#: Seconds to wait for a pooled connection, and to connect.
+POOL_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+#: Waits between attempts while Redis is unreachable (seconds, doubling).
+RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
+
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+# KEYS: events, meta, lease. ARGV: owner, frame, TTL ms, lease ms, now.
+_CREATE = """
+redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'last_seq', 0, 'finished', 0, 'cancel', 0,
+           'readers', 0, 'unattended_since', ARGV[5])
+redis.call('XADD', KEYS[1], '0-1', 'f', ARGV[2], 't', 0)
+redis.call('SET', KEYS[3], 1, 'PX', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
 
 # KEYS: events, meta, lease. ARGV: first seq, 1 if the last frame is terminal, TTL in
-# ms, MAXLEN, 1 to append only when the lease is gone, lease in ms, then the frames
-# in order. Every write renews the producer's lease and the keys' expiry.
+# ms, MAXLEN, 1 to append only when the lease is gone, lease in ms (0: do not renew
+# lease and expiry), then the frames in order. Idempotent: frames already stored (a
+# retry after a connection cut mid-reply) are skipped.
 # Returns a negative status, or the producer's control fields (cancel, readers,
 # unattended_since), so that a busy producer learns them without asking.
 _APPEND = """
 local events, meta, lease = KEYS[1], KEYS[2], KEYS[3]
-local first, terminal, ttl_ms, maxlen, only_if_lost, lease_ms = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if redis.call('EXISTS', meta) == 0 then return -3 end
-if redis.call('HGET', meta, 'finished') == '1' then return -2 end
-if only_if_lost == '1' and redis.call('EXISTS', lease) == 1 then return -4 end
-if first ~= tonumber(redis.call('HGET', meta, 'last_seq')) + 1 then return -1 end
+local first, terminal, ttl_ms, maxlen, only_if_lost, lease_ms = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local state = redis.call('HMGET', meta, 'last_seq', 'finished', 'cancel', 'readers', 'unattended_since')
+if not state[1] then return -3 end
+local control = {state[3], state[4], state[5]}
+local last = tonumber(state[1])
 local count = #ARGV - 6
-for i = 1, count do
+if state[2] == '1' then
+  -- Ended. Only the retry of our own terminal batch (its reply was lost) succeeds.
+  if terminal == '1' and first + count - 1 == last and only_if_lost ~= '1' then
+    local stored = redis.call('XRANGE', events, '0-' .. (last + 1), '0-' .. (last + 1))
+    if stored[1] and stored[1][2][2] == ARGV[6 + count] then return control end
+  end
+  return -2
+end
+if first + count - 1 <= last and only_if_lost ~= '1' then return control end  -- a retry: all stored
+if only_if_lost == '1' and redis.call('EXISTS', lease) == 1 then return -4 end
+if first > last + 1 then return -1 end
+for i = last - first + 2, count do
   local seq = first + i - 1
   local flag = (i == count and terminal == '1') and '1' or '0'
   redis.call('XADD', events, 'MAXLEN', maxlen, '0-' .. (seq + 1), 'f', ARGV[6 + i], 't', flag)
@@ -65,12 +124,12 @@ if terminal == '1' then
   redis.call('PEXPIRE', events, ttl_ms)
   redis.call('PEXPIRE', meta, ttl_ms)
   redis.call('DEL', lease)
-else
+elseif lease_ms > 0 then
   redis.call('SET', lease, 1, 'PX', lease_ms)  -- a producer that writes is alive
   redis.call('PEXPIRE', events, ttl_ms)
   redis.call('PEXPIRE', meta, ttl_ms)
 end
-return redis.call('HMGET', meta, 'cancel', 'readers', 'unattended_since')
+return control
 """
 
 # Each of these changes a stream's meta hash only if it exists (HSET or HINCRBY on
@@ -97,71 +156,92 @@ return 1
 """
 
 
+@contextmanager
+def _reachable(what: str) -> Iterator[None]:
+    """Turn a connection failure into :class:`EventLogUnavailable`."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise EventLogUnavailable(f"Redis cannot be reached ({what}: {exc})") from exc
+
+
 class RedisEventLog:
     """Streams in Redis, shared by every gunicorn worker and host.
 
     Args:
-        client: a ``redis.Redis`` client (bytes responses).
+        client: a ``redis.Redis`` client (bytes responses) for short commands.
         ttl_s: seconds a stream is kept after its terminal event (and after its
             producer's last lease renewal, should nobody ever declare it lost).
         max_events: bound on events per stream; also the streams' ``MAXLEN``.
         clock: Unix time in seconds (shared across hosts for ``unattended_since``).
+        wakeups: how this process's readers are woken.
+        fanin_client: a client whose single connection the fan-in ``XREAD`` blocks
+            on (default: one built from ``client``'s connection settings).
+        monotonic: the clock (seconds) that times lease renewals.
     """
 
     lease_renewal_s = LEASE_RENEWAL_S
 
     def __init__(self, client: redis.Redis, ttl_s: float, max_events: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, wakeups: Wakeups | None = None,
+                 fanin_client: redis.Redis | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._redis = client
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._max_events = max_events
         self._clock = clock
-        self._append_script = client.register_script(_APPEND)
-        self._detach_script = client.register_script(_DETACH)
-        self._attach_script = client.register_script(_ATTACH)
-        self._cancel_script = client.register_script(_SET_CANCEL)
-        self._outboxes: dict[str, _Outbox] = {}
-        self._outboxes_lock = threading.Lock()
+        self._monotonic = monotonic
+        self._wakeups = wakeups if wakeups is not None else Wakeups()
+        self._scripts = _Scripts()
+        self._mirrors: dict[str, _Mirror] = {}
+        self._mirrors_lock = threading.Lock()
+        self._writer = _Writer(self)
+        self._fanin = _FanIn(self, fanin_client or _single_connection_client(client))
 
     @classmethod
-    def from_url(cls, url: str, ttl_s: float, max_events: int) -> "RedisEventLog":
-        """Connect lazily to ``url`` (``redis://host:port/db``).
+    def from_url(cls, url: str, ttl_s: float, max_events: int, wakeups: Wakeups | None = None) -> "RedisEventLog":
+        """Connect lazily to ``url`` (``redis://host:port/db``): a blocking pool of
+        :data:`MAX_CONNECTIONS` for short commands, one connection for the fan-in."""
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=30)
+        # One quick retry: a pooled connection that Redis closed (restart) reconnects.
+        return cls(redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1)), ttl_s, max_events,
+                   wakeups=wakeups)
 
-        Every following reader holds one connection in a blocking ``XREAD``, so the
-        pool allows more connections than a worker serves.
-        """
-        pool = redis.ConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, health_check_interval=30)
-        return cls(redis.Redis(connection_pool=pool), ttl_s, max_events)
+    # --- producers ---------------------------------------------------------------
 
-    def create(self, stream_id: str, owner: str | None) -> None:
+    def create(self, stream_id: str, owner: str | None, first_frame: bytes) -> None:
         keys = _Keys(stream_id)
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.meta, mapping={"owner": owner or "", "last_seq": -1, "finished": 0, "cancel": 0,
-                                          "readers": 0, "unattended_since": self._clock()})
-            pipe.pexpire(keys.meta, self._ttl_ms)
-            pipe.set(keys.lease, 1, px=int(LEASE_S * 1000))
-            pipe.execute()
+        with _reachable("creating a stream"):
+            self._scripts.call(self._redis, "create", [keys.events, keys.meta, keys.lease],
+                               [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), self._clock()])
+        mirror = _Mirror(stream_id, 0, local=True)
+        mirror.frames.append(first_frame)
+        mirror.renewed_at = self._monotonic()
+        mirror.next_seq = 1
+        with self._mirrors_lock:
+            self._mirrors[stream_id] = mirror
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
-        """Queue the event for the stream's writer, which sends everything queued in
-        one script call (a group commit: while one call is in flight the next
-        events gather, so a fast producer costs one round trip per batch, not per
-        event). Returns at once, except for the first and the terminal event, which
-        return once stored. An error of an earlier write is raised by the next
-        append; :meth:`flush` waits for the queue.
+        """Queue the event for the worker's writer, which stores everything queued
+        in its next round trip. Returns at once (blocking only while
+        :data:`OUTBOX_LIMIT` events of this stream wait), except for the terminal
+        event, which returns once stored, however long Redis is away. An error of
+        an earlier write is raised by the next append; :meth:`flush` waits.
+
+        Raises:
+            StreamFull, StreamLost, StreamNotFound, ValueError: see
+                :meth:`.base.EventLog.append`.
         """
         if seq >= self._max_events and not terminal:
             raise StreamFull(f"stream {stream_id} reached {self._max_events} events")
-        with self._outboxes_lock:
-            outbox = self._outboxes.get(stream_id)
-            if outbox is None:
-                outbox = self._outboxes[stream_id] = _Outbox(self._write_batch, stream_id)
-        try:
-            outbox.put(seq, frame, terminal, wait=terminal or seq == 0)
-        finally:
-            if terminal or outbox.failed:
-                with self._outboxes_lock:
-                    self._outboxes.pop(stream_id, None)
+        mirror = self._mirrors.get(stream_id)
+        if mirror is None or not mirror.local:
+            raise StreamNotFound(stream_id)
+        self._writer.put(mirror, seq, frame, terminal)
+        if terminal:
+            self._writer.wait_stored(mirror)
 
     def flush(self, stream_id: str) -> None:
         """Wait until every event appended to ``stream_id`` is stored.
@@ -169,236 +249,551 @@ class RedisEventLog:
         Raises:
             StreamNotFound, StreamLost, ValueError: when a queued write failed.
         """
-        with self._outboxes_lock:
-            outbox = self._outboxes.get(stream_id)
-        if outbox is not None:
-            outbox.flush()
+        mirror = self._mirrors.get(stream_id)
+        if mirror is not None and mirror.local:
+            self._writer.wait_stored(mirror)
 
-    def read(self, stream_id: str, after_seq: int, timeout_s: float) -> Batch:
+    def control(self, stream_id: str) -> Control:
+        """The fields that came back with the last write (a busy producer asks Redis
+        nothing more), else read now; while Redis is away, the last known ones."""
+        mirror = self._mirrors.get(stream_id)
+        fields = mirror.take_control() if mirror is not None else None
+        if fields is None:
+            try:
+                reply = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
+            except _UNREACHABLE:
+                fields = mirror.control if mirror is not None and mirror.control else (False, 1, 0.0)
+            else:
+                if reply[1] is None:
+                    raise StreamNotFound(stream_id)
+                fields = _control_fields(*reply)
+        cancel, readers, since = fields
+        return Control(cancel, 0.0 if readers > 0 else max(0.0, self._clock() - since))
+
+    def keep_alive(self, stream_id: str) -> None:
+        """Renew the lease, unless a write did so recently. Never raises (a lease
+        that cannot be renewed is renewed by the next write that gets through)."""
+        mirror = self._mirrors.get(stream_id)
+        if mirror is not None and self._monotonic() - mirror.renewed_at < LEASE_RENEWAL_S:
+            return
         keys = _Keys(stream_id)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            wait_s = min(max(deadline - time.monotonic(), 0.0), LEASE_CHECK_S)
-            batch = self._xread(keys, after_seq, wait_s)
-            if batch is not None:
-                return batch
-            finished, lease_alive = self._liveness(keys)
-            if finished:
-                return self._xread(keys, after_seq, 0) or Batch(after_seq + 1, [], True)
-            if not lease_alive:
-                self._declare_lost(stream_id)
-                continue
-            if time.monotonic() >= deadline:
-                return Batch(after_seq + 1, [], False)
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(keys.lease, 1, px=int(LEASE_S * 1000))
+                pipe.pexpire(keys.meta, self._ttl_ms)
+                pipe.pexpire(keys.events, self._ttl_ms)
+                pipe.execute()
+        except _UNREACHABLE as exc:
+            log.warning("stream %s: could not renew the producer's lease: %s", stream_id, exc)
+
+    # --- readers -------------------------------------------------------------------
+
+    def open(self, stream_id: str, after_seq: int) -> "_RedisCursor":
+        keys = _Keys(stream_id)
+        with _reachable("attaching a reader"):
+            if not self._scripts.call(self._redis, "attach", [keys.meta], []):
+                raise StreamNotFound(stream_id)
+        try:
+            mirror, backlog = self._mirror_for(stream_id, after_seq)
+        except BaseException:
+            self._detach(stream_id)
+            raise
+        return _RedisCursor(self, mirror, after_seq, backlog, self._wakeups.subscribe(stream_id))
 
     def info(self, stream_id: str) -> StreamInfo | None:
-        owner, last_seq, finished = self._redis.hmget(_Keys(stream_id).meta, "owner", "last_seq", "finished")
+        with _reachable("reading a stream's state"):
+            owner, last_seq, finished = self._redis.hmget(_Keys(stream_id).meta, "owner", "last_seq", "finished")
         if last_seq is None:
             return None
         return StreamInfo(owner.decode() or None, int(last_seq), finished == b"1")
 
     def request_cancel(self, stream_id: str) -> None:
-        self._forget_control(stream_id)
-        if not self._cancel_script(keys=[_Keys(stream_id).meta]):
-            raise StreamNotFound(stream_id)
-
-    def control(self, stream_id: str) -> Control:
-        """The fields that came back with a write stored since the last look (a busy
-        producer asks Redis nothing more, however loaded the worker is), else read
-        now."""
-        with self._outboxes_lock:
-            outbox = self._outboxes.get(stream_id)
-        fields = outbox.new_control() if outbox is not None else None
-        if fields is None:
-            reply = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
-            if reply[1] is None:
+        mirror = self._mirrors.get(stream_id)
+        if mirror is not None:
+            mirror.forget_control()
+        with _reachable("cancelling a stream"):
+            if not self._scripts.call(self._redis, "cancel", [_Keys(stream_id).meta], []):
                 raise StreamNotFound(stream_id)
-            fields = _control_fields(*reply)
-        cancel, readers, since = fields
-        return Control(cancel, 0.0 if readers > 0 else max(0.0, self._clock() - since))
 
-    def attach(self, stream_id: str) -> None:
-        self._forget_control(stream_id)
-        if not self._attach_script(keys=[_Keys(stream_id).meta]):
-            raise StreamNotFound(stream_id)
-
-    def detach(self, stream_id: str) -> None:
-        self._forget_control(stream_id)
-        self._detach_script(keys=[_Keys(stream_id).meta], args=[self._clock()])
-
-    def _forget_control(self, stream_id: str) -> None:
-        """A change made here is seen at once here; other workers' changes with the
-        producer's next write."""
-        with self._outboxes_lock:
-            outbox = self._outboxes.get(stream_id)
-        if outbox is not None:
-            outbox.forget_control()
-
-    def keep_alive(self, stream_id: str) -> None:
-        """Renew the lease, unless a write since the last call already did."""
-        with self._outboxes_lock:
-            outbox = self._outboxes.get(stream_id)
-        if outbox is not None and outbox.wrote_since_keep_alive():
-            return
-        keys = _Keys(stream_id)
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(keys.lease, 1, px=int(LEASE_S * 1000))
-            pipe.pexpire(keys.meta, self._ttl_ms)
-            pipe.pexpire(keys.events, self._ttl_ms)
-            pipe.execute()
-
-    def _xread(self, keys: "_Keys", after_seq: int, wait_s: float) -> Batch | None:
-        block_ms = int(wait_s * 1000)
-        reply = self._redis.xread({keys.events: f"0-{after_seq + 1}"}, count=READ_COUNT,
-                                  block=block_ms if block_ms > 0 else None)
-        if not reply:
-            return None
-        entries = reply[0][1]
-        frames = [fields[b"f"] for _, fields in entries]
-        return Batch(after_seq + 1, frames, entries[-1][1][b"t"] == b"1")
-
-    def _liveness(self, keys: "_Keys") -> tuple[bool, bool]:
-        with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keys.meta, "finished")
-            pipe.exists(keys.lease)
-            finished, lease = pipe.execute()
-        if finished is None:
-            raise StreamNotFound(keys.stream_id)
-        return finished == b"1", bool(lease)
-
-    def _declare_lost(self, stream_id: str) -> None:
-        """Append the terminal ``stream_lost`` error, unless the producer renewed its
-        lease or another reader or the producer ended the stream first."""
-        info = self.info(stream_id)
-        if info is None:
-            raise StreamNotFound(stream_id)
-        frame = lost_frame(stream_id, info.last_seq + 1,
-                           "the server generating this stream stopped (its worker died); ask again")
+    def ready(self) -> bool:
         try:
-            self._write_batch(stream_id, info.last_seq + 1, [frame], True, only_if_lost=True)
-        except (StreamLost, ValueError):
-            pass  # someone else ended it, or the producer moved on: read again
+            return bool(self._redis.ping())
+        except (redis.RedisError, OSError):
+            return False
 
-    def _write_batch(self, stream_id: str, first_seq: int, frames: list[bytes], terminal: bool, *,
-                     only_if_lost: bool = False) -> tuple[bool, int, float]:
-        """Append ``frames`` as events ``first_seq``, … in one script call; returns the
-        stream's control fields ``(cancel, readers, unattended_since)``."""
+    def wake_readers(self) -> None:
+        self._wakeups.ring_all()
+
+    # --- inside the worker -----------------------------------------------------------
+
+    def _mirror_for(self, stream_id: str, after_seq: int) -> tuple["_Mirror", list[bytes]]:
+        """This worker's mirror of the stream (made and followed through the fan-in
+        if there is none yet), and the events after ``after_seq`` that the mirror
+        does not hold (read from Redis).
+
+        Raises:
+            EventLogUnavailable: Redis cannot be reached.
+        """
+        with self._mirrors_lock:
+            mirror = self._mirrors.get(stream_id)
+            if mirror is not None:
+                mirror.cursors += 1
+        if mirror is not None:
+            backlog = self._range(stream_id, after_seq + 1, mirror.base - 1) if after_seq + 1 < mirror.base else []
+            return mirror, backlog
+        frames, finished = self._range_to_end(stream_id, after_seq + 1)
+        with self._mirrors_lock:
+            mirror = self._mirrors.get(stream_id)
+            if mirror is None:  # still none: this one follows it from here on
+                mirror = self._mirrors[stream_id] = _Mirror(stream_id, after_seq + 1, local=False)
+                mirror.frames.extend(frames)
+                mirror.finished = finished
+                mirror.cursors += 1
+                self._fanin.follow(mirror)
+                return mirror, []
+            mirror.cursors += 1
+        # Another reader made it meanwhile: what it lacks comes from our read.
+        return mirror, frames[:max(0, mirror.base - (after_seq + 1))]
+
+    def _release(self, mirror: "_Mirror") -> None:
+        """A cursor of ``mirror`` closed: forget mirrors nobody needs any more."""
+        with self._mirrors_lock:
+            mirror.cursors -= 1
+            if mirror.cursors <= 0 and (not mirror.local or mirror.finished) and \
+                    self._mirrors.get(mirror.stream_id) is mirror:
+                del self._mirrors[mirror.stream_id]
+
+    def _producer_done(self, mirror: "_Mirror") -> None:
+        with self._mirrors_lock:
+            if mirror.cursors <= 0 and self._mirrors.get(mirror.stream_id) is mirror:
+                del self._mirrors[mirror.stream_id]
+
+    def _detach(self, stream_id: str) -> None:
+        try:
+            self._scripts.call(self._redis, "detach", [_Keys(stream_id).meta], [self._clock()])
+        except _UNREACHABLE as exc:
+            log.warning("stream %s: could not record that a reader left: %s", stream_id, exc)
+
+    def _range(self, stream_id: str, first_seq: int, last_seq: int) -> list[bytes]:
+        """Frames ``first_seq`` … ``last_seq`` from Redis."""
+        frames: list[bytes] = []
+        while first_seq + len(frames) <= last_seq:
+            start = first_seq + len(frames)
+            with _reachable("replaying a stream"):
+                entries = self._redis.xrange(_Keys(stream_id).events, f"0-{start + 1}", f"0-{last_seq + 1}",
+                                             count=READ_COUNT)
+            if not entries:
+                break
+            frames.extend(fields[b"f"] for _, fields in entries)
+        return frames
+
+    def _range_to_end(self, stream_id: str, first_seq: int) -> tuple[list[bytes], bool]:
+        """Every frame from ``first_seq`` on, and whether the last one is terminal."""
         keys = _Keys(stream_id)
-        result = self._append_script(
-            keys=[keys.events, keys.meta, keys.lease],
-            args=[first_seq, 1 if terminal else 0, self._ttl_ms, self._max_events + 1, 1 if only_if_lost else 0,
-                  int(LEASE_S * 1000), *frames])
-        if isinstance(result, list):
-            return _control_fields(*result)
-        if result == -3:
-            raise StreamNotFound(stream_id)
-        if result == -2:
-            raise StreamLost(f"stream {stream_id} has already ended")
-        if result == -1:
-            raise ValueError(f"event {first_seq} of stream {stream_id} is out of order")
-        if result == -4:
-            raise ValueError(f"the producer of stream {stream_id} is alive")
+        frames: list[bytes] = []
+        while True:
+            start = first_seq + len(frames)
+            with _reachable("replaying a stream"), self._redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(keys.events, f"0-{start + 1}", "+", count=READ_COUNT)
+                pipe.hmget(keys.meta, "finished", "last_seq")
+                entries, (finished, last_seq) = pipe.execute()
+            if last_seq is None:
+                raise StreamNotFound(stream_id)
+            frames.extend(fields[b"f"] for _, fields in entries)
+            if len(entries) < READ_COUNT:
+                return frames, finished == b"1" and first_seq + len(frames) > int(last_seq)
+
+    def _declare_lost(self, stream_id: str, last_seq: int) -> None:
+        """Append the terminal ``stream_lost`` error after ``last_seq``, unless the
+        producer renewed its lease or someone ended the stream first."""
+        keys = _Keys(stream_id)
+        frame = lost_frame(stream_id, last_seq + 1,
+                           "the server generating this stream stopped (its worker died); ask again")
+        result = self._scripts.call(
+            self._redis, "append", [keys.events, keys.meta, keys.lease],
+            [last_seq + 1, 1, self._ttl_ms, self._max_events + 1, 1, int(LEASE_S * 1000), frame])
+        if not isinstance(result, list) and result not in (-1, -2, -4):
+            log.warning("stream %s: could not declare it lost (status %s)", stream_id, result)
+
+    def _append_args(self, mirror: "_Mirror", first_seq: int, frames: list[bytes], terminal: bool,
+                     now: float) -> tuple[list[str], list[Any]]:
+        keys = _Keys(mirror.stream_id)
+        renew = now - mirror.renewed_at >= RENEW_EVERY_S
+        if renew:
+            mirror.renewed_at = now
+        return ([keys.events, keys.meta, keys.lease],
+                [first_seq, 1 if terminal else 0, self._ttl_ms, self._max_events + 1, 0,
+                 int(LEASE_S * 1000) if renew else 0, *frames])
+
+
+def _single_connection_client(client: redis.Redis) -> redis.Redis:
+    """A client on its own one-connection pool, with ``client``'s settings."""
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    pool = redis.ConnectionPool(connection_class=client.connection_pool.connection_class, max_connections=1,
+                                **kwargs)
+    return redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
 
 
 def _control_fields(cancel: bytes | None, readers: bytes | None, since: bytes | None) -> tuple[bool, int, float]:
     return cancel == b"1", int(readers or 0), float(since or 0)
 
 
-class _Outbox:
-    """Events of one stream waiting for its writer thread (a greenlet under gevent).
+class _Scripts:
+    """The Lua scripts, called by SHA; loaded again when Redis forgot them (a
+    restart empties its script cache)."""
 
-    ``put`` blocks only when :data:`OUTBOX_LIMIT` events wait (backpressure), or
-    until the event is stored when asked to ``wait``.
-    """
+    _SOURCES = {"create": _CREATE, "append": _APPEND, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH}
 
-    def __init__(self, write: Callable[..., None], stream_id: str) -> None:
-        self._write = write
-        self._stream_id = stream_id
-        self._changed = threading.Condition()
-        self._pending: list[tuple[int, bytes, bool]] = []
-        self._in_flight = False
-        self._next_seq: int | None = None
-        self._error: Exception | None = None
-        self._control: tuple[bool, int, float] | None = None
-        self._control_generation = 0
-        self._writes = 0
-        self._writes_at_control = 0
-        self._writes_at_keep_alive = 0
-        self.failed = False
-        threading.Thread(target=self._run, name=f"writer-{stream_id}", daemon=True).start()
+    def __init__(self) -> None:
+        self.sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._SOURCES.items()}
 
-    def put(self, seq: int, frame: bytes, terminal: bool, *, wait: bool) -> None:
-        with self._changed:
-            if self._next_seq is not None and seq != self._next_seq:
-                raise ValueError(f"event {seq} appended after {self._next_seq - 1}")
-            while len(self._pending) >= OUTBOX_LIMIT and self._error is None:
-                self._changed.wait()
-            self._raise_error()
-            self._pending.append((seq, frame, terminal))
-            self._next_seq = seq + 1
-            self._changed.notify_all()
-            if wait:
-                self._wait_until_stored()
+    def call(self, client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return client.evalsha(self.sha[name], len(keys), *keys, *args)
+        except NoScriptError:
+            self.load(client)
+            return client.evalsha(self.sha[name], len(keys), *keys, *args)
 
-    def flush(self) -> None:
-        with self._changed:
-            self._wait_until_stored()
+    def load(self, client: redis.Redis) -> None:
+        for source in self._SOURCES.values():
+            client.script_load(source)
+
+
+class _Mirror:
+    """What this worker holds of one stream: events ``base``, ``base + 1``, … in
+    ``frames``; ``local`` when its producer runs here (the writer feeds it once
+    Redis stored the events), else the fan-in feeds it."""
+
+    __slots__ = ("stream_id", "base", "frames", "finished", "gone", "local", "cursors", "renewed_at",
+                 "control", "control_fresh", "pending", "pending_first", "pending_terminal", "in_flight",
+                 "stored", "error", "changed_at", "next_seq")
+
+    def __init__(self, stream_id: str, base: int, *, local: bool) -> None:
+        self.stream_id = stream_id
+        self.base = base
+        self.frames: list[bytes] = []
+        self.finished = False
+        self.gone = False
+        self.local = local
+        self.cursors = 0
+        self.renewed_at = 0.0
+        self.control: tuple[bool, int, float] | None = None
+        self.control_fresh = False
+        # The writer's side (local mirrors): events waiting, and the first one's seq.
+        self.pending: list[bytes] = []
+        self.pending_first = 0
+        self.pending_terminal = False
+        self.in_flight = 0
+        self.stored: Any = None
+        self.error: Exception | None = None
+        self.changed_at = time.monotonic()
+        self.next_seq = base
+
+    @property
+    def end(self) -> int:
+        """The seq after the last one held."""
+        return self.base + len(self.frames)
+
+    def feed(self, first_seq: int, frames: list[bytes], finished: bool) -> bool:
+        """Add events ``first_seq``, …; those already held are skipped. False when
+        they do not follow on (a gap)."""
+        if first_seq > self.end:
+            return False
+        self.frames.extend(frames[self.end - first_seq:])
+        self.finished = self.finished or finished
+        self.changed_at = time.monotonic()
+        return True
+
+    def take_control(self) -> tuple[bool, int, float] | None:
+        if not self.control_fresh:
+            return None
+        self.control_fresh = False
+        return self.control
 
     def forget_control(self) -> None:
-        """Drop the cached fields (a local change); a write in flight, which read
-        them before the change, must not bring them back."""
-        self._control = None
-        self._control_generation += 1
+        self.control, self.control_fresh = None, False
 
-    def new_control(self) -> tuple[bool, int, float] | None:
-        """The control fields of the last write, if one was stored since the last
-        call; else ``None``."""
-        if self._control is None or self._writes == self._writes_at_control:
-            return None
-        self._writes_at_control = self._writes
-        return self._control
 
-    def wrote_since_keep_alive(self) -> bool:
-        """True if a write (which renews the lease) was stored since the last call."""
-        wrote = self._writes != self._writes_at_keep_alive
-        self._writes_at_keep_alive = self._writes
-        return wrote
+class _RedisCursor:
+    """A reader's position in a stream, served from its worker's mirror."""
 
-    def _wait_until_stored(self) -> None:
-        while (self._pending or self._in_flight) and self._error is None:
-            self._changed.wait()
-        self._raise_error()
+    __slots__ = ("_log", "_mirror", "_backlog", "_bell", "position", "_closed")
 
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            self.failed = True
-            raise self._error
+    def __init__(self, event_log: RedisEventLog, mirror: _Mirror, after_seq: int, backlog: list[bytes],
+                 bell: Bell) -> None:
+        self._log = event_log
+        self._mirror = mirror
+        self._backlog = backlog
+        self._bell = bell
+        self.position = after_seq
+        self._closed = False
+
+    def take(self) -> Batch:
+        mirror = self._mirror
+        if mirror.gone:
+            raise StreamNotFound(mirror.stream_id)
+        first = self.position + 1
+        finished = mirror.finished  # read first: a finished mirror holds every frame
+        frames = self._backlog
+        if frames:
+            self._backlog = []
+        if first + len(frames) >= mirror.base:
+            frames = frames + mirror.frames[first + len(frames) - mirror.base:]
+        self.position += len(frames)
+        return Batch(first, frames, finished and self.position == mirror.end - 1)
+
+    def wait(self, deadline: float) -> None:
+        self._bell.wait(deadline)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._log._wakeups.unsubscribe(self._mirror.stream_id, self._bell)
+        self._log._release(self._mirror)
+        self._log._detach(self._mirror.stream_id)
+
+
+def _spawn(target: Callable[[], None], name: str) -> None:
+    threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def _retry_wait(failures: int) -> float:
+    return min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** max(0, failures - 1))
+
+
+class _Writer:
+    """The worker's one writer: a thread (greenlet under gevent) that stores what
+    every local producer appended, one script call per stream, all pipelined in
+    one round trip. While one round trip is in flight the next events gather (a
+    group commit). While Redis is unreachable it keeps everything and retries."""
+
+    def __init__(self, event_log: RedisEventLog) -> None:
+        self._log = event_log
+        self._changed = threading.Condition()
+        self._queue: dict[str, _Mirror] = {}
+        self._started = False
+
+    def put(self, mirror: _Mirror, seq: int, frame: bytes, terminal: bool) -> None:
+        with self._changed:
+            if mirror.error is not None:
+                raise mirror.error
+            if seq != mirror.next_seq:
+                raise ValueError(f"event {seq} appended after {mirror.next_seq - 1}")
+            while len(mirror.pending) >= OUTBOX_LIMIT and mirror.error is None:
+                self._changed.wait()
+            if mirror.error is not None:
+                raise mirror.error
+            if not mirror.pending:
+                mirror.pending_first = seq
+            mirror.pending.append(frame)
+            mirror.pending_terminal = terminal
+            mirror.next_seq = seq + 1
+            if mirror.stream_id not in self._queue:
+                self._queue[mirror.stream_id] = mirror
+                self._changed.notify_all()
+            if not self._started:
+                self._started = True
+                _spawn(self._run, "sse-chat-redis-writer")
+
+    def wait_stored(self, mirror: _Mirror) -> None:
+        with self._changed:
+            while (mirror.pending or mirror.in_flight) and mirror.error is None:
+                self._changed.wait()
+            if mirror.error is not None:
+                raise mirror.error
 
     def _run(self) -> None:
+        failures = 0
+        batch: list[tuple[_Mirror, int, list[bytes], bool]] = []
         while True:
-            with self._changed:
-                while not self._pending:
-                    self._changed.wait()
-                batch, self._pending = self._pending, []
-                self._in_flight = True
-                self._changed.notify_all()
-            terminal = batch[-1][2]
-            generation = self._control_generation
+            if not batch:
+                batch = self._take()
             try:
-                control = self._write(self._stream_id, batch[0][0], [frame for _, frame, _ in batch], terminal)
-                if generation == self._control_generation:
-                    self._control = control
-                self._writes += 1
-            except Exception as exc:  # handed to the producer by its next put
-                with self._changed:
-                    self._error, self._in_flight = exc, False
-                    self._changed.notify_all()
-                return
+                results = self._write(batch)
+            except _UNREACHABLE as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("Redis cannot be reached (%s); %d streams' events wait and are retried", exc,
+                                len(batch))
+                time.sleep(_retry_wait(failures))
+                continue
+            except Exception as exc:  # a bug or an unexpected reply: fail these streams, keep the writer
+                log.exception("writing to Redis failed")
+                results = [exc] * len(batch)
+            if failures:
+                log.warning("Redis is back; the waiting events were written")
+                failures = 0
+            self._settle(batch, results)
+            batch = []
+
+    def _take(self) -> list[tuple[_Mirror, int, list[bytes], bool]]:
+        with self._changed:
+            while not self._queue:
+                self._changed.wait()
+            mirrors, self._queue = list(self._queue.values()), {}
+            batch = []
+            for mirror in mirrors:
+                batch.append((mirror, mirror.pending_first, mirror.pending, mirror.pending_terminal))
+                mirror.in_flight += len(mirror.pending)
+                mirror.pending = []
+            self._changed.notify_all()  # producers blocked on a full outbox go on
+            return batch
+
+    def _write(self, batch: list[tuple[_Mirror, int, list[bytes], bool]]) -> list[Any]:
+        scripts, now = self._log._scripts, self._log._monotonic()
+        with self._log._redis.pipeline(transaction=False) as pipe:
+            for mirror, first_seq, frames, terminal in batch:
+                keys, args = self._log._append_args(mirror, first_seq, frames, terminal, now)
+                pipe.evalsha(scripts.sha["append"], len(keys), *keys, *args)
+            results = pipe.execute(raise_on_error=False)
+        if any(isinstance(result, NoScriptError) for result in results):
+            scripts.load(self._log._redis)  # Redis restarted: the script calls are idempotent
+            return self._write(batch)
+        for result in results:
+            if isinstance(result, _UNREACHABLE):
+                raise result
+        return results
+
+    def _settle(self, batch: list[tuple[_Mirror, int, list[bytes], bool]], results: list[Any]) -> None:
+        wakeups = self._log._wakeups
+        for (mirror, first_seq, frames, terminal), result in zip(batch, results):
+            error = _append_error(mirror.stream_id, first_seq, result)
             with self._changed:
-                self._in_flight = False
+                mirror.in_flight -= len(frames)
+                if error is not None:
+                    mirror.error = error
+                else:
+                    mirror.control, mirror.control_fresh = _control_fields(*result), True
+                    mirror.feed(first_seq, frames, terminal)
                 self._changed.notify_all()
-            if terminal:
-                return
+            wakeups.changed(mirror.stream_id)
+            if terminal or error is not None:
+                self._log._producer_done(mirror)
+
+
+def _append_error(stream_id: str, first_seq: int, result: Any) -> Exception | None:
+    if isinstance(result, list):
+        return None
+    if isinstance(result, Exception):
+        return result
+    if result == -3:
+        return StreamNotFound(stream_id)
+    if result == -2:
+        return StreamLost(f"stream {stream_id} has already ended")
+    if result == -1:
+        return ValueError(f"event {first_seq} of stream {stream_id} is out of order")
+    return RuntimeError(f"unexpected reply {result!r} appending to stream {stream_id}")
+
+
+class _FanIn:
+    """One blocking ``XREAD`` over every stream this worker's readers follow whose
+    producer runs elsewhere; feeds their mirrors and rings their readers. Looks at
+    the leases of quiet streams every :data:`LEASE_CHECK_S` seconds."""
+
+    def __init__(self, event_log: RedisEventLog, client: redis.Redis) -> None:
+        self._log = event_log
+        self._client = client
+        self._client_id: int | None = None
+        self._followed: dict[str, _Mirror] = {}
+        self._more = threading.Event()
+        self._blocked = False
+        self._started = False
+        self._lease_check_at = 0.0
+
+    def follow(self, mirror: _Mirror) -> None:
+        """Start following ``mirror``'s stream (called with the mirrors lock held)."""
+        if mirror.finished:
+            return
+        self._followed[mirror.stream_id] = mirror
+        self._more.set()
+        if not self._started:
+            self._started = True
+            _spawn(self._run, "sse-chat-redis-fanin")
+        elif self._blocked and self._client_id is not None:
+            _spawn(self._unblock, "sse-chat-redis-unblock")
+
+    def _unblock(self) -> None:
+        """Have the blocked ``XREAD`` return now, so the next one includes the new stream."""
+        try:
+            self._log._redis.client_unblock(self._client_id)
+        except _UNREACHABLE:
+            pass
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            self._forget_unfollowed()
+            if not self._followed:
+                self._more.clear()
+                self._more.wait()
+                continue
+            try:
+                got = self._read_once()
+                if time.monotonic() >= self._lease_check_at:
+                    self._check_leases()
+            except _UNREACHABLE as exc:
+                failures += 1
+                self._client_id = None
+                if failures == 1:
+                    log.warning("Redis cannot be reached (%s); %d followed streams wait", exc, len(self._followed))
+                time.sleep(_retry_wait(failures))
+                continue
+            except Exception:
+                log.exception("the Redis fan-in failed; retrying")
+                time.sleep(RETRY_MAX_S)
+                continue
+            failures = 0
+            if got:
+                time.sleep(FANIN_PAUSE_S)
+
+    def _forget_unfollowed(self) -> None:
+        mirrors = self._log._mirrors
+        for stream_id, mirror in list(self._followed.items()):
+            if mirror.finished or mirror.gone or mirrors.get(stream_id) is not mirror:
+                del self._followed[stream_id]
+
+    def _read_once(self) -> bool:
+        if self._client_id is None:
+            self._client_id = self._client.client_id()
+        streams = {_Keys(sid).events: f"0-{mirror.end}" for sid, mirror in self._followed.items()}
+        self._blocked = True
+        try:
+            reply = self._client.xread(streams, count=READ_COUNT, block=FANIN_BLOCK_MS)
+        finally:
+            self._blocked = False
+        wakeups = self._log._wakeups
+        for key, entries in reply or []:
+            stream_id = _Keys.stream_of(key)
+            mirror = self._followed.get(stream_id)
+            if mirror is None or not entries:
+                continue
+            first_seq = int(entries[0][0].split(b"-")[1]) - 1
+            mirror.feed(first_seq, [fields[b"f"] for _, fields in entries], entries[-1][1][b"t"] == b"1")
+            wakeups.changed(stream_id)
+        return bool(reply)
+
+    def _check_leases(self) -> None:
+        """End the quiet streams whose producer's lease expired with ``stream_lost``;
+        mark the ones that vanished (expired) as gone."""
+        now = time.monotonic()
+        self._lease_check_at = now + LEASE_CHECK_S
+        quiet = [m for m in self._followed.values() if now - m.changed_at >= LEASE_CHECK_S]
+        if not quiet:
+            return
+        with self._log._redis.pipeline(transaction=False) as pipe:
+            for mirror in quiet:
+                keys = _Keys(mirror.stream_id)
+                pipe.hmget(keys.meta, "finished", "last_seq")
+                pipe.exists(keys.lease)
+            replies = pipe.execute()
+        for i, mirror in enumerate(quiet):
+            (finished, last_seq), lease = replies[2 * i], replies[2 * i + 1]
+            if last_seq is None:
+                mirror.gone = True
+                self._log._wakeups.changed(mirror.stream_id)
+            elif finished != b"1" and not lease:
+                self._log._declare_lost(mirror.stream_id, int(last_seq))
 
 
 class _Keys:
@@ -410,3 +805,10 @@ class _Keys:
         self.events = f"{prefix}:events"
         self.meta = f"{prefix}:meta"
         self.lease = f"{prefix}:lease"
+
+    @staticmethod
+    def stream_of(events_key: bytes) -> str:
+        """The stream id inside an events key (``sse-chat:{ID}:events``)."""
+        text = events_key.decode()
+        return text[text.index("{") + 1:text.rindex("}")]
+
