@@ -1,9 +1,11 @@
 """A lean load generator: many concurrent event streams from one asyncio loop.
 
-HTTP/1.1 is spoken by hand (request line, chunked body) so that the client costs
-little CPU next to the server on the same cores. Only this project's own server
-format is parsed: frames end with a blank line (LF LF) and ids are
-``{stream_id}:{seq}`` (DESIGN.md).
+HTTP/1.1 is spoken by hand (request line, chunked body) on an
+:class:`asyncio.Protocol` that parses whatever each read brought, so that the
+client costs little CPU next to the server (a few microseconds per event).
+Only this project's own server format is parsed (bench/baseline_app.py speaks it
+too): frames end with a blank line (LF LF) and ids are ``{stream_id}:{seq}``
+(DESIGN.md). An event's arrival time is the time of the read that completed it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from urllib.parse import urlsplit
 
 @dataclass
 class StreamResult:
-    """What one stream did: ``seqs`` in arrival order, the ``terminal`` event type,
-    ``started``/``first_event``/``event_times`` as ``time.perf_counter()`` seconds."""
+    """What one stream did: ``seqs`` in arrival order, the ``terminal`` event type
+    (and ``error_data``, the data of an ``error`` event), ``started``/``first_event``/
+    ``event_times`` as ``time.perf_counter()`` seconds; ``error`` when the exchange
+    failed (connection, HTTP status, malformed response)."""
 
     started: float = 0.0
     first_event: float | None = None
@@ -28,6 +32,7 @@ class StreamResult:
     terminal: str | None = None
     status: int | None = None
     error: str | None = None
+    error_data: str | None = None
 
     @property
     def gap_free(self) -> bool:
@@ -48,30 +53,90 @@ def _parse_frame(frame: bytes, result: StreamResult, now: float) -> None:
             event_type = line[7:].decode()
     if event_type in ("done", "error"):
         result.terminal = event_type
+    if event_type == "error":
+        result.error_data = next((line[6:].decode() for line in frame.split(b"\n") if line.startswith(b"data: ")), "")
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    status = int((await reader.readline()).split()[1])
-    headers = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
+class _Exchange(asyncio.Protocol):
+    """One HTTP/1.1 exchange: reads the response head and its chunked body as the
+    bytes arrive, splits the body into frames and records them into ``result``.
+    ``done`` resolves when the last chunk came or the exchange failed."""
 
+    def __init__(self, result: StreamResult, done: asyncio.Future) -> None:
+        self.result = result
+        self.done = done
+        self._raw = bytearray()
+        self._in_head = True
+        self._chunk_left: int | None = None  # bytes of the current chunk and its CRLF; None: a size line is next
+        self._partial = b""  # event-stream bytes after the last complete frame
 
-async def _chunks(reader: asyncio.StreamReader):
-    while True:
-        size = int((await reader.readline()).split(b";")[0], 16)
-        if size == 0:
+    def data_received(self, data: bytes) -> None:
+        self._raw += data
+        try:
+            self._consume(time.perf_counter())
+        except ValueError as exc:
+            self._finish(f"ValueError: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(f"connection closed before the end of the response{f': {exc}' if exc else ''}")
+
+    def _finish(self, error: str | None) -> None:
+        if self.done.done():
             return
-        data = await reader.readexactly(size + 2)
-        yield data[:-2]
+        if error is not None:
+            self.result.error = error
+        self.done.set_result(None)
+
+    def _consume(self, now: float) -> None:
+        raw, pos = self._raw, 0
+        if self._in_head:
+            end = raw.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self._accept_head(bytes(raw[:end])):
+                return
+            pos, self._in_head = end + 4, False
+        body = []
+        while not self.done.done():
+            if self._chunk_left is None:
+                eol = raw.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                size = int(bytes(raw[pos:eol]).split(b";")[0], 16)
+                pos = eol + 2
+                if size == 0:
+                    self._finish(None)
+                    break
+                self._chunk_left = size + 2
+            if len(raw) - pos < self._chunk_left:
+                break
+            body.append(raw[pos:pos + self._chunk_left - 2])
+            pos, self._chunk_left = pos + self._chunk_left, None
+        del raw[:pos]
+        if body:
+            *frames, self._partial = (self._partial + b"".join(body)).split(b"\n\n")
+            for frame in frames:
+                _parse_frame(frame, self.result, now)
+
+    def _accept_head(self, head: bytes) -> bool:
+        """Record the status; False (and finish) unless it is 200 with a chunked body."""
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        self.result.status = int(status_line.split()[1])
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if self.result.status != 200 or headers.get("transfer-encoding") != "chunked":
+            self._finish(f"HTTP {self.result.status}")
+            return False
+        return True
 
 
-async def run_stream(url: str, body: dict) -> StreamResult:
-    """POST ``body`` to ``{url}/v1/chat`` and read the stream to its end."""
+async def run_stream(url: str, body: dict, result: StreamResult | None = None) -> StreamResult:
+    """POST ``body`` to ``{url}/v1/chat`` and read the stream to its end; fills
+    ``result`` when given (so that a caller who cancels keeps what arrived)."""
     payload = json.dumps(body).encode()
-    return await _exchange(url, "POST", "/v1/chat", {"Content-Type": "application/json"}, payload)
+    return await _exchange(url, "POST", "/v1/chat", {"Content-Type": "application/json"}, payload, result)
 
 
 async def resume_stream(url: str, last_event_id: str) -> StreamResult:
@@ -80,32 +145,26 @@ async def resume_stream(url: str, last_event_id: str) -> StreamResult:
     return await _exchange(url, "GET", f"/v1/streams/{stream_id}", {"Last-Event-ID": last_event_id}, b"")
 
 
-async def _exchange(url: str, method: str, path: str, headers: dict[str, str], payload: bytes) -> StreamResult:
+async def _exchange(url: str, method: str, path: str, headers: dict[str, str], payload: bytes,
+                    result: StreamResult | None = None) -> StreamResult:
     parts = urlsplit(url)
-    result = StreamResult(started=time.perf_counter())
+    result = result if result is not None else StreamResult()
+    result.started = time.perf_counter()
     lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "Accept: text/event-stream",
              f"Content-Length: {len(payload)}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
-    writer = None
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
     try:
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=1 << 20)
-        writer.write(request)
-        result.status, headers = await _read_head(reader)
-        if result.status != 200 or headers.get("transfer-encoding") != "chunked":
-            result.error = f"HTTP {result.status}"
-            return result
-        buffer = b""
-        async for data in _chunks(reader):
-            now = time.perf_counter()
-            buffer += data
-            *frames, buffer = buffer.split(b"\n\n")
-            for frame in frames:
-                _parse_frame(frame, result, now)
-    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        transport, _ = await loop.create_connection(lambda: _Exchange(result, done), parts.hostname, parts.port)
+    except OSError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
+        return result
+    try:
+        transport.write(request)
+        await done
     finally:
-        if writer is not None:
-            writer.close()
+        transport.close()
     return result
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadgen import percentile, resume_stream, run_many  # noqa: E402
-from streams import start_redis  # noqa: E402
-from tests.servers import start_gunicorn  # noqa: E402
+from loadgen import percentile, resume_stream, run_many
+from streams import start_redis
+
+from tests.servers import start_gunicorn
 
 
 async def _resume_all(url: str, ids: list[str], concurrent: bool):
@@ -43,7 +44,12 @@ def main() -> None:
     if args.redis:
         redis, env["SSE_CHAT_REDIS_URL"] = start_redis(tmp)
         env["WEB_CONCURRENCY"] = "2"
-    server = start_gunicorn(tmp, **env)
+    try:
+        server = start_gunicorn(tmp, **env)
+    except BaseException:  # do not leave redis-server behind
+        if redis is not None:
+            redis.terminate()
+        raise
     rng = random.Random(0)
     try:
         bodies = [{"prompt": f"resume {i}", "model": "fake", "max_tokens": args.tokens} for i in range(args.streams)]

@@ -20,12 +20,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadgen import percentile, run_many  # noqa: E402
-from tests.servers import free_port, start_gunicorn  # noqa: E402
+from loadgen import percentile, run_many
+
+from tests.servers import free_port, start_gunicorn
 
 
 def _rss_kib(pids: list[int]) -> int:
@@ -53,7 +58,7 @@ class PeakRss:
         while not self._stop.wait(0.1):
             self.peak_kib = max(self.peak_kib, _rss_kib(self._pids_of()))
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -86,7 +91,12 @@ def main() -> None:
     redis = None
     if args.redis:
         redis, env["SSE_CHAT_REDIS_URL"] = start_redis(tmp)
-    server = start_gunicorn(tmp, **env)
+    try:
+        server = start_gunicorn(tmp, **env)
+    except BaseException:  # do not leave redis-server behind
+        if redis is not None:
+            redis.terminate()
+        raise
     try:
         bodies = [{"prompt": f"bench {i}", "model": "fake", "max_tokens": args.tokens} for i in range(args.streams)]
         with PeakRss(lambda: [server.process.pid, *server.worker_pids()]) as rss:
