@@ -20,7 +20,7 @@ from .errors import error_body
 from .eventlog import EventLog, StreamFull, StreamLost, event_id
 from .metrics import Metrics
 from .models import ChatModel, Delta, UpstreamError
-from .sse import ServerSentEvent, compact_json
+from .sse import ServerSentEvent, compact_json, encode_line_event, json_string
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +159,10 @@ class Producer:
             for delta in deltas:
                 self._check_control()
                 if delta.reasoning:
-                    self._append("reasoning", {"content": delta.reasoning})
+                    self._append_content("reasoning", delta.reasoning)
                 if delta.content:
                     self._note_token()
-                    self._append("token", {"content": delta.content})
+                    self._append_content("token", delta.content)
                 if delta.finish_reason:
                     finish_reason, usage = delta.finish_reason, delta.usage
         except _Stop as stop:
@@ -210,6 +210,14 @@ class Producer:
 
     def _append(self, event_type: str, data: dict, *, terminal: bool = False) -> None:
         self._log.append(self._stream_id, self._seq, self._encode(event_type, data), terminal=terminal)
+        self._seq += 1
+
+    def _append_content(self, event_type: str, text: str) -> None:
+        """Append a ``token`` or ``reasoning`` event, ``{"content": text}``: the hot
+        path, one per token, encoded without building a dict or an event object."""
+        frame = encode_line_event(event_type, f"{self._stream_id}:{self._seq}",
+                                  '{"content":' + json_string(text) + "}")
+        self._log.append(self._stream_id, self._seq, frame)
         self._seq += 1
 
     def _encode(self, event_type: str, data: dict) -> bytes:

@@ -1,9 +1,12 @@
 """The encoder, against exact bytes (WHATWG HTML §9.2.5–9.2.6)."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cli.eventstream import EventStreamDecoder
-from sse_chat.sse import ServerSentEvent, compact_json, encode_comment, encode_retry
+from sse_chat.sse import (ServerSentEvent, compact_json, encode_comment, encode_line_event, encode_retry,
+                          json_string)
 
 ENCODINGS = [
     (ServerSentEvent("hello"), b"data: hello\n\n"),
@@ -49,3 +52,13 @@ def test_compact_json_is_one_line_and_keeps_utf8():
     text = compact_json({"content": "a\nb\r\u2028你好", "n": 1})
     assert text == '{"content":"a\\nb\\r\u2028你好","n":1}'
     assert "\n" not in text and "\r" not in text
+
+
+@given(content=st.text(), seq=st.integers(min_value=0, max_value=10**9),
+       event_type=st.sampled_from(["token", "reasoning", "done", "error"]))
+def test_the_producers_fast_encoding_is_byte_identical_to_the_checked_one(content, seq, event_type):
+    event_id = f"Xq3-_abc:{seq}"
+    data = '{"content":' + json_string(content) + "}"
+    assert data == compact_json({"content": content})
+    assert encode_line_event(event_type, event_id, data) == \
+        ServerSentEvent(compact_json({"content": content}), event=event_type, id=event_id).encode()
