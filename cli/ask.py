@@ -25,7 +25,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1          # an ``error`` event, or an HTTP error answer
     USAGE = 2
-    UNREACHABLE = 3     # connection failed after all retries
+    UNREACHABLE = 3     # connection failed (or 502/503/504) after all retries
     INTERRUPTED = 130   # Ctrl-C
     BROKEN_PIPE = 141   # stdout closed by its reader (128 + SIGPIPE)
 
@@ -38,6 +38,13 @@ READ_TIMEOUT_S = 90.0
 MAX_BACKOFF_MS = 30_000
 DEFAULT_RETRY_MS = 1000
 READ_SIZE_BYTES = 65536
+
+#: HTTP answers retried like a dropped connection: a proxy's bad gateway or time-out,
+#: or "unavailable, try again" (e.g. 503 ``event_log_unavailable`` while Redis is down).
+RETRIED_STATUSES = frozenset({502, 503, 504})
+#: Error types of such answers that no retry changes: 503 ``backend_unavailable``
+#: means no upstream is configured for the model.
+PERMANENT_ERROR_TYPES = frozenset({"backend_unavailable"})
 
 _DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
             urllib3.exceptions.HTTPError)
@@ -60,6 +67,26 @@ class AskRequest:
     body: dict | None = None
     resume_from: str | None = None
     retries: int = 5
+
+
+class ServerUnavailable(Exception):
+    """A 502, 503 or 504 answer, retried like a dropped connection;
+    ``retry_after_ms`` is the least wait the server asked for (0 when none)."""
+
+    def __init__(self, reason: str, retry_after_ms: float) -> None:
+        super().__init__(reason)
+        self.retry_after_ms = retry_after_ms
+
+
+def retry_after_ms(value: str | None) -> float:
+    """A ``Retry-After`` header given in seconds, as milliseconds capped at
+    :data:`MAX_BACKOFF_MS`; 0 when absent, negative or not a number (an HTTP date
+    is not honoured)."""
+    try:
+        seconds = float(value or "")
+    except ValueError:
+        return 0.0
+    return min(seconds * 1000, float(MAX_BACKOFF_MS)) if seconds >= 0 else 0.0
 
 
 def backoff_ms(retry_ms: int, failures: int, jitter: float) -> float:
@@ -104,19 +131,16 @@ class StreamFollower:
         while True:
             decoder = EventStreamDecoder(self.last_event_id)
             self._progressed = False
-            try:
-                outcome = self._attempt(request, decoder)
-                if outcome is not None:
-                    return outcome
-                reason = "the stream ended before its last event"
-            except _DROPPED as exc:
-                reason = _describe(exc)
+            outcome = self._try(request, decoder)
+            if isinstance(outcome, ExitCode):
+                return outcome
+            reason, least_wait_ms = outcome
             self.last_event_id = decoder.last_event_id or self.last_event_id
             retry_ms = decoder.reconnection_time_ms or retry_ms
             failures = 1 if self._progressed else failures + 1
             if failures > request.retries:
                 return self._give_up(request, reason)
-            wait_ms = backoff_ms(retry_ms, failures, self._jitter())
+            wait_ms = max(backoff_ms(retry_ms, failures, self._jitter()), least_wait_ms)
             self._stderr.write(f"sse-chat: {reason}; reconnecting in {wait_ms / 1000:.1f} s "
                                f"(attempt {failures} of {request.retries})\n")
             self._sleep(wait_ms / 1000)
@@ -144,14 +168,28 @@ class StreamFollower:
         return self._session.post(f"{request.base_url}/v1/chat", json=request.body,
                                   headers=_STREAM_HEADERS, stream=True, timeout=timeout)
 
+    def _try(self, request: AskRequest, decoder: EventStreamDecoder) -> ExitCode | tuple[str, float]:
+        """One connection: its exit status, or why to retry and the least wait the
+        server asked for (milliseconds)."""
+        try:
+            outcome = self._attempt(request, decoder)
+        except _DROPPED as exc:
+            return _describe(exc), 0.0
+        except ServerUnavailable as exc:
+            return str(exc), exc.retry_after_ms
+        return outcome if outcome is not None else ("the stream ended before its last event", 0.0)
+
     def _attempt(self, request: AskRequest, decoder: EventStreamDecoder) -> ExitCode | None:
-        """One connection: its exit status, or ``None`` when it ended too early."""
+        """One connection: its exit status, or ``None`` when it ended too early.
+
+        Raises:
+            ServerUnavailable: the server answered 502, 503 or 504 (to retry).
+        """
         with self._open(request) as response:
             if response.status_code == 204:
                 return ExitCode.OK
             if response.status_code != 200:
-                self._report_http_error(response)
-                return ExitCode.FAILED
+                return self._refused(response)
             for event in decoder.iter_events(self._chunks(response)):
                 self._progressed = True
                 self.last_event_id = decoder.last_event_id
@@ -185,19 +223,32 @@ class StreamFollower:
             return ExitCode.FAILED
         return None
 
-    def _report_http_error(self, response: requests.Response) -> None:
-        error = (_json_object(response.text) or {}).get("error")
-        if isinstance(error, dict):
-            detail = f"{error.get('type', 'error')}: {error.get('message', '')}"
-        else:
-            detail = response.text.strip()[:300] or response.reason
-        self._stderr.write(f"sse-chat: the server answered HTTP {response.status_code} {detail}\n")
+    def _refused(self, response: requests.Response) -> ExitCode:
+        """Report an HTTP error answer and fail, or raise :class:`ServerUnavailable`
+        for one to retry."""
+        error_type, reason = _error_answer(response)
+        if response.status_code in RETRIED_STATUSES and error_type not in PERMANENT_ERROR_TYPES:
+            raise ServerUnavailable(reason, retry_after_ms(response.headers.get("Retry-After")))
+        self._stderr.write(f"sse-chat: {reason}\n")
+        return ExitCode.FAILED
 
     def _give_up(self, request: AskRequest, reason: str) -> ExitCode:
         self._stderr.write(f"sse-chat: gave up after {request.retries} reconnection attempts: {reason}\n")
         if self.stream_id and self.last_event_id:
             self._stderr.write(f"sse-chat: to resume, run: {self.resume_hint(request.base_url)}\n")
         return ExitCode.UNREACHABLE
+
+
+def _error_answer(response: requests.Response) -> tuple[str | None, str]:
+    """An HTTP error answer's error type (``None`` when its body is not the
+    service's JSON error) and a one-line description of it."""
+    error = (_json_object(response.text) or {}).get("error")
+    if isinstance(error, dict):
+        error_type = error.get("type")
+        detail = f"{error_type or 'error'}: {error.get('message', '')}"
+    else:
+        error_type, detail = None, response.text.strip()[:300] or response.reason
+    return error_type, f"the server answered HTTP {response.status_code} {detail}"
 
 
 def _json_object(text: str) -> dict | None:

@@ -12,12 +12,12 @@ from werkzeug.exceptions import HTTPException
 from .auth import authenticate
 from .config import Settings
 from .errors import ApiError, error_body
-from .eventlog import EventLog, MemoryEventLog
+from .eventlog import EventLog, EventLogUnavailable, MemoryEventLog
 from .limits import StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
 from .openai_api import bp as openai_bp
-from .routes import bp
+from .routes import bp, unavailable_error
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ def create_app(config: Settings | None = None) -> Flask:
 
 
 def _register_access(app: Flask, settings: Settings) -> None:
-    """Bearer keys on ``/v1/…`` and ``/metrics`` (``/``, ``/static`` and
-    ``/healthz`` stay open) and the CORS allow-list, through flask-cors."""
+    """Bearer keys on ``/v1/…`` and ``/metrics`` (``/``, ``/static``, ``/healthz``
+    and ``/readyz`` stay open) and the CORS allow-list, through flask-cors."""
     if not settings.api_keys and settings.bound_beyond_loopback:
         log.warning("SSE_CHAT_API_KEYS is not set and the service binds %s: anyone who can reach it "
                     "can use the model and its upstream credit; set SSE_CHAT_API_KEYS=key1,key2", settings.bind)
@@ -108,6 +108,10 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
         return jsonify(error.body()), error.status, dict(error.headers)
+
+    @app.errorhandler(EventLogUnavailable)
+    def event_log_down(error: EventLogUnavailable):
+        return api_error(unavailable_error(error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

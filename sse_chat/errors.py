@@ -45,3 +45,15 @@ def stream_not_found(message: str) -> ApiError:
 def backend_unavailable(message: str) -> ApiError:
     """503 ``backend_unavailable``: no backend can serve the requested model."""
     return ApiError(503, "backend_unavailable", message)
+
+
+#: Seconds a client should wait before it retries a request that found the event
+#: log unreachable (the ``Retry-After`` of 503 ``event_log_unavailable``).
+EVENT_LOG_RETRY_AFTER_S = 1
+
+
+def event_log_unavailable(message: str = "the event log (Redis) cannot be reached right now; "
+                                         "retry after a moment") -> ApiError:
+    """503 ``event_log_unavailable`` with ``Retry-After: EVENT_LOG_RETRY_AFTER_S``
+    (seconds): the event log's store (Redis) cannot be reached."""
+    return ApiError(503, "event_log_unavailable", message, (("Retry-After", str(EVENT_LOG_RETRY_AFTER_S)),))

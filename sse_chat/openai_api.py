@@ -9,11 +9,17 @@ from flask import Blueprint, Response, jsonify
 
 from .config import Settings
 from .errors import ApiError
-from .eventlog import EventLog
-from .openai_format import (CompletionChunks, completion, logged_events, model_list, openai_error,
-                            parse_completion_body)
+from .eventlog import EventLog, EventLogUnavailable
+from .openai_format import (
+    CompletionChunks,
+    completion,
+    logged_events,
+    model_list,
+    openai_error,
+    parse_completion_body,
+)
 from .reader import follow, read_stream
-from .routes import event_stream_response, json_body, services
+from .routes import event_stream_response, json_body, services, unavailable_error
 from .services import Services
 from .streams import caller, requested_last_event_id, resume_response, start_generation
 
@@ -24,6 +30,13 @@ bp = Blueprint("openai", __name__)
 def api_error(error: ApiError):
     """Errors before the stream, in OpenAI's shape (``param`` and ``code`` added)."""
     return jsonify(openai_error(error.type, error.message)), error.status, dict(error.headers)
+
+
+@bp.errorhandler(EventLogUnavailable)
+def event_log_down(error: EventLogUnavailable):
+    """503 ``event_log_unavailable`` with ``Retry-After``, in OpenAI's shape (the
+    SDK retries it)."""
+    return api_error(unavailable_error(error))
 
 
 @bp.get("/v1/models")

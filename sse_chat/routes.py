@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .chat_request import parse_chat_body, parse_chat_query
-from .errors import ApiError, invalid_request
+from .errors import ApiError, event_log_unavailable, invalid_request
+from .eventlog import EventLogUnavailable
 from .reader import read_stream
 from .services import Services
 from .sse import EVENT_STREAM_CONTENT_TYPE
-from .streams import caller, known_stream, requested_last_event_id, resume_response, start_generation
+from .streams import (
+    caller,
+    known_stream,
+    requested_last_event_id,
+    resume_response,
+    start_generation,
+)
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("streams", __name__)
 
@@ -43,7 +53,17 @@ def metrics() -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """Liveness: the process answers. Says nothing about the event log."""
     return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """Readiness: 200 ``{"status": "ready"}`` while the event log answers, else
+    503 ``event_log_unavailable`` with ``Retry-After`` (seconds)."""
+    if not services().event_log.ready():
+        raise event_log_unavailable()
+    return jsonify(status="ready")
 
 
 @bp.post("/v1/chat")
@@ -110,6 +130,14 @@ def event_stream_response(body: Any) -> Response:
         sock.settimeout(services().settings.send_timeout_s)
     return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
                     headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
+
+
+def unavailable_error(error: EventLogUnavailable) -> ApiError:
+    """The 503 ``event_log_unavailable`` (with ``Retry-After``) that answers a
+    request which met ``error`` before its response started. The cause is logged
+    only: it may name the store's address."""
+    log.warning("%s %s: event log unavailable (%s); answered 503", request.method, request.path, error)
+    return event_log_unavailable()
 
 
 def json_body() -> Any:

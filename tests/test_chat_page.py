@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import time
 
 import pytest
 import requests
@@ -92,6 +93,50 @@ def test_a_cut_connection_is_resumed_without_loss_or_repeat(gunicorn, page):
     assert all(r.headers.get("last-event-id") for r in resumes)
     assert _normal(_answers(page).first.text_content()) == _normal(expected)
     assert page.locator("#conversation li.error").count() == 0
+
+
+class _Refuse:
+    """A ``page.route`` handler: answers the first ``count`` matching requests with
+    ``status`` (and ``headers``), lets the rest through; ``times`` says when each
+    matching request came (``time.monotonic()``, seconds)."""
+
+    def __init__(self, method, status, count, headers=None):
+        self.method, self.status, self.count, self.headers = method, status, count, headers or {}
+        self.times = []
+
+    def __call__(self, route):
+        if route.request.method != self.method:
+            return route.fallback()
+        self.times.append(time.monotonic())
+        if len(self.times) > self.count:
+            return route.fallback()
+        body = json.dumps({"error": {"type": "event_log_unavailable", "message": "Redis is away"}})
+        return route.fulfill(status=self.status, headers=self.headers, content_type="application/json", body=body)
+
+
+def test_502_503_504_answers_are_retried_like_a_cut_connection(gunicorn, page):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="2", SSE_CHAT_RETRY_MS="20")
+    messages = [{"role": "user", "content": "retry in the page"}]
+    expected = answer_text(events_of([requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 300}).content]))
+    post = _Refuse("POST", 503, 2, {"Retry-After": "1"})
+    resume = _Refuse("GET", 504, 1)
+    page.route("**/v1/chat", post)
+    page.route("**/v1/streams/*", resume)
+    # cuts far apart: the page gives up after 20 connections in all
+    with CuttingProxy(_address(server.url), 4000, 8000, seed=5, only_event_streams=True) as proxy:
+        page.goto(proxy.url + "/?max_tokens=300")
+        _ask(page, "retry in the page")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('HTTP 503')")
+        _wait_until_idle(page)
+    assert page.locator("#conversation li.error").count() == 0
+    assert len(post.times) == 3 and len(resume.times) >= 2
+    assert post.times[1] - post.times[0] >= 0.9  # Retry-After: 1, though retry: is 20 ms
+    assert _normal(_answers(page).first.text_content()) == _normal(expected)
+
+
+def _address(url):
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
 
 
 def test_service_errors_are_shown_plainly(gunicorn, page):

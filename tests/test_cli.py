@@ -7,6 +7,9 @@ import subprocess
 import pytest
 import requests
 
+from cli.ask import MAX_BACKOFF_MS, retry_after_ms
+
+from .gateway import Answer, Forward, ScriptedGateway, unavailable
 from .proxy import CuttingProxy
 from .servers import CLI, base_env, free_port, run_cli
 from .streams import assert_well_formed, events_of
@@ -28,7 +31,8 @@ def test_stdout_is_exactly_the_answer_text_of_the_stream(gunicorn):
 
 def test_closed_stdout_ends_quietly():
     result = subprocess.run(f"'{CLI}' ask --fake --max-tokens 3000 x | head -c 20; exit ${{PIPESTATUS[0]}}",
-                            shell=True, executable="/bin/bash", capture_output=True, env=base_env(), timeout=60)
+                            shell=True, executable="/bin/bash", capture_output=True, env=base_env(), timeout=60,
+                            check=False)
     assert result.returncode in (0, 141)
     assert len(result.stdout) == 20
     assert result.stderr == b""
@@ -76,6 +80,62 @@ def test_http_error_exits_1_with_the_servers_message(gunicorn):
     result = run_cli("ask", "--url", server.url, "-m", "gpt-4o", "hi")
     assert result.returncode == 1
     assert b"503 backend_unavailable" in result.stderr and b"OPENAI_BASE_URL" in result.stderr
+
+
+def _address(url):
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def test_503_with_retry_after_is_retried_and_the_answer_is_uncut(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+    uncut = run_cli("ask", "--url", server.url, "--max-tokens", "50", "busy")
+    with ScriptedGateway(_address(server.url), [unavailable(retry_after_s=2), unavailable(retry_after_s=2)]) as gateway:
+        result = run_cli("ask", "--url", gateway.url, "--max-tokens", "50", "busy")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == uncut.stdout
+    assert [(s.method, s.path) for s in gateway.seen] == [("POST", "/v1/chat")] * 3
+    # Retry-After is the least wait: backoff alone would wait 1 to 1.5 s after the first 503
+    assert gateway.seen[1].at - gateway.seen[0].at >= 2.0
+    assert result.stderr.count(b"HTTP 503 event_log_unavailable") == 2 and b"attempt 2 of 5" in result.stderr
+
+
+def test_502_and_504_on_a_resume_are_retried(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="1", SSE_CHAT_RETRY_MS="10")
+    uncut = run_cli("ask", "--url", server.url, "--max-tokens", "300", "through a gateway")
+    script = [Forward(cut_after=1500), Answer(502, body=b"<html>bad gateway</html>"), Answer(504)]
+    with ScriptedGateway(_address(server.url), script) as gateway:
+        result = run_cli("ask", "--url", gateway.url, "--max-tokens", "300", "through a gateway")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == uncut.stdout
+    assert [s.method for s in gateway.seen] == ["POST", "GET", "GET", "GET"]
+    assert all(s.path.startswith("/v1/streams/") for s in gateway.seen[1:])
+    assert b"HTTP 502 <html>bad gateway</html>" in result.stderr and b"HTTP 504" in result.stderr
+
+
+def test_503s_count_against_retries_then_exit_3():
+    with ScriptedGateway(("127.0.0.1", free_port()), [unavailable(retry_after_s=0)] * 3) as gateway:
+        result = run_cli("ask", "--url", gateway.url, "--retries", "2", "hi")
+    assert result.returncode == 3
+    assert len(gateway.seen) == 3
+    assert b"gave up after 2 reconnection attempts: the server answered HTTP 503" in result.stderr
+    assert result.stdout == b"" and b"Traceback" not in result.stderr
+
+
+def test_other_http_errors_are_not_retried():
+    body = b'{"error": {"type": "internal_error", "message": "the server failed; try again"}}'
+    with ScriptedGateway(("127.0.0.1", free_port()), [Answer(500, body=body)]) as gateway:
+        result = run_cli("ask", "--url", gateway.url, "hi")
+    assert result.returncode == 1 and len(gateway.seen) == 1
+    assert b"HTTP 500 internal_error: the server failed" in result.stderr
+
+
+@pytest.mark.parametrize("header,expected_ms", [
+    ("2", 2000.0), ("0", 0.0), (None, 0.0), ("-1", 0.0), ("soon", 0.0),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("86400", float(MAX_BACKOFF_MS)),
+])
+def test_retry_after_is_read_in_seconds_and_capped(header, expected_ms):
+    assert retry_after_ms(header) == expected_ms
 
 
 def test_error_event_exits_1_and_says_what_the_upstream_did(gunicorn, upstream):

@@ -9,6 +9,11 @@ const options = {
   max_tokens: params.get("max_tokens") ? parseInt(params.get("max_tokens"), 10) : undefined,
 };
 const MAX_RESUMES = 20;
+// Answers retried like a dropped connection (a proxy's 502/504, or 503 such as
+// event_log_unavailable while Redis is down), except errors no retry changes.
+const RETRIED_STATUSES = new Set([502, 503, 504]);
+const PERMANENT_ERRORS = new Set(["backend_unavailable"]);
+const MAX_RETRY_AFTER_MS = 30000;
 let apiKey = sessionStorage.getItem("sse-chat-key") || "";
 const history = [];
 let current = null;  // {streamId, lastEventId, stopped}
@@ -30,6 +35,18 @@ function addItem(role, text) {
 function errorMessage(body, fallback) {
   try { const e = JSON.parse(body).error; return `${e.message} (${e.type})`; } catch { return fallback; }
 }
+
+function errorType(body) {
+  try { return JSON.parse(body).error.type; } catch { return null; }
+}
+
+// Retry-After in seconds, as milliseconds (0 when absent or a date), capped.
+function retryAfterMs(response) {
+  const seconds = Number(response.headers.get("Retry-After"));
+  return seconds >= 0 ? Math.min(seconds * 1000, MAX_RETRY_AFTER_MS) : 0;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function ask(text) {
   history.push({ role: "user", content: text });
@@ -85,12 +102,19 @@ async function follow(onEvent) {
     } catch (err) {
       if (attempt >= MAX_RESUMES) throw new Error("the connection failed: " + err.message);
       setStatus(`connection lost; reconnecting (${attempt + 1})…`);
-      await new Promise((r) => setTimeout(r, retryMs));
+      await sleep(retryMs);
       continue;
     }
     if (response.status === 204) return { done: { finish_reason: "stop" } };
     if (response.status === 401 && askForKey()) { attempt--; continue; }
-    if (!response.ok) throw new Error(errorMessage(await response.text(), `HTTP ${response.status}`));
+    if (!response.ok) {
+      const body = await response.text();
+      const retried = RETRIED_STATUSES.has(response.status) && !PERMANENT_ERRORS.has(errorType(body));
+      if (!retried || attempt >= MAX_RESUMES) throw new Error(errorMessage(body, `HTTP ${response.status}`));
+      setStatus(`the service is unavailable (HTTP ${response.status}); retrying (${attempt + 1})…`);
+      await sleep(Math.max(retryMs, retryAfterMs(response)));
+      continue;
+    }
     const parser = new EventStreamParser(() => {}, current.lastEventId);
     let outcome = null;
     parser.onEvent = (event) => { current.lastEventId = event.lastEventId; outcome = outcome || onEvent(event); };
@@ -108,7 +132,7 @@ async function follow(onEvent) {
     if (parser.retry !== null) retryMs = parser.retry;
     if (attempt >= MAX_RESUMES) throw new Error("the connection kept dropping; try again");
     setStatus(`connection lost; resuming after ${current.lastEventId || "the start"}…`);
-    await new Promise((r) => setTimeout(r, retryMs));
+    await sleep(retryMs);
   }
 }
 
