@@ -13,6 +13,7 @@ from .auth import authenticate
 from .config import Settings
 from .errors import ApiError, error_body
 from .eventlog import EventLog, EventLogUnavailable, MemoryEventLog
+from .eventlog.wakeups import Wakeups
 from .limits import StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
@@ -78,12 +79,15 @@ def _register_access(app: Flask, settings: Settings) -> None:
 
 
 def _make_event_log(settings: Settings) -> EventLog:
+    # The ticker that wakes idle readers for their heartbeats runs at least as
+    # often as the heartbeat, and once a second at most.
+    wakeups = Wakeups(tick_s=min(1.0, settings.heartbeat_s))
     if settings.redis_url:
         from .eventlog.redis_streams import RedisEventLog
 
         return RedisEventLog.from_url(settings.redis_url, ttl_s=settings.stream_ttl_s,
-                                      max_events=settings.max_events_per_stream)
-    return MemoryEventLog(ttl_s=settings.stream_ttl_s, max_events=settings.max_events_per_stream)
+                                      max_events=settings.max_events_per_stream, wakeups=wakeups)
+    return MemoryEventLog(ttl_s=settings.stream_ttl_s, max_events=settings.max_events_per_stream, wakeups=wakeups)
 
 
 #: A refused body up to this size is read and thrown away, so that a client that

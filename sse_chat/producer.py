@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .background import spawn
 from .chat_request import ChatRequest
 from .errors import error_body
 from .eventlog import EventLog, StreamFull, StreamLost, event_id
@@ -79,11 +80,10 @@ class Producer:
         self._log.create(self._stream_id, owner, frame)
         self._seq = 1
 
-    def start(self) -> threading.Thread:
-        """Run :meth:`run` in a daemon thread (a greenlet when gevent has patched threading)."""
-        thread = threading.Thread(target=self.run, name=f"producer-{self._stream_id}", daemon=True)
-        thread.start()
-        return thread
+    def start(self) -> None:
+        """Run :meth:`run` in the background (a greenlet under gevent, else a daemon
+        thread) and return at once."""
+        spawn(self.run, f"producer-{self._stream_id}")
 
     def run(self) -> None:
         """Generate the answer and append every event, ending with one terminal event.
@@ -145,8 +145,7 @@ class Producer:
                 except Exception:
                     log.exception("could not renew the lease of stream %s", self._stream_id)
 
-        keeper = threading.Thread(target=renew, name=f"lease-{self._stream_id}", daemon=True)
-        keeper.start()
+        spawn(renew, f"lease-{self._stream_id}")
         try:
             yield
         finally:

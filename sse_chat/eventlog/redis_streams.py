@@ -43,6 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
+from ..background import spawn
 from .base import (Batch, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound,
                    lost_frame)
 from .wakeups import Bell, Wakeups
@@ -554,10 +555,6 @@ class _RedisCursor:
         self._log._detach(self._mirror.stream_id)
 
 
-def _spawn(target: Callable[[], None], name: str) -> None:
-    threading.Thread(target=target, name=name, daemon=True).start()
-
-
 def _retry_wait(failures: int) -> float:
     return min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** max(0, failures - 1))
 
@@ -594,7 +591,7 @@ class _Writer:
                 self._changed.notify_all()
             if not self._started:
                 self._started = True
-                _spawn(self._run, "sse-chat-redis-writer")
+                spawn(self._run, "sse-chat-redis-writer")
 
     def wait_stored(self, mirror: _Mirror) -> None:
         with self._changed:
@@ -709,9 +706,9 @@ class _FanIn:
         self._more.set()
         if not self._started:
             self._started = True
-            _spawn(self._run, "sse-chat-redis-fanin")
+            spawn(self._run, "sse-chat-redis-fanin")
         elif self._blocked and self._client_id is not None:
-            _spawn(self._unblock, "sse-chat-redis-unblock")
+            spawn(self._unblock, "sse-chat-redis-unblock")
 
     def _unblock(self) -> None:
         """Have the blocked ``XREAD`` return now, so the next one includes the new stream."""

@@ -21,17 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-try:
-    import gevent
-    import gevent.event
-    from gevent import monkey
-except ImportError:  # pragma: no cover - gevent is a dependency; stay importable without it
-    gevent = None  # type: ignore[assignment]
+import gevent
+import gevent.event
 
-
-def running_under_gevent() -> bool:
-    """True when gevent has patched :mod:`threading` (gunicorn's gevent worker)."""
-    return gevent is not None and monkey.is_module_patched("threading")
+from ..background import running_under_gevent
 
 
 class Bell:
