@@ -221,6 +221,7 @@ class RedisEventLog:
         mirror.frames.append(first_frame)
         mirror.renewed_at = self._monotonic()
         mirror.next_seq = 1
+        mirror.local_unattended_since = self._clock()
         with self._mirrors_lock:
             self._mirrors[stream_id] = mirror
 
@@ -269,6 +270,9 @@ class RedisEventLog:
                     raise StreamNotFound(stream_id)
                 fields = _control_fields(*reply)
         cancel, readers, since = fields
+        if mirror is not None and mirror.local:  # readers in this worker are counted here, not in Redis
+            readers += mirror.local_readers
+            since = max(since, mirror.local_unattended_since)
         return Control(cancel, 0.0 if readers > 0 else max(0.0, self._clock() - since))
 
     def keep_alive(self, stream_id: str) -> None:
@@ -290,6 +294,13 @@ class RedisEventLog:
     # --- readers -------------------------------------------------------------------
 
     def open(self, stream_id: str, after_seq: int) -> "_RedisCursor":
+        with self._mirrors_lock:
+            mirror = self._mirrors.get(stream_id)
+            if mirror is not None and mirror.local:  # produced here: no round trip
+                mirror.cursors += 1
+                mirror.local_readers += 1
+        if mirror is not None and mirror.local:
+            return _RedisCursor(self, mirror, after_seq, [], self._wakeups.subscribe(stream_id))
         keys = _Keys(stream_id)
         with _reachable("attaching a reader"):
             if not self._scripts.call(self._redis, "attach", [keys.meta], []):
@@ -467,7 +478,7 @@ class _Mirror:
 
     __slots__ = ("stream_id", "base", "frames", "finished", "gone", "local", "cursors", "renewed_at",
                  "control", "control_fresh", "pending", "pending_first", "pending_terminal", "in_flight",
-                 "stored", "error", "changed_at", "next_seq")
+                 "stored", "error", "changed_at", "next_seq", "local_readers", "local_unattended_since")
 
     def __init__(self, stream_id: str, base: int, *, local: bool) -> None:
         self.stream_id = stream_id
@@ -489,6 +500,10 @@ class _Mirror:
         self.error: Exception | None = None
         self.changed_at = time.monotonic()
         self.next_seq = base
+        # Readers of a local stream in this worker (Redis counts the others'), and
+        # since when (Unix seconds) none has been attached.
+        self.local_readers = 0
+        self.local_unattended_since = 0.0
 
     @property
     def end(self) -> int:
@@ -552,7 +567,12 @@ class _RedisCursor:
         self._closed = True
         self._log._wakeups.unsubscribe(self._mirror.stream_id, self._bell)
         self._log._release(self._mirror)
-        self._log._detach(self._mirror.stream_id)
+        if self._mirror.local:
+            self._mirror.local_readers -= 1
+            if self._mirror.local_readers == 0:
+                self._mirror.local_unattended_since = self._log._clock()
+        else:
+            self._log._detach(self._mirror.stream_id)
 
 
 def _retry_wait(failures: int) -> float:
