@@ -590,6 +590,7 @@ class _Writer:
         self._changed = threading.Condition()
         self._queue: dict[str, _Mirror] = {}
         self._started = False
+        self._connection: Any = None
 
     def put(self, mirror: _Mirror, seq: int, frame: bytes, terminal: bool) -> None:
         with self._changed:
@@ -658,19 +659,42 @@ class _Writer:
             return batch
 
     def _write(self, batch: list[tuple[_Mirror, int, list[bytes], bool]]) -> list[Any]:
+        """Send one script call per stream in one round trip on the writer's own
+        connection and return the replies in order (an error reply as its
+        exception). redis-py's ``Pipeline`` would cost more per command than the
+        script itself here: a callback lookup, options and a stack per command.
+
+        Raises:
+            redis.ConnectionError, redis.TimeoutError: Redis cannot be reached.
+        """
         scripts, now = self._log._scripts, self._log._monotonic()
-        with self._log._redis.pipeline(transaction=False) as pipe:
-            for mirror, first_seq, frames, terminal in batch:
-                keys, args = self._log._append_args(mirror, first_seq, frames, terminal, now)
-                pipe.evalsha(scripts.sha["append"], len(keys), *keys, *args)
-            results = pipe.execute(raise_on_error=False)
+        sha = scripts.sha["append"]
+        commands = []
+        for mirror, first_seq, frames, terminal in batch:
+            keys, args = self._log._append_args(mirror, first_seq, frames, terminal, now)
+            commands.append(("EVALSHA", sha, len(keys), *keys, *args))
+        results = self._round_trip(commands)
         if any(isinstance(result, NoScriptError) for result in results):
             scripts.load(self._log._redis)  # Redis restarted: the script calls are idempotent
             return self._write(batch)
-        for result in results:
-            if isinstance(result, _UNREACHABLE):
-                raise result
         return results
+
+    def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if self._connection is None:
+            self._connection = self._log._redis.connection_pool.get_connection()
+        connection = self._connection
+        try:
+            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            results: list[Any] = []
+            for _ in commands:
+                try:
+                    results.append(connection.read_response())
+                except redis.ResponseError as error:
+                    results.append(error)
+            return results
+        except BaseException:
+            connection.disconnect()  # a half-read reply must not be read by the next call
+            raise
 
     def _settle(self, batch: list[tuple[_Mirror, int, list[bytes], bool]], results: list[Any]) -> None:
         wakeups = self._log._wakeups
