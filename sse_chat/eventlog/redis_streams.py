@@ -429,11 +429,11 @@ class RedisEventLog:
 
     def _append_args(self, mirror: "_Mirror", first_seq: int, frames: list[bytes], terminal: bool,
                      now: float) -> tuple[list[str], list[Any]]:
-        keys = _Keys(mirror.stream_id)
+        keys = mirror.keys
         renew = now - mirror.renewed_at >= RENEW_EVERY_S
         if renew:
             mirror.renewed_at = now
-        return ([keys.events, keys.meta, keys.lease],
+        return (keys.triple,
                 [first_seq, 1 if terminal else 0, self._ttl_ms, self._max_events + 1, 0,
                  int(LEASE_S * 1000) if renew else 0, *frames])
 
@@ -478,10 +478,11 @@ class _Mirror:
 
     __slots__ = ("stream_id", "base", "frames", "finished", "gone", "local", "cursors", "renewed_at",
                  "control", "control_fresh", "pending", "pending_first", "pending_terminal", "in_flight",
-                 "stored", "error", "changed_at", "next_seq", "local_readers", "local_unattended_since")
+                 "stored", "error", "changed_at", "next_seq", "local_readers", "local_unattended_since", "keys")
 
     def __init__(self, stream_id: str, base: int, *, local: bool) -> None:
         self.stream_id = stream_id
+        self.keys = _Keys(stream_id)
         self.base = base
         self.frames: list[bytes] = []
         self.finished = False
@@ -838,7 +839,7 @@ class _FanIn:
 
 
 class _Keys:
-    __slots__ = ("stream_id", "events", "meta", "lease")
+    __slots__ = ("stream_id", "events", "meta", "lease", "triple")
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
@@ -846,6 +847,8 @@ class _Keys:
         self.events = f"{prefix}:events"
         self.meta = f"{prefix}:meta"
         self.lease = f"{prefix}:lease"
+        #: The keys of an append script call, in its order.
+        self.triple = [self.events, self.meta, self.lease]
 
     @staticmethod
     def stream_of(events_key: bytes) -> str:
