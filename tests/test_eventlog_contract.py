@@ -257,3 +257,22 @@ def test_cancel_and_attach_of_unknown_streams_create_nothing(make_log, redis_ser
             call("never-created")
     assert log.info("never-created") is None
     assert redis_server.client.exists("sse-chat:{never-created}:meta") == 0
+
+
+def test_a_reader_in_another_worker_follows_the_live_stream_through_the_fan_in(redis_server):
+    producer_side, reader_side = _redis_log(redis_server), _redis_log(redis_server)
+    streams = [_stream(producer_side, 1) for _ in range(2)]
+    cursors = [reader_side.open(stream_id, 0) for stream_id in streams]  # the second joins a running XREAD
+    for stream_id in streams:
+        for seq in range(1, 4):
+            producer_side.append(stream_id, seq, _frame(stream_id, seq), terminal=seq == 3)
+    for stream_id, cursor in zip(streams, cursors):
+        frames, deadline = [], time.monotonic() + 10
+        while time.monotonic() < deadline:
+            batch = cursor.take()
+            frames += batch.frames
+            if batch.finished:
+                break
+            cursor.wait(deadline)
+        cursor.close()
+        assert (frames, batch.finished) == ([_frame(stream_id, s) for s in range(1, 4)], True)
