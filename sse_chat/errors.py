@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
 class ApiError(Exception):
     """An error answered before a stream starts, as HTTP ``status`` with the JSON body
     ``{"error": {"type": type, "message": message}}`` (DESIGN.md, "HTTP API").
 
-    ``headers`` are extra response headers (e.g. ``Retry-After``).
+    ``headers`` are extra response headers (e.g. ``Retry-After``). A plain
+    exception (not a frozen dataclass), so that ``add_note()``, pickling and
+    ``copy`` work as for any other.
     """
 
-    status: int
-    type: str
-    message: str
-    headers: tuple[tuple[str, str], ...] = ()
+    def __init__(self, status: int, type: str, message: str,  # noqa: A002 - the JSON field's name
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(status, type, message, headers)
+        self.status = status
+        self.type = type
+        self.message = message
+        self.headers = headers
 
     def __str__(self) -> str:
         return f"{self.status} {self.type}: {self.message}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiError) and self.args == other.args
+
+    def __hash__(self) -> int:
+        return hash(self.args)
 
     def body(self) -> dict:
         """The JSON body: ``{"error": {"type": str, "message": str}}``."""

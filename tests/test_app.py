@@ -161,3 +161,16 @@ def test_heartbeat_comment_while_no_event_comes(make_app):
     body = response.get_data()
     assert b"\n: ping\n\n" in body
     assert body.index(b": ping") < body.index(b"event: token")
+
+
+def test_api_errors_are_ordinary_exceptions():
+    import copy
+    import pickle
+
+    from sse_chat.errors import ApiError
+
+    error = ApiError(429, "too_many_streams", "slow down", (("Retry-After", "5"),))
+    error.add_note("seen in a test")
+    assert pickle.loads(pickle.dumps(error)) == error
+    assert copy.copy(error).headers == (("Retry-After", "5"),)
+    assert str(error) == "429 too_many_streams: slow down"

@@ -185,9 +185,10 @@ class EventLog(Protocol):
             StreamNotFound: unknown or expired stream.
         """
 
-    #: Seconds between the producer's :meth:`keep_alive` calls, or ``None`` when the
-    #: log needs none (a producer in the same process as its readers).
-    lease_renewal_s: float | None
+    @property
+    def lease_renewal_s(self) -> float | None:
+        """Seconds between the producer's :meth:`keep_alive` calls, or ``None`` when
+        the log needs none (a producer in the same process as its readers)."""
 
     def keep_alive(self, stream_id: str) -> None:
         """The producer is alive: renew its lease. Readers that find the lease

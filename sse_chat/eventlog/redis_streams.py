@@ -262,7 +262,7 @@ class RedisEventLog:
         fields = mirror.take_control() if mirror is not None else None
         if fields is None:
             try:
-                reply = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
+                reply: Any = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
             except _UNREACHABLE:
                 fields = mirror.control if mirror is not None and mirror.control else (False, 1, 0.0)
             else:
@@ -314,7 +314,8 @@ class RedisEventLog:
 
     def info(self, stream_id: str) -> StreamInfo | None:
         with _reachable("reading a stream's state"):
-            owner, last_seq, finished = self._redis.hmget(_Keys(stream_id).meta, "owner", "last_seq", "finished")
+            reply: Any = self._redis.hmget(_Keys(stream_id).meta, "owner", "last_seq", "finished")
+        owner, last_seq, finished = reply
         if last_seq is None:
             return None
         return StreamInfo(owner.decode() or None, int(last_seq), finished == b"1")
@@ -392,7 +393,7 @@ class RedisEventLog:
         while first_seq + len(frames) <= last_seq:
             start = first_seq + len(frames)
             with _reachable("replaying a stream"):
-                entries = self._redis.xrange(_Keys(stream_id).events, f"0-{start + 1}", f"0-{last_seq + 1}",
+                entries: Any = self._redis.xrange(_Keys(stream_id).events, f"0-{start + 1}", f"0-{last_seq + 1}",
                                              count=READ_COUNT)
             if not entries:
                 break
@@ -757,6 +758,8 @@ class _FanIn:
 
     def _unblock(self) -> None:
         """Have the blocked ``XREAD`` return now, so the next one includes the new stream."""
+        if self._client_id is None:
+            return
         try:
             self._log._redis.client_unblock(self._client_id)
         except _UNREACHABLE:
@@ -798,10 +801,10 @@ class _FanIn:
     def _read_once(self) -> bool:
         if self._client_id is None:
             self._client_id = self._client.client_id()
-        streams = {_Keys(sid).events: f"0-{mirror.end}" for sid, mirror in self._followed.items()}
+        streams: Any = {mirror.keys.events: f"0-{mirror.end}" for mirror in self._followed.values()}
         self._blocked = True
         try:
-            reply = self._client.xread(streams, count=READ_COUNT, block=FANIN_BLOCK_MS)
+            reply: Any = self._client.xread(streams, count=READ_COUNT, block=FANIN_BLOCK_MS)
         finally:
             self._blocked = False
         wakeups = self._log._wakeups
