@@ -7,7 +7,7 @@ from sse_chat.chat_request import ChatRequest, Message
 from sse_chat.models.base import UpstreamError
 from sse_chat.models.openai_compat import OpenAIChatModel, make_openai_client
 
-from .servers import free_port
+from .servers import free_port, wait_until
 from .upstream import OK_TOKENS, FakeUpstream
 
 SECRET = "sk-test-SECRET-0123456789"
@@ -72,5 +72,5 @@ def test_refused_connection_is_upstream_unreachable():
 def test_closing_the_generator_closes_the_upstream_response(upstream):
     stream = _model(upstream.base_url).stream(_request("stall"))
     assert next(stream).content == "Par"
-    stream.close()  # returns at once although the upstream is still sleeping
-    assert stream.gi_frame is None
+    stream.close()  # returns at once although the upstream is still sleeping ...
+    wait_until(lambda: upstream.hangups, 2.0, "the upstream to see the connection closed")  # ... and hangs up

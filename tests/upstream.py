@@ -5,6 +5,8 @@ what it does (``ok``, ``reasoning``, ``http401``, ``http429``, ``http500``, ``cu
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,8 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._end()
 
     def _stall(self) -> None:
+        """One chunk, then silence for ``stall_s``; notes in ``hangups`` when the
+        client closes the connection meanwhile (the socket reads EOF)."""
         self._event(_chunk({"content": "Par"}))
-        time.sleep(self.server.stall_s)
+        readable, _, _ = select.select([self.connection], [], [], self.server.stall_s)
+        if readable and not self.connection.recv(1, socket.MSG_PEEK):
+            self.server.hangups.append(time.monotonic())
+            return
         self._end()
 
 
@@ -110,6 +117,7 @@ class FakeUpstream:
         self.server = _QuietServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.requests = []
+        self.server.hangups = []
         self.server.stall_s = stall_s
         self.base_url = f"http://127.0.0.1:{self.server.server_port}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -117,6 +125,11 @@ class FakeUpstream:
     @property
     def requests(self) -> list:
         return self.server.requests
+
+    @property
+    def hangups(self) -> list:
+        """When (monotonic seconds) a client hung up on a stalled stream."""
+        return self.server.hangups
 
     def __enter__(self) -> "FakeUpstream":
         self._thread.start()
