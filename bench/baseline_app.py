@@ -3,7 +3,7 @@
 No event log, no producer greenlet, no limits, metrics or resume: the request's
 own greenlet sleeps, encodes and yields each event. ``POST /v1/chat`` with JSON
 ``{"prompt": str, "max_tokens": int}`` answers ``text/event-stream`` (chunked)
-with the same wire format as sse-chat (DESIGN.md, sse_chat/sse.py):
+with the same wire format as sse-chat (docs/event-stream.md, sse_chat/sse.py):
 
 * the first frame ``retry: 1000``, ``id: {stream_id}:0``, ``event: start``;
 * ``max_tokens`` frames ``event: token`` (ids ``:1`` … ``:N``), each after

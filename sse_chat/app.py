@@ -23,7 +23,7 @@ from .services import Services
 
 log = logging.getLogger(__name__)
 
-#: Werkzeug's HTTP errors, named as DESIGN.md names them.
+#: Werkzeug's HTTP errors, named as docs/http-api.md names them.
 _HTTP_ERROR_TYPES = {
     400: "invalid_request",
     404: "not_found",

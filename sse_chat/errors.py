@@ -5,7 +5,7 @@ from __future__ import annotations
 
 class ApiError(Exception):
     """An error answered before a stream starts, as HTTP ``status`` with the JSON body
-    ``{"error": {"type": type, "message": message}}`` (DESIGN.md, "HTTP API").
+    ``{"error": {"type": type, "message": message}}`` (docs/http-api.md, "Errors").
 
     ``headers`` are extra response headers (e.g. ``Retry-After``). A plain
     exception (not a frozen dataclass), so that ``add_note()``, pickling and

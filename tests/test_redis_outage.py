@@ -1,7 +1,7 @@
 """Redis goes away and comes back (restarted with its append-only data) while 20
 ``sse-chat ask`` clients stream from 2 gunicorn workers: every answer arrives
 whole, ``/readyz`` says 503 meanwhile, and a new question works once it is back
-(DESIGN.md, "Resume": "If Redis is unreachable for a while …")."""
+(docs/resume.md, "Redis outages")."""
 
 from __future__ import annotations
 
