@@ -5,7 +5,7 @@ HTTP/1.1 is spoken by hand (request line, chunked body) on an
 client costs little CPU next to the server (a few microseconds per event).
 Only this project's own server format is parsed (bench/baseline_app.py speaks it
 too): frames end with a blank line (LF LF) and ids are ``{stream_id}:{seq}``
-(DESIGN.md). An event's arrival time is the time of the read that completed it.
+(docs/event-stream.md). An event's arrival time is the time of the read that completed it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from sse_chat.protocol import TERMINAL_TYPES, EventId, EventType
 
 
 @dataclass
@@ -43,17 +45,19 @@ def _parse_frame(frame: bytes, result: StreamResult, now: float) -> None:
     event_type = None
     for line in frame.split(b"\n"):
         if line.startswith(b"id: "):
-            stream_id, _, seq = line[4:].decode().rpartition(":")
-            result.stream_id = stream_id
-            result.seqs.append(int(seq))
+            event_id = EventId.parse(line[4:].decode())
+            if event_id is None:
+                raise ValueError(f"malformed event id line {line!r}")
+            result.stream_id = event_id.stream_id
+            result.seqs.append(event_id.seq)
             if result.first_event is None:
                 result.first_event = now
             result.event_times.append(now)
         elif line.startswith(b"event: "):
             event_type = line[7:].decode()
-    if event_type in ("done", "error"):
+    if event_type in TERMINAL_TYPES:
         result.terminal = event_type
-    if event_type == "error":
+    if event_type == EventType.ERROR:
         result.error_data = next((line[6:].decode() for line in frame.split(b"\n") if line.startswith(b"data: ")), "")
 
 
@@ -141,7 +145,10 @@ async def run_stream(url: str, body: dict, result: StreamResult | None = None) -
 
 async def resume_stream(url: str, last_event_id: str) -> StreamResult:
     """``GET /v1/streams/{id}`` with ``Last-Event-ID`` and read to the end."""
-    stream_id = last_event_id.rpartition(":")[0]
+    event_id = EventId.parse(last_event_id)
+    if event_id is None:
+        raise ValueError(f"not an event id: {last_event_id!r}")
+    stream_id = event_id.stream_id
     return await _exchange(url, "GET", f"/v1/streams/{stream_id}", {"Last-Event-ID": last_event_id}, b"")
 
 

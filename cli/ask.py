@@ -14,13 +14,11 @@ from typing import Protocol, TextIO
 import requests
 import urllib3
 
-from sse_chat.eventlog import parse_event_id
-
-from .eventstream import DispatchedEvent, EventStreamDecoder
+from sse_chat.protocol import DispatchedEvent, EventId, EventStreamDecoder, EventType
 
 
 class ExitCode(IntEnum):
-    """Exit statuses of ``sse-chat ask`` (DESIGN.md, "Command line")."""
+    """Exit statuses of ``sse-chat ask`` (docs/cli.md, "Exit status")."""
 
     OK = 0
     FAILED = 1          # an ``error`` event, or an HTTP error answer
@@ -126,7 +124,10 @@ class StreamFollower:
         also calls the output's ``finish``."""
         if request.resume_from:
             self.last_event_id = request.resume_from
-            self.stream_id = parse_event_id(request.resume_from)[0]
+            resume_from = EventId.parse(request.resume_from)
+            if resume_from is None:
+                raise ValueError(f"not an event id: {request.resume_from!r}")
+            self.stream_id = resume_from.stream_id
         retry_ms, failures = DEFAULT_RETRY_MS, 0
         while True:
             decoder = EventStreamDecoder(self.last_event_id)
@@ -208,15 +209,15 @@ class StreamFollower:
 
     def _dispatch(self, event: DispatchedEvent) -> ExitCode | None:
         payload = _json_object(event.data)
-        if event.type == "start" and payload and isinstance(payload.get("stream_id"), str):
+        if event.type == EventType.START and payload and isinstance(payload.get("stream_id"), str):
             self.stream_id = payload["stream_id"]
         self._output.event(event, payload)
-        if event.type == "reasoning" and self._show_reasoning and payload:
+        if event.type == EventType.REASONING and self._show_reasoning and payload:
             self._stderr.write(f"\x1b[2m{payload.get('content', '')}\x1b[0m")
             self._stderr.flush()
-        if event.type == "done":
+        if event.type == EventType.DONE:
             return ExitCode.OK
-        if event.type == "error":
+        if event.type == EventType.ERROR:
             error = (payload or {}).get("error") or {}
             self._stderr.write(f"sse-chat: error ({error.get('type', 'unknown')}): "
                                f"{error.get('message', event.data)}\n")

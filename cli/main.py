@@ -9,7 +9,7 @@ from contextlib import ExitStack
 
 import click
 
-from sse_chat.eventlog import parse_event_id
+from sse_chat.protocol import EventId
 
 from .ask import AskRequest, ExitCode, StreamFollower
 from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput
@@ -50,7 +50,7 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
     Words are joined; piped stdin comes first; a lone - reads stdin only.
     """
     body = None
-    if resume_from and parse_event_id(resume_from) is None:
+    if resume_from and EventId.parse(resume_from) is None:
         raise click.BadParameter("expected an event id STREAM_ID:SEQ, as sse-chat printed it", param_hint="--resume")
     if not resume_from:
         try:

@@ -9,7 +9,7 @@ import io
 import json
 from typing import BinaryIO
 
-from .eventstream import DispatchedEvent
+from sse_chat.protocol import DispatchedEvent, EventType
 
 
 class TextOutput:
@@ -25,7 +25,7 @@ class TextOutput:
         """Raw bytes are not shown in text mode."""
 
     def event(self, event: DispatchedEvent, payload: dict | None) -> None:
-        if event.type == "token" and payload is not None:
+        if event.type == EventType.TOKEN and payload is not None:
             content = payload.get("content")
             if isinstance(content, str) and content:
                 data = content.encode("utf-8")
@@ -55,7 +55,7 @@ class MarkdownOutput:
         """Raw bytes are not shown in Markdown mode."""
 
     def event(self, event: DispatchedEvent, payload: dict | None) -> None:
-        if event.type != "token" or payload is None or not isinstance(payload.get("content"), str):
+        if event.type != EventType.TOKEN or payload is None or not isinstance(payload.get("content"), str):
             return
         from rich.live import Live
         from rich.markdown import Markdown

@@ -8,32 +8,15 @@ https://platform.openai.com/docs/api-reference/chat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .chat_request import ChatRequest, parse_chat_body
 from .errors import invalid_request
-from .sse import ServerSentEvent, compact_json
+from .protocol import Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
 
 DONE_FRAME = b"data: [DONE]\n\n"
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """One event read back from a frame this service encoded."""
-
-    id: str
-    type: str
-    data: dict
-
-
-def parse_frame(frame: bytes) -> LoggedEvent:
-    """Read a frame of :class:`~sse_chat.sse.ServerSentEvent` (``id``, ``event`` and
-    one ``data`` line of JSON, LF line ends), as the producer writes them."""
-    fields = dict(line.split(": ", 1) for line in frame.decode("utf-8").rstrip("\n").split("\n"))
-    return LoggedEvent(fields["id"], fields["event"], json.loads(fields["data"]))
 
 
 @dataclass(frozen=True)
@@ -92,7 +75,7 @@ def openai_error(error_type: str, message: str) -> dict:
 @dataclass
 class CompletionChunks:
     """Turns a stream's events into ``chat.completion.chunk`` frames, each with the
-    event's ``id:`` so that ``Last-Event-ID`` resumes (DESIGN.md, "Resume")."""
+    event's ``id:`` so that ``Last-Event-ID`` resumes (docs/openai.md, "Resuming chunks")."""
 
     stream_id: str
     model: str
@@ -100,30 +83,30 @@ class CompletionChunks:
     include_usage: bool
     ended: bool = field(default=False, init=False)
 
-    def frames(self, event: LoggedEvent) -> list[bytes]:
+    def frames(self, event: Event) -> list[bytes]:
         """The SSE frames for one event: one chunk, or at the end the finishing
         chunk, the usage chunk when asked for, and ``data: [DONE]``; an ``error``
         gives one ``{"error": …}`` frame and no ``[DONE]``."""
-        if event.type == "start":
+        if event.type == EventType.START:
             return [self._frame(event.id, {"role": "assistant", "content": ""})]
-        if event.type == "token":
+        if event.type == EventType.TOKEN:
             return [self._frame(event.id, {"content": event.data["content"]})]
-        if event.type == "reasoning":
+        if event.type == EventType.REASONING:
             return [self._frame(event.id, {"reasoning_content": event.data["content"]})]
         self.ended = True
-        if event.type == "error":
+        if event.type == EventType.ERROR:
             error = event.data["error"]
             body = openai_error(error["type"], error["message"])
-            return [ServerSentEvent(compact_json(body), id=event.id).encode()]
+            return [ServerSentEvent(compact_json(body), id=str(event.id)).encode()]
         frames = [self._frame(event.id, {}, finish_reason=event.data.get("finish_reason"))]
         if self.include_usage:
             frames.append(ServerSentEvent(compact_json(self._chunk([], usage=event.data.get("usage")))).encode())
         frames.append(DONE_FRAME)
         return frames
 
-    def _frame(self, event_id: str, delta: dict, finish_reason: str | None = None) -> bytes:
+    def _frame(self, event_id: EventId, delta: dict, finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return ServerSentEvent(compact_json(self._chunk([choice])), id=event_id).encode()
+        return ServerSentEvent(compact_json(self._chunk([choice])), id=str(event_id)).encode()
 
     def _chunk(self, choices: list, **extra: Any) -> dict:
         chunk = {"id": f"chatcmpl-{self.stream_id}", "object": "chat.completion.chunk", "created": self.created,
@@ -133,18 +116,18 @@ class CompletionChunks:
         return chunk
 
 
-def completion(stream_id: str, model: str, created: int, events: Iterable[LoggedEvent]) -> tuple[dict | None, dict | None]:
+def completion(stream_id: str, model: str, created: int, events: Iterable[Event]) -> tuple[dict | None, dict | None]:
     """Collect a whole stream into a ``chat.completion``; returns ``(completion,
     None)``, or ``(None, error)`` with the ``error`` event's data."""
     content, reasoning = [], []
     for event in events:
-        if event.type == "token":
+        if event.type == EventType.TOKEN:
             content.append(event.data["content"])
-        elif event.type == "reasoning":
+        elif event.type == EventType.REASONING:
             reasoning.append(event.data["content"])
-        elif event.type == "error":
+        elif event.type == EventType.ERROR:
             return None, event.data["error"]
-        elif event.type == "done":
+        elif event.type == EventType.DONE:
             message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
             if reasoning:
                 message["reasoning_content"] = "".join(reasoning)
@@ -157,11 +140,11 @@ def completion(stream_id: str, model: str, created: int, events: Iterable[Logged
     return None, {"type": "stream_lost", "message": "the stream ended without a final event"}
 
 
-def logged_events(batches: Iterator[list[bytes]]) -> Iterator[LoggedEvent]:
-    """Flatten :func:`~sse_chat.reader.follow` batches into parsed events."""
+def logged_events(batches: Iterable[list[bytes]]) -> Iterator[Event]:
+    """Flatten :func:`~sse_chat.reader.follow` batches into events."""
     for frames in batches:
         for frame in frames:
-            yield parse_frame(frame)
+            yield read_frame(frame)
 
 
 def model_list(names: Iterable[str]) -> dict:
@@ -170,5 +153,5 @@ def model_list(names: Iterable[str]) -> dict:
                                         for name in names]}
 
 
-__all__ = ["CompletionChunks", "CompletionRequest", "DONE_FRAME", "LoggedEvent", "completion",
-           "logged_events", "model_list", "openai_error", "parse_completion_body", "parse_frame"]
+__all__ = ["DONE_FRAME", "CompletionChunks", "CompletionRequest", "completion", "logged_events", "model_list",
+           "openai_error", "parse_completion_body"]

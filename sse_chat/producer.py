@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from .background import spawn
 from .chat_request import ChatRequest
-from .errors import error_body
-from .eventlog import EventLog, StreamFull, StreamLost, event_id
+from .protocol import error_data as error_body
+from .eventlog import EventLog, StreamFull, StreamLost
 from .metrics import Metrics
 from .models import ChatModel, Delta, UpstreamError
-from .sse import ServerSentEvent, compact_json, encode_line_event, json_string
+from .protocol import Event, EventId, EventType, content_frame
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class ProducerLimits:
 
 
 class _Stop(Exception):
-    def __init__(self, terminal: tuple[str, dict]) -> None:
+    def __init__(self, terminal: tuple[EventType, dict]) -> None:
         self.terminal = terminal
 
 
@@ -75,7 +75,7 @@ class Producer:
         Raises:
             EventLogUnavailable: the log's store cannot be reached.
         """
-        frame = self._encode("start", {"stream_id": self._stream_id, "model": self._request.model,
+        frame = self._encode(EventType.START, {"stream_id": self._stream_id, "model": self._request.model,
                                        "created": self._created})
         self._log.create(self._stream_id, owner, frame)
         self._seq = 1
@@ -109,7 +109,7 @@ class Producer:
                 return
             except Exception:  # a bug of ours: still end the stream, and say so in the log
                 log.exception("producer of stream %s failed", self._stream_id)
-                event_type, data = "error", error_body("internal_error", "the server failed while generating; try again")
+                event_type, data = EventType.ERROR, error_body("internal_error", "the server failed while generating; try again")
             try:
                 self._append(event_type, data, terminal=True)
             except Exception:
@@ -117,14 +117,14 @@ class Producer:
                 return
         self._report_end(event_type, data)
 
-    def _report_end(self, event_type: str, data: dict) -> None:
+    def _report_end(self, event_type: EventType, data: dict) -> None:
         reason = data.get("finish_reason") or data.get("error", {}).get("type") or "unknown"
         ttft_ms = "-" if self._first_token_s is None else f"{self._first_token_s * 1000:.0f}"
         log.info("stream %s ended: %s %s model=%s events=%d tokens=%d ttft_ms=%s duration_ms=%.0f",
                  self._stream_id, event_type, reason, self._request.model, self._seq, self._tokens, ttft_ms,
                  (self._clock() - self._started_at) * 1000)
         if self._metrics is not None:
-            self._metrics.streams_ended.labels(event_type, reason).inc()
+            self._metrics.streams_ended.labels(event_type.value, reason).inc()
             if reason.startswith("upstream_"):
                 self._metrics.upstream_errors.labels(reason).inc()
 
@@ -151,17 +151,17 @@ class Producer:
         finally:
             stopped.set()
 
-    def _generate(self) -> tuple[str, dict]:
+    def _generate(self) -> tuple[EventType, dict]:
         deltas: Iterator[Delta] = self._model.stream(self._request)
         finish_reason, usage = "stop", None
         try:
             for delta in deltas:
                 self._check_control()
                 if delta.reasoning:
-                    self._append_content("reasoning", delta.reasoning)
+                    self._append_content(EventType.REASONING, delta.reasoning)
                 if delta.content:
                     self._note_token()
-                    self._append_content("token", delta.content)
+                    self._append_content(EventType.TOKEN, delta.content)
                 if delta.finish_reason:
                     finish_reason, usage = delta.finish_reason, delta.usage
         except _Stop as stop:
@@ -172,14 +172,14 @@ class Producer:
                 self._check_control()  # a DELETE during a silent upstream still ends as cancelled
             except _Stop as stop:
                 return stop.terminal
-            return "error", error_body(exc.type, exc.message)
+            return EventType.ERROR, error_body(exc.type, exc.message)
         except StreamFull as exc:
-            return "error", error_body("stream_too_long", f"the answer exceeded the server's bound on events per stream ({exc})")
+            return EventType.ERROR, error_body("stream_too_long", f"the answer exceeded the server's bound on events per stream ({exc})")
         finally:
             close = getattr(deltas, "close", None)
             if close is not None:
                 close()
-        return "done", {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
+        return EventType.DONE, {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
 
     def _backend_label(self) -> str:
         """``fake`` or ``upstream``: model names come from callers, so they would
@@ -200,25 +200,23 @@ class Producer:
         self._next_control_check = now + CONTROL_INTERVAL_S
         control = self._log.control(self._stream_id)
         if control.cancelled:
-            raise _Stop(("done", {"finish_reason": "cancelled", "usage": None}))
+            raise _Stop((EventType.DONE, {"finish_reason": "cancelled", "usage": None}))
         if control.unattended_s > self._limits.abandon_s:
             log.info("stream %s abandoned: no reader for %.0f s", self._stream_id, self._limits.abandon_s)
-            raise _Stop(("error", error_body(
+            raise _Stop((EventType.ERROR, error_body(
                 "stream_abandoned",
                 f"no client was attached for {self._limits.abandon_s:g} s, so generation stopped")))
 
-    def _append(self, event_type: str, data: dict, *, terminal: bool = False) -> None:
+    def _append(self, event_type: EventType, data: dict, *, terminal: bool = False) -> None:
         self._log.append(self._stream_id, self._seq, self._encode(event_type, data), terminal=terminal)
         self._seq += 1
 
-    def _append_content(self, event_type: str, text: str) -> None:
+    def _append_content(self, event_type: EventType, text: str) -> None:
         """Append a ``token`` or ``reasoning`` event, ``{"content": text}``: the hot
         path, one per token, encoded without building a dict or an event object."""
-        frame = encode_line_event(event_type, f"{self._stream_id}:{self._seq}",
-                                  '{"content":' + json_string(text) + "}")
+        frame = content_frame(event_type, EventId(self._stream_id, self._seq), text)
         self._log.append(self._stream_id, self._seq, frame)
         self._seq += 1
 
-    def _encode(self, event_type: str, data: dict) -> bytes:
-        return ServerSentEvent(data=compact_json(data), event=event_type,
-                               id=event_id(self._stream_id, self._seq)).encode()
+    def _encode(self, event_type: EventType, data: dict) -> bytes:
+        return Event(EventId(self._stream_id, self._seq), event_type.value, data).encode()

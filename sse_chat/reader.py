@@ -18,13 +18,14 @@ from collections.abc import Callable, Generator
 from typing import Generic, TypeVar
 
 from .metrics import Metrics
-from .eventlog import Cursor, EventLog, StreamNotFound, lost_frame
-from .sse import encode_comment, encode_retry
+from .eventlog import Cursor, EventLog, StreamNotFound
+from .protocol import EventId, encode_comment, encode_retry, stream_lost_frame
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = encode_comment("ping")
 T = TypeVar("T")
+EXPIRED = "the stream expired while it was being read; ask again"
 #: Seconds between a reader's updates of the events-sent metric.
 METRICS_FLUSH_S = 1.0
 
@@ -54,7 +55,7 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
 
 
 def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
-    yield [lost_frame(stream_id, seq, "the stream expired while it was being read; ask again")]
+    yield [stream_lost_frame(EventId(stream_id, seq), EXPIRED)]
 
 
 def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics | None,
@@ -81,7 +82,7 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
                 sent.add(len(batch.frames), now)
     except StreamNotFound:
         finished = True
-        yield [lost_frame(stream_id, cursor.position + 1, "the stream expired while it was being read; ask again")]
+        yield [stream_lost_frame(EventId(stream_id, cursor.position + 1), EXPIRED)]
     finally:
         cursor.close()
         sent.flush()

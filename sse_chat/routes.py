@@ -1,4 +1,4 @@
-"""HTTP endpoints of the event-stream API (DESIGN.md, "HTTP API" and "Resume")."""
+"""HTTP endpoints of the event-stream API (docs/http-api.md and docs/resume.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .errors import ApiError, event_log_unavailable, invalid_request
 from .eventlog import EventLogUnavailable
 from .reader import read_stream
 from .services import Services
-from .sse import EVENT_STREAM_CONTENT_TYPE
+from .protocol import EVENT_STREAM_CONTENT_TYPE
 from .streams import (
     caller,
     known_stream,

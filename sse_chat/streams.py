@@ -6,7 +6,8 @@ from flask import Response, g, request
 
 from .chat_request import ChatRequest
 from .errors import stream_not_found
-from .eventlog import StreamInfo, new_stream_id, parse_event_id
+from .eventlog import StreamInfo
+from .protocol import EventId, new_stream_id
 from .producer import Producer, ProducerLimits
 from .services import Services
 
@@ -60,18 +61,18 @@ def resume_position(services: Services, last_event_id: str, owner: str | None,
             stream than ``stream_id``, an unknown, expired or foreign stream, or an
             event the stream does not have yet.
     """
-    parsed = parse_event_id(last_event_id)
+    parsed = EventId.parse(last_event_id)
     if parsed is None:
         raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event id of the form STREAM_ID:SEQ")
-    if stream_id is not None and parsed[0] != stream_id:
+    if stream_id is not None and parsed.stream_id != stream_id:
         raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event of stream {stream_id!r}")
-    info = known_stream(services, parsed[0], owner)
-    if parsed[1] > info.last_seq:
-        raise stream_not_found(f"stream {parsed[0]!r} has no event {parsed[1]} yet (its last is {info.last_seq})")
-    if info.finished and parsed[1] == info.last_seq:
+    info = known_stream(services, parsed.stream_id, owner)
+    if parsed.seq > info.last_seq:
+        raise stream_not_found(f"stream {parsed.stream_id!r} has no event {parsed.seq} yet (its last is {info.last_seq})")
+    if info.finished and parsed.seq == info.last_seq:
         return None
     services.metrics.resumes.inc()
-    return parsed
+    return parsed.stream_id, parsed.seq
 
 
 def resume_response(services: Services, last_event_id: str, owner: str | None, respond,

@@ -10,7 +10,7 @@ from sse_chat.app import create_app
 from sse_chat.config import Settings
 
 from .servers import wait_until
-from .streams import events_of
+from .streams import events_of, stream_of
 
 KEYS = frozenset({"key-alice", "key-bob"})
 ALICE = {"Authorization": "Bearer key-alice"}
@@ -24,7 +24,7 @@ def client(make_app):
 
 def _stream_of(client, headers, **body):
     events = events_of([client.post("/v1/chat", json={"prompt": "hi", **body}, headers=headers).get_data()])
-    return events, events[0].last_event_id.rpartition(":")[0]
+    return events, stream_of(events[0].last_event_id)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "key-alice"},
@@ -80,7 +80,7 @@ def test_streams_per_key_are_limited_with_429_and_retry_after(make_app):
     client = app.test_client()
     first = client.post("/v1/chat", json={"prompt": "long", "max_tokens": 100_000}, headers=ALICE)
     chunks = first.iter_encoded()
-    stream_id = events_of([next(chunks)])[0].last_event_id.rpartition(":")[0]
+    stream_id = stream_of(events_of([next(chunks)])[0].last_event_id)
     refused = client.post("/v1/chat", json={"prompt": "again"}, headers=ALICE)
     assert refused.status_code == 429 and refused.json["error"]["type"] == "too_many_streams"
     assert int(refused.headers["Retry-After"]) > 0

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from .streams import answer_text, assert_well_formed, events_of, seqs
+from .streams import answer_text, assert_well_formed, events_of, seqs, stream_of
 
 
 def _chat(client, **body):
@@ -99,7 +99,7 @@ def _finished_stream(client, max_tokens=10):
 def test_last_event_id_resumes_with_exactly_the_later_events(make_app, how, endpoint):
     client = make_app().test_client()
     events = _finished_stream(client)
-    stream_id, last_id = events[0].last_event_id.rpartition(":")[0], events[4].last_event_id
+    stream_id, last_id = stream_of(events[0].last_event_id), events[4].last_event_id
     headers = {"Last-Event-ID": last_id} if how == "header" else {}
     query = f"last_event_id={last_id}" if how == "query" else ""
     if endpoint == "streams":
@@ -129,7 +129,7 @@ def test_unknown_or_malformed_ids_are_404(make_app, last_event_id):
 def test_future_seq_and_foreign_id_on_streams_endpoint_are_404(make_app):
     client = make_app().test_client()
     events = _finished_stream(client, max_tokens=2)
-    stream_id = events[0].last_event_id.rpartition(":")[0]
+    stream_id = stream_of(events[0].last_event_id)
     assert client.get(f"/v1/streams/{stream_id}", headers={"Last-Event-ID": f"{stream_id}:99"}).status_code == 404
     assert client.get(f"/v1/streams/{stream_id}", headers={"Last-Event-ID": "other:1"}).status_code == 404
     assert seqs(events_of([client.get(f"/v1/streams/{stream_id}").get_data()])) == [0, 1, 2, 3]
@@ -138,7 +138,7 @@ def test_future_seq_and_foreign_id_on_streams_endpoint_are_404(make_app):
 def test_expired_streams_are_404(make_app):
     client = make_app(stream_ttl_s=0.000001).test_client()
     events = _finished_stream(client, max_tokens=1)
-    stream_id = events[0].last_event_id.rpartition(":")[0]
+    stream_id = stream_of(events[0].last_event_id)
     assert client.get(f"/v1/streams/{stream_id}").status_code == 404
 
 
@@ -147,7 +147,7 @@ def test_delete_ends_the_stream_with_cancelled(make_app):
     response = _chat(client, prompt="Hi", max_tokens=10_000)
     chunks = response.iter_encoded()
     first = next(chunks)
-    stream_id = events_of([first])[0].last_event_id.rpartition(":")[0]
+    stream_id = stream_of(events_of([first])[0].last_event_id)
     assert client.delete(f"/v1/streams/{stream_id}").status_code == 202
     events = events_of([first, *chunks])
     assert_well_formed(events)

@@ -5,7 +5,7 @@ import pytest
 import requests
 
 from .proxy import CuttingProxy
-from .streams import answer_text, events_of
+from .streams import answer_text, events_of, seq_of
 
 pytestmark = pytest.mark.browser
 
@@ -45,5 +45,5 @@ def test_eventsource_reconnects_through_cuts_and_collects_the_uncut_answer(gunic
         page.close()
     assert result["opens"] > 3, "the proxy should have cut the stream several times"
     assert result["text"] == uncut
-    seqs = [int(i.rpartition(":")[2]) for i in result["ids"]]
+    seqs = [seq_of(i) for i in result["ids"]]
     assert seqs == list(range(1, 301))

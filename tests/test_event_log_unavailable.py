@@ -10,7 +10,7 @@ import pytest
 from sse_chat.errors import EVENT_LOG_RETRY_AFTER_S
 from sse_chat.eventlog import EventLogUnavailable, MemoryEventLog
 
-from .streams import answer_text, events_of
+from .streams import answer_text, events_of, stream_of
 
 #: The calls a request makes before its stream starts (``open`` attaches a reader).
 REQUEST_CALLS = frozenset({"create", "info", "open", "request_cancel"})
@@ -56,7 +56,7 @@ def outage(make_app):
 
 def _finished_stream(client) -> tuple[str, list]:
     events = events_of([client.post("/v1/chat", json={"prompt": "hi", "max_tokens": 5}).get_data()])
-    return events[0].last_event_id.rpartition(":")[0], events
+    return stream_of(events[0].last_event_id), events
 
 
 def _assert_unavailable(response, error_shape=PLAIN_SHAPE):

@@ -7,7 +7,8 @@ import time
 import pytest
 import redis
 
-from sse_chat.eventlog import MemoryEventLog, StreamFull, StreamLost, StreamNotFound, new_stream_id
+from sse_chat.eventlog import MemoryEventLog, StreamFull, StreamLost, StreamNotFound
+from sse_chat.protocol import new_stream_id
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 
 from .servers import wait_until

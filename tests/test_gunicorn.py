@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from .servers import ROOT, wait_until
-from .streams import answer_text, assert_well_formed, events_of
+from .streams import answer_text, assert_well_formed, events_of, stream_of
 
 sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import run_many  # noqa: E402
@@ -91,7 +91,7 @@ def test_producer_outlives_its_reader_and_is_resumable(gunicorn):
     with requests.post(server.url + "/v1/chat", json={"prompt": "x", "max_tokens": 200}, stream=True, timeout=10) as response:
         first = next(response.iter_content(chunk_size=None))
     start = events_of([first])[0]
-    stream_id = start.last_event_id.rpartition(":")[0]
+    stream_id = stream_of(start.last_event_id)
     resumed = requests.get(f"{server.url}/v1/streams/{stream_id}", headers={"Last-Event-ID": start.last_event_id}, timeout=30)
     events = events_of([resumed.content])
     assert_well_formed(events, first_seq=1)
@@ -103,7 +103,7 @@ def test_abandoned_producer_stops(gunicorn):
     with requests.post(server.url + "/v1/chat", json={"prompt": "x", "max_tokens": 100_000}, stream=True, timeout=10) as response:
         first = next(response.iter_content(chunk_size=None))
     start = events_of([first])[0]
-    stream_id = start.last_event_id.rpartition(":")[0]
+    stream_id = stream_of(start.last_event_id)
 
     def ended():
         # The first chunk of a replay holds every event logged so far. Reading it

@@ -6,7 +6,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from .servers import ROOT
-from .streams import events_of
+from .streams import events_of, stream_of
 
 import sys
 
@@ -32,7 +32,7 @@ def test_counters_move_during_a_benchmark_run(gunicorn, redis_server, upstream):
     results = asyncio.run(run_many(server.url, [{"prompt": f"m{i}", "max_tokens": 30} for i in range(40)]))
     assert all(r.gap_free for r in results)
     events = events_of([requests.post(server.url + "/v1/chat", json={"prompt": "r", "max_tokens": 5}).content])
-    stream_id = events[0].last_event_id.rpartition(":")[0]
+    stream_id = stream_of(events[0].last_event_id)
     requests.get(f"{server.url}/v1/streams/{stream_id}", headers={"Last-Event-ID": events[2].last_event_id})
     requests.post(server.url + "/v1/chat", json={"prompt": "x", "model": "http429"}).content
     after = _scrape(server.url)

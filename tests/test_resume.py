@@ -13,7 +13,7 @@ import requests
 
 from .proxy import CuttingProxy
 from .servers import BIN, ROOT, base_env, run_cli, wait_until
-from .streams import assert_well_formed, events_of
+from .streams import assert_well_formed, events_of, seq_of, stream_of
 
 
 @pytest.fixture(params=["memory-1-worker", "redis-2-workers"])
@@ -41,13 +41,13 @@ def test_json_events_across_cuts_have_no_gap_and_no_repeat(resumable_server):
     with CuttingProxy((host, int(port)), 200, 3000, seed=42) as proxy:
         result = run_cli("ask", "--url", proxy.url, "--json", "--max-tokens", "300", "x")
     ids = [json.loads(line)["id"] for line in result.stdout.splitlines()]
-    assert [int(i.rpartition(":")[2]) for i in ids] == list(range(302))
+    assert [seq_of(i) for i in ids] == list(range(302))
 
 
 def test_resume_on_another_worker_replays_exactly_the_later_events(gunicorn, redis_server):
     server = gunicorn(SSE_CHAT_REDIS_URL=redis_server.url, WEB_CONCURRENCY="2", SSE_CHAT_FAKE_DELAY_MS="0")
     events = events_of([requests.post(server.url + "/v1/chat", json={"prompt": "q", "max_tokens": 50}).content])
-    stream_id = events[0].last_event_id.rpartition(":")[0]
+    stream_id = stream_of(events[0].last_event_id)
     for position in (0, 10, 49):
         # new connections each time, spread over both workers by the kernel
         resumed = events_of([requests.get(f"{server.url}/v1/streams/{stream_id}",
@@ -61,7 +61,7 @@ def test_delete_from_any_worker_cancels_within_a_second(gunicorn, redis_server):
     with requests.post(server.url + "/v1/chat", json={"prompt": "q", "max_tokens": 100_000}, stream=True) as response:
         chunks = response.iter_content(chunk_size=None)
         first = next(chunks)
-        stream_id = events_of([first])[0].last_event_id.rpartition(":")[0]
+        stream_id = stream_of(events_of([first])[0].last_event_id)
         asked = time.monotonic()
         assert requests.delete(f"{server.url}/v1/streams/{stream_id}").status_code == 202
         events = events_of([first, *chunks])
@@ -80,7 +80,7 @@ def test_sigkill_of_the_producing_worker_ends_the_stream_with_stream_lost(gunico
     server = gunicorn(SSE_CHAT_REDIS_URL=redis_server.url, WEB_CONCURRENCY="2", SSE_CHAT_FAKE_DELAY_MS="20")
     with requests.post(server.url + "/v1/chat", json={"prompt": "q", "max_tokens": 100_000}, stream=True) as response:
         start = events_of([next(response.iter_content(chunk_size=None))])[0]
-    stream_id = start.last_event_id.rpartition(":")[0]
+    stream_id = stream_of(start.last_event_id)
     wait_until(lambda: _producer_pid(server, stream_id) is not None, 10, "the producer's log line")
     reader = subprocess.Popen([str(BIN / "sse-chat"), "ask", "--url", server.url, "--json", "--resume", start.last_event_id],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=base_env())

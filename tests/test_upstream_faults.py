@@ -62,13 +62,13 @@ def test_each_upstream_behaviour_ends_cleanly_with_one_error_and_no_leaked_key(s
 def test_delete_while_the_upstream_is_silent_still_ends_as_cancelled(service):
     import requests
 
-    from .streams import events_of
+    from .streams import events_of, stream_of
 
     with requests.post(service.url + "/v1/chat", json={"prompt": "q", "model": "stall"}, stream=True,
                        timeout=30) as response:
         chunks = response.iter_content(chunk_size=None)
         first = next(chunks)
-        stream_id = events_of([first])[0].last_event_id.rpartition(":")[0]
+        stream_id = stream_of(events_of([first])[0].last_event_id)
         assert requests.delete(f"{service.url}/v1/streams/{stream_id}", timeout=10).status_code == 202
         events = events_of([first, *chunks])
     assert json.loads(events[-1].data) == {"finish_reason": "cancelled", "usage": None}

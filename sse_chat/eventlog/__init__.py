@@ -1,10 +1,10 @@
 """Event logs: in-memory (default) and Redis Streams (``SSE_CHAT_REDIS_URL``)."""
 
-from .base import (Batch, Control, Cursor, EventLog, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound,
-                   event_id, lost_frame, new_stream_id, parse_event_id)
+from .base import (Batch, Control, Cursor, EventLog, EventLogUnavailable, StreamFull, StreamInfo, StreamLost,
+                   StreamNotFound)
 from .memory import MemoryEventLog
 
 __all__ = [
     "Batch", "Control", "Cursor", "EventLog", "EventLogUnavailable", "MemoryEventLog", "StreamFull", "StreamInfo", "StreamLost",
-    "StreamNotFound", "event_id", "lost_frame", "new_stream_id", "parse_event_id",
+    "StreamNotFound",
 ]

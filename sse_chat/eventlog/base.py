@@ -1,47 +1,14 @@
 """The event log: what producers write and readers replay, whatever stores it.
 
 One stream is an append-only list of encoded event frames, numbered ``seq`` = 0, 1,
-2, … without gaps; the public event id is ``{stream_id}:{seq}``. Exactly one
+2, … without gaps (:mod:`sse_chat.protocol` says what a frame holds). Exactly one
 producer appends to a stream; any number of readers read it from a position.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Protocol
-
-#: 16 random bytes = 128 bits, as DESIGN.md asks; ``token_urlsafe`` never yields ``:``.
-STREAM_ID_BYTES = 16
-
-
-def new_stream_id() -> str:
-    """Return a fresh stream id: 22 URL-safe base64 characters (128 random bits)."""
-    return secrets.token_urlsafe(STREAM_ID_BYTES)
-
-
-def event_id(stream_id: str, seq: int) -> str:
-    """The public id of event ``seq`` of ``stream_id``: ``"{stream_id}:{seq}"``."""
-    return f"{stream_id}:{seq}"
-
-
-def parse_event_id(value: str) -> tuple[str, int] | None:
-    """Split ``"{stream_id}:{seq}"`` into ``(stream_id, seq)``; ``None`` if malformed
-    (no colon, empty stream id, or a seq that is not ASCII digits)."""
-    stream_id, colon, seq = value.rpartition(":")
-    if not colon or not stream_id or ":" in stream_id or not (seq.isascii() and seq.isdigit()):
-        return None
-    return stream_id, int(seq)
-
-
-def lost_frame(stream_id: str, seq: int, message: str) -> bytes:
-    """The encoded terminal ``error`` event ``stream_lost`` with id ``{stream_id}:{seq}``."""
-    from ..errors import error_body
-    from ..sse import ServerSentEvent, compact_json
-
-    body = error_body("stream_lost", message)
-    return ServerSentEvent(compact_json(body), event="error", id=event_id(stream_id, seq)).encode()
-
 
 class StreamNotFound(KeyError):
     """The stream is unknown to the log, or has expired."""

@@ -44,8 +44,8 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from ..background import spawn
-from .base import (Batch, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound,
-                   lost_frame)
+from ..protocol import EventId, stream_lost_frame
+from .base import Batch, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound
 from .wakeups import Bell, Wakeups
 
 log = logging.getLogger(__name__)
@@ -420,8 +420,8 @@ class RedisEventLog:
         """Append the terminal ``stream_lost`` error after ``last_seq``, unless the
         producer renewed its lease or someone ended the stream first."""
         keys = _Keys(stream_id)
-        frame = lost_frame(stream_id, last_seq + 1,
-                           "the server generating this stream stopped (its worker died); ask again")
+        frame = stream_lost_frame(EventId(stream_id, last_seq + 1),
+                                  "the server generating this stream stopped (its worker died); ask again")
         result = self._scripts.call(
             self._redis, "append", [keys.events, keys.meta, keys.lease],
             [last_seq + 1, 1, self._ttl_ms, self._max_events + 1, 1, int(LEASE_S * 1000), frame])

@@ -1,4 +1,4 @@
-"""Tests for cli.eventstream against WHATWG HTML §9.2.6 "Interpreting an event stream".
+"""Tests for sse_chat.protocol.decoding against WHATWG HTML §9.2.6 "Interpreting an event stream".
 
 Every case is checked with the stream fed whole, split at every position into
 two and three chunks, one byte per chunk, and with empty chunks interleaved;
@@ -15,7 +15,7 @@ from typing import NamedTuple
 import pytest
 import sseclient
 
-from cli.eventstream import DispatchedEvent, EventStreamDecoder
+from sse_chat.protocol.decoding import DispatchedEvent, EventStreamDecoder
 
 M = "message"
 

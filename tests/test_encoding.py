@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cli.eventstream import EventStreamDecoder
-from sse_chat.sse import (ServerSentEvent, compact_json, encode_comment, encode_line_event, encode_retry,
+from sse_chat.protocol.decoding import EventStreamDecoder
+from sse_chat.protocol.encoding import (ServerSentEvent, compact_json, encode_comment, encode_line_event, encode_retry,
                           json_string)
 
 ENCODINGS = [

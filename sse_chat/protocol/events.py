@@ -1,0 +1,124 @@
+"""This service's events: their types, ids, data and frames.
+
+Every event of a stream is one SSE event (see :mod:`.encoding`) with three fields:
+
+* ``id: {stream_id}:{seq}``: ``stream_id`` is 22 URL-safe base64 characters (128
+  random bits, never ``:``), ``seq`` counts 0, 1, 2, … without gaps. It becomes the
+  client's last event ID, which resumes the stream after that event.
+* ``event:`` one of :class:`EventType`: ``start``, then ``token`` and
+  ``reasoning`` events, then exactly one terminal ``done`` or ``error``.
+* ``data:`` one line of compact JSON: ``start`` ``{"stream_id", "model",
+  "created"}``; ``token``/``reasoning`` ``{"content"}``; ``done``
+  ``{"finish_reason", "usage"}``; ``error`` ``{"error": {"type", "message"}}``.
+
+docs/event-stream.md describes them for users.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .encoding import ServerSentEvent, compact_json, encode_line_event, json_string
+
+#: 16 random bytes = 128 bits; ``token_urlsafe`` never yields ``:``.
+STREAM_ID_BYTES = 16
+
+
+class EventType(str, Enum):
+    """The ``event:`` field of this service's events."""
+
+    START = "start"
+    TOKEN = "token"
+    REASONING = "reasoning"
+    DONE = "done"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The types that end a stream: exactly one of them, last.
+TERMINAL_TYPES = frozenset({EventType.DONE.value, EventType.ERROR.value})
+
+
+def new_stream_id() -> str:
+    """Return a fresh stream id: 22 URL-safe base64 characters (128 random bits)."""
+    return secrets.token_urlsafe(STREAM_ID_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class EventId:
+    """The id of event ``seq`` (0, 1, …) of stream ``stream_id``; ``str()`` gives the
+    wire form ``"{stream_id}:{seq}"``."""
+
+    stream_id: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.stream_id}:{self.seq}"
+
+    @classmethod
+    def parse(cls, value: str) -> EventId | None:
+        """Read ``"{stream_id}:{seq}"``; ``None`` when malformed: no colon, an empty
+        stream id or one holding ``:``, or a seq that is not ASCII digits."""
+        stream_id, colon, seq = value.rpartition(":")
+        if not colon or not stream_id or ":" in stream_id or not (seq.isascii() and seq.isdigit()):
+            return None
+        return cls(stream_id, int(seq))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a stream: its id, type (an :class:`EventType` value) and JSON data."""
+
+    id: EventId
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        """True for ``done`` and ``error``, the last event of a stream."""
+        return self.type in TERMINAL_TYPES
+
+    def encode(self) -> bytes:
+        """The frame: ``id:``, ``event:``, one ``data:`` line of compact JSON."""
+        return ServerSentEvent(compact_json(self.data), event=self.type, id=str(self.id)).encode()
+
+
+def error_data(error_type: str, message: str) -> dict[str, Any]:
+    """``{"error": {"type": error_type, "message": message}}``: an ``error`` event's
+    data, and the body of every JSON error answer."""
+    return {"error": {"type": error_type, "message": message}}
+
+
+def content_frame(event_type: EventType, event_id: EventId, text: str) -> bytes:
+    """The frame of a ``token`` or ``reasoning`` event, ``{"content": text}``: byte
+    for byte ``Event(event_id, event_type, {"content": text}).encode()``, built
+    without a dict or an event object (the producer's hot path)."""
+    return encode_line_event(event_type.value, f"{event_id.stream_id}:{event_id.seq}",
+                             '{"content":' + json_string(text) + "}")
+
+
+def stream_lost_frame(event_id: EventId, message: str) -> bytes:
+    """The terminal ``error`` event ``stream_lost``: the stream cannot go on (its
+    producer died, or it expired while being read)."""
+    return Event(event_id, EventType.ERROR.value, error_data("stream_lost", message)).encode()
+
+
+def read_frame(frame: bytes) -> Event:
+    """Read back one frame this service encoded (``id``, ``event`` and one ``data``
+    line of JSON, LF line ends), e.g. to translate it into another shape. Frames
+    from elsewhere go through :class:`.decoding.EventStreamDecoder`.
+
+    Raises:
+        ValueError: the frame is not of that form.
+    """
+    fields = dict(line.split(": ", 1) for line in frame.decode("utf-8").rstrip("\n").split("\n"))
+    event_id = EventId.parse(fields.get("id", ""))
+    if event_id is None or "event" not in fields or "data" not in fields:
+        raise ValueError(f"not a frame of this service: {frame[:80]!r}")
+    return Event(event_id, fields["event"], json.loads(fields["data"]))
