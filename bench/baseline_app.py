@@ -33,7 +33,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from sse_chat.chat_request import ChatRequest, Message
+from sse_chat.models import ChatRequest, Message
 from sse_chat.models.fake import fake_tokens
 
 RETRY_MS = 1000

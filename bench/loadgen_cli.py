@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from loadgen import StreamResult, percentile, run_stream
+from sse_chat.testing.loadgen import StreamResult, percentile, run_stream
 
 #: Open files wanted: one socket per stream plus slack.
 NOFILE_SLACK = 256

@@ -12,18 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadgen import percentile, resume_stream, run_many
+from sse_chat.testing.loadgen import percentile, resume_stream, run_many
 from streams import start_redis
 
-from tests.servers import start_gunicorn
+from sse_chat.testing.servers import start_gunicorn
 
 
 async def _resume_all(url: str, ids: list[str], concurrent: bool):

@@ -15,7 +15,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,12 +24,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadgen import percentile, run_many
+from sse_chat.testing.loadgen import percentile, run_many
 
-from tests.servers import free_port, start_gunicorn
+from sse_chat.testing.servers import free_port, start_gunicorn
 
 
 def _rss_kib(pids: list[int]) -> int:

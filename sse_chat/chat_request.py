@@ -1,35 +1,17 @@
-"""The chat request: validated from a JSON body or a query string into plain values."""
+"""Validating a chat request from a JSON body or a query string into the plain
+:class:`~sse_chat.models.base.ChatRequest` the backends take (HTTP-facing: errors
+are 400 ``invalid_request`` naming the field)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import invalid_request
+from .models.base import ChatRequest, Message
 
 ROLES = ("system", "user", "assistant")
 MAX_TOKENS_LIMIT = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One chat message, as in OpenAI's Chat Completions API."""
-
-    role: str
-    content: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    """What a backend needs to answer: ``messages`` (system first when given),
-    the ``model`` name, and optional ``max_tokens`` (completion tokens) and
-    ``temperature`` (0 to 2)."""
-
-    messages: tuple[Message, ...]
-    model: str
-    max_tokens: int | None = None
-    temperature: float | None = None
 
 
 def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:

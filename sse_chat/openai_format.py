@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat_request import ChatRequest, parse_chat_body
+from .chat_request import parse_chat_body
+from .models import ChatRequest
 from .errors import invalid_request
 from .protocol import Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .background import spawn
-from .chat_request import ChatRequest
+from .models import ChatRequest
 from .protocol import error_data as error_body
 from .eventlog import EventLog, StreamFull, StreamLost
 from .metrics import Metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, g, request
 
-from .chat_request import ChatRequest
+from .models import ChatRequest
 from .errors import stream_not_found
 from .eventlog import StreamInfo
 from .protocol import EventId, new_stream_id

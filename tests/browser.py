@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .servers import require_binary
+from sse_chat.testing.servers import require_binary
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

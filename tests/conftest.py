@@ -6,8 +6,8 @@ from sse_chat.app import create_app
 from sse_chat.config import Settings
 
 from .browser import launch_chromium
-from .redis_server import RedisServer
-from .servers import start_gunicorn
+from sse_chat.testing.redis_server import RedisServer
+from sse_chat.testing.servers import start_gunicorn
 from .upstream import FakeUpstream
 
 

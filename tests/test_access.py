@@ -9,7 +9,7 @@ import requests
 from sse_chat.app import create_app
 from sse_chat.config import Settings
 
-from .servers import wait_until
+from sse_chat.testing.servers import wait_until
 from .streams import events_of, stream_of
 
 KEYS = frozenset({"key-alice", "key-bob"})

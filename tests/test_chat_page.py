@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from .proxy import CuttingProxy
-from .servers import ROOT
+from sse_chat.testing.servers import ROOT
 from .streams import answer_text, events_of
 
 pytestmark = pytest.mark.browser

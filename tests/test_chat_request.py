@@ -1,6 +1,7 @@
 import pytest
 
-from sse_chat.chat_request import ChatRequest, Message, parse_chat_body, parse_chat_query
+from sse_chat.chat_request import parse_chat_body, parse_chat_query
+from sse_chat.models import ChatRequest, Message
 from sse_chat.errors import ApiError
 
 

@@ -11,7 +11,7 @@ from cli.ask import MAX_BACKOFF_MS, retry_after_ms
 
 from .gateway import Answer, Forward, ScriptedGateway, unavailable
 from .proxy import CuttingProxy
-from .servers import CLI, base_env, free_port, run_cli
+from sse_chat.testing.servers import CLI, base_env, free_port, run_cli
 from .streams import assert_well_formed, events_of
 
 
@@ -227,7 +227,7 @@ def test_api_key_from_option_or_environment(gunicorn):
 def test_serve_runs_gunicorn_with_the_projects_settings(tmp_path):
     import signal as signals
 
-    from .servers import wait_until
+    from sse_chat.testing.servers import wait_until
 
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")

@@ -11,7 +11,7 @@ from sse_chat.eventlog import MemoryEventLog, StreamFull, StreamLost, StreamNotF
 from sse_chat.protocol import new_stream_id
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 
-from .servers import wait_until
+from sse_chat.testing.servers import wait_until
 from .streams import events_of
 
 

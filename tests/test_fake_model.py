@@ -1,4 +1,4 @@
-from sse_chat.chat_request import ChatRequest, Message
+from sse_chat.models import ChatRequest, Message
 from sse_chat.models.fake import FakeModel
 
 

@@ -46,7 +46,7 @@ paths = st.sampled_from(["/v1/chat", "/v1/chat/completions", "/v1/models", "/hea
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from .servers import start_gunicorn
+    from sse_chat.testing.servers import start_gunicorn
 
     server = start_gunicorn(tmp_path_factory.mktemp("fuzz"), SSE_CHAT_FAKE_DELAY_MS="0",
                             SSE_CHAT_MAX_BODY_BYTES="65536")

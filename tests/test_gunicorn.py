@@ -2,17 +2,16 @@
 
 import asyncio
 import json
+import subprocess
 import socket
-import sys
 
 import pytest
 import requests
 
-from .servers import ROOT, wait_until
+from sse_chat.testing.servers import wait_until
 from .streams import answer_text, assert_well_formed, events_of, stream_of
 
-sys.path.insert(0, str(ROOT / "bench"))
-from loadgen import run_many  # noqa: E402
+from sse_chat.testing.loadgen import run_many
 
 
 def _stream(url, **body):
@@ -130,3 +129,17 @@ def test_openai_backend_through_gunicorn_never_leaks_the_key(gunicorn, upstream)
     assert error["type"] == "upstream_unauthorized" and "HTTP 401" in error["message"]
     assert all(secret not in e.data for e in events)
     assert secret not in server.log()
+
+
+def test_the_readmes_gunicorn_conf_py_holds_the_projects_settings():
+    """``gunicorn -c gunicorn.conf.py`` (the README's command) loads the same settings
+    as ``python:sse_chat.gunicorn_config`` (what the tests start)."""
+    from sse_chat.testing.servers import BIN, ROOT, base_env
+
+    checked = subprocess.run([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--check-config", "--print-config"],
+                             cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    settings = dict(line.split("=", 1) for line in checked.stdout.splitlines() if "=" in line)
+    settings = {name.strip(): value.strip() for name, value in settings.items()}
+    assert settings["worker_class"] == "gevent"
+    assert settings["wsgi_app"] == "sse_chat.app:create_app()"

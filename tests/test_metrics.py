@@ -5,13 +5,10 @@ import asyncio
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .servers import ROOT
 from .streams import events_of, stream_of
 
-import sys
 
-sys.path.insert(0, str(ROOT / "bench"))
-from loadgen import run_many  # noqa: E402
+from sse_chat.testing.loadgen import run_many
 
 
 def _scrape(url):

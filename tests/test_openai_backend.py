@@ -3,11 +3,11 @@ UpstreamError of its own type, with a message that never holds the key."""
 
 import pytest
 
-from sse_chat.chat_request import ChatRequest, Message
+from sse_chat.models import ChatRequest, Message
 from sse_chat.models.base import UpstreamError
 from sse_chat.models.openai_compat import OpenAIChatModel, make_openai_client
 
-from .servers import free_port, wait_until
+from sse_chat.testing.servers import free_port, wait_until
 from .upstream import OK_TOKENS, FakeUpstream
 
 SECRET = "sk-test-SECRET-0123456789"

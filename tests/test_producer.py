@@ -2,7 +2,7 @@
 
 import json
 
-from sse_chat.chat_request import ChatRequest, Message
+from sse_chat.models import ChatRequest, Message
 from sse_chat.eventlog import MemoryEventLog
 from sse_chat.models import Delta, UpstreamError
 from sse_chat.producer import Producer, ProducerLimits

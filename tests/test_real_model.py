@@ -11,7 +11,7 @@ import sys
 import pytest
 import requests
 
-from .servers import base_env, free_port, run_cli, wait_until
+from sse_chat.testing.servers import base_env, free_port, run_cli, wait_until
 from .streams import assert_well_formed, events_of
 
 pytestmark = pytest.mark.real_model

@@ -12,8 +12,8 @@ import time
 import pytest
 import requests
 
-from .redis_server import RedisServer
-from .servers import CLI, base_env, run_cli, wait_until
+from sse_chat.testing.redis_server import RedisServer
+from sse_chat.testing.servers import CLI, base_env, run_cli, wait_until
 
 pytestmark = pytest.mark.redis
 

@@ -3,10 +3,10 @@
 import signal
 import subprocess
 
-from sse_chat.chat_request import ChatRequest, Message
+from sse_chat.models import ChatRequest, Message
 from sse_chat.models.fake import fake_tokens
 
-from .servers import CLI, base_env, wait_until
+from sse_chat.testing.servers import CLI, base_env, wait_until
 
 PROMPTS = [f"reload question {i}" for i in range(20)]
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from .proxy import CuttingProxy
-from .servers import BIN, ROOT, base_env, run_cli, wait_until
+from sse_chat.testing.servers import BIN, ROOT, base_env, run_cli, wait_until
 from .streams import assert_well_formed, events_of, seq_of, stream_of
 
 

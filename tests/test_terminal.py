@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from .servers import BIN, require_binary, wait_until
+from sse_chat.testing.servers import BIN, require_binary, wait_until
 
 
 @pytest.fixture

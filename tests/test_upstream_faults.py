@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .servers import run_cli
+from sse_chat.testing.servers import run_cli
 
 SECRET = "sk-fault-SECRET-31337"
 
@@ -24,7 +24,7 @@ BEHAVIOURS = {
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    from .servers import start_gunicorn
+    from sse_chat.testing.servers import start_gunicorn
     from .upstream import FakeUpstream
 
     with FakeUpstream(stall_s=10.0) as upstream:

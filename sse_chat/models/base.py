@@ -1,4 +1,5 @@
-"""The backend interface: a chat model streams :class:`Delta` values."""
+"""The backend interface: a chat model takes a :class:`ChatRequest` and streams
+:class:`Delta` values."""
 
 from __future__ import annotations
 
@@ -6,7 +7,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..chat_request import ChatRequest
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message, as in OpenAI's Chat Completions API."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """What a backend needs to answer: ``messages`` (system first when given),
+    the ``model`` name, and optional ``max_tokens`` (completion tokens) and
+    ``temperature`` (0 to 2)."""
+
+    messages: tuple[Message, ...]
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import openai
 
-from ..chat_request import ChatRequest
+from .base import ChatRequest
 from .base import Delta, UpstreamError, Usage
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Starting real processes for tests: gunicorn, redis-server, the CLI."""
+"""Starting real processes for tests and benchmarks: gunicorn with gevent workers on a
+free loopback port, the CLI as a subprocess."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
+#: The repository's root, when this runs from a checkout (tests that look at its files).
+ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "sse-chat")
 
@@ -83,8 +85,8 @@ def start_gunicorn(tmp_path: Path, **env: str) -> Gunicorn:
     port = free_port()
     log_path = tmp_path / f"gunicorn-{port}.log"
     process = subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
-        cwd=ROOT, env=base_env(SSE_CHAT_BIND=f"127.0.0.1:{port}", **env),
+        [str(BIN / "gunicorn"), "-c", "python:sse_chat.gunicorn_config"],  # what gunicorn.conf.py holds
+        cwd=tmp_path, env=base_env(SSE_CHAT_BIND=f"127.0.0.1:{port}", **env),
         stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
     )
     server = Gunicorn(f"http://127.0.0.1:{port}", process, log_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from .servers import free_port, require_binary, wait_until
+from sse_chat.testing.servers import free_port, require_binary, wait_until
 
 
 class RedisServer:
