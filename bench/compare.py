@@ -37,7 +37,7 @@ less on the machine's other load than rates and walls do, how busy the server
 and the load generator were, and how long the server was runnable but waited for
 a CPU that other processes held (then its rates say little about the project).
 
-Stream starts are spread over ``--ramp-s`` seconds (as bench/streams.py does;
+Stream starts are spread over ``--ramp-s`` seconds (as bench/throughput.py does;
 times ``--scale``, so that streams start at the same rate at any scale); wall
 time runs from the first connect to the last stream's end, ramp included.
 """

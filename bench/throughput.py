@@ -3,9 +3,9 @@
 Prints events per second, time to first event and the gap between events
 (p50/p99, milliseconds) and the server's peak RSS. A measurement, not a test.
 
-    python bench/streams.py --streams 100 --tokens 2000 --delay-ms 0
-    python bench/streams.py --streams 1000 --tokens 200 --delay-ms 50      # 20 tokens/s
-    python bench/streams.py --streams 100 --tokens 2000 --delay-ms 0 --redis   # Redis log
+    python bench/throughput.py --streams 100 --tokens 2000 --delay-ms 0
+    python bench/throughput.py --streams 1000 --tokens 200 --delay-ms 50      # 20 tokens/s
+    python bench/throughput.py --streams 100 --tokens 2000 --delay-ms 0 --redis   # Redis log
 """
 
 from __future__ import annotations
