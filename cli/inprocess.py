@@ -15,7 +15,7 @@ from sse_chat.config import Settings
 class _QuietRequestHandler(WSGIRequestHandler):
     """Writes no access log: the CLI's stderr is for the user."""
 
-    def log(self, type: str, message: str, *args: object) -> None:  # noqa: A002
+    def log(self, type: str, message: str, *args: object) -> None:
         pass
 
 

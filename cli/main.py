@@ -54,11 +54,11 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
         raise click.BadParameter("expected an event id STREAM_ID:SEQ, as sse-chat printed it", param_hint="--resume")
     if not resume_from:
         try:
-            text = build_prompt(prompt, click.get_text_stream("stdin"))
+            text = build_prompt(prompt, sys.stdin)
         except EmptyPrompt as exc:
             raise click.UsageError(str(exc)) from None
         body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature)
-    output = _output(click.get_binary_stream("stdout"), mode, markdown)
+    output = _output(sys.stdout.buffer, mode, markdown)
     follower = StreamFollower(_session(api_key), output, sys.stderr, show_reasoning=show_reasoning)
     try:
         status = _run(follower, url, fake, AskRequest("", body, resume_from, retries))

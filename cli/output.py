@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sse_chat.protocol import DispatchedEvent, EventType
 
@@ -49,7 +49,7 @@ class MarkdownOutput:
         self._console = Console(file=io.TextIOWrapper(out, encoding="utf-8", write_through=True))
         self._refresh = refresh_per_second
         self._text = ""
-        self._live = None
+        self._live: Any = None  # rich.live.Live once the first token arrives
 
     def raw(self, chunk: bytes) -> None:
         """Raw bytes are not shown in Markdown mode."""

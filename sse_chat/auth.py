@@ -6,6 +6,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+from werkzeug.datastructures import Headers
+
 from .errors import ApiError
 
 
@@ -15,7 +17,7 @@ def owner_of(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
-def authenticate(api_keys: frozenset[str], headers: Mapping[str, str]) -> str | None:
+def authenticate(api_keys: frozenset[str], headers: Mapping[str, str] | Headers) -> str | None:
     """Check ``Authorization: Bearer KEY`` against ``api_keys``; returns the caller's
     owner fingerprint, or ``None`` when the service is open (no keys set).
 

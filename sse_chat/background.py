@@ -11,16 +11,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-try:
-    import gevent
-    from gevent import monkey
-except ImportError:  # pragma: no cover - gevent is a dependency; stay importable without it
-    gevent = None  # type: ignore[assignment]
+import gevent
+from gevent import monkey
 
 
 def running_under_gevent() -> bool:
     """True when gevent has patched :mod:`threading` (gunicorn's gevent worker)."""
-    return gevent is not None and monkey.is_module_patched("threading")
+    return bool(monkey.is_module_patched("threading"))
 
 
 def spawn(target: Callable[[], None], name: str) -> None:

@@ -115,7 +115,8 @@ def _query_number(args: Mapping[str, str], name: str, kind: type) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise invalid_request(f"?{name}= must be a {'whole number' if kind is int else 'number'}; got {raw!r}") from None
+        expected = "whole number" if kind is int else "number"
+        raise invalid_request(f"?{name}= must be a {expected}; got {raw!r}") from None
 
 
 def _json_type(value: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -55,7 +56,7 @@ class Settings:
         return bool(self.openai_api_key or self.openai_base_url)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``SSE_CHAT_*``, ``OPENAI_*`` and ``WEB_CONCURRENCY`` from ``environ``
         (default ``os.environ``); unset or empty variables keep their defaults.
 
@@ -74,20 +75,23 @@ class Settings:
             heartbeat_s=read.seconds("SSE_CHAT_HEARTBEAT_S", defaults.heartbeat_s),
             abandon_s=read.seconds("SSE_CHAT_ABANDON_S", defaults.abandon_s),
             stream_ttl_s=read.seconds("SSE_CHAT_STREAM_TTL_S", defaults.stream_ttl_s),
-            fake_delay_ms=read.integer("SSE_CHAT_FAKE_DELAY_MS", defaults.fake_delay_ms, minimum=0, unit="milliseconds"),
+            fake_delay_ms=read.integer("SSE_CHAT_FAKE_DELAY_MS", defaults.fake_delay_ms, minimum=0,
+                                       unit="milliseconds"),
             api_keys=read.key_list("SSE_CHAT_API_KEYS"),
             max_body_bytes=read.integer("SSE_CHAT_MAX_BODY_BYTES", defaults.max_body_bytes, minimum=1, unit="bytes"),
             upstream_timeout_s=read.seconds("SSE_CHAT_UPSTREAM_TIMEOUT_S", defaults.upstream_timeout_s),
-            upstream_max_retries=read.integer("SSE_CHAT_UPSTREAM_MAX_RETRIES", defaults.upstream_max_retries, minimum=0, unit="retries"),
+            upstream_max_retries=read.integer("SSE_CHAT_UPSTREAM_MAX_RETRIES", defaults.upstream_max_retries,
+                                              minimum=0, unit="retries"),
             cors_origins=tuple(sorted(read.key_list("SSE_CHAT_CORS_ORIGINS"))),
             max_streams=read.integer("SSE_CHAT_MAX_STREAMS", defaults.max_streams, minimum=1, unit="streams"),
-            max_streams_per_key=read.integer("SSE_CHAT_MAX_STREAMS_PER_KEY", defaults.max_streams_per_key, minimum=1, unit="streams"),
+            max_streams_per_key=read.integer("SSE_CHAT_MAX_STREAMS_PER_KEY", defaults.max_streams_per_key,
+                                             minimum=1, unit="streams"),
             send_timeout_s=read.seconds("SSE_CHAT_SEND_TIMEOUT_S", defaults.send_timeout_s),
             bind=read.text("SSE_CHAT_BIND", defaults.bind),
             workers=read.integer("WEB_CONCURRENCY", defaults.workers, minimum=1, unit="worker processes"),
         )
 
-    def with_overrides(self, **changes: object) -> "Settings":
+    def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (field names as keywords)."""
         return replace(self, **changes)
 

@@ -12,7 +12,7 @@ class ApiError(Exception):
     ``copy`` work as for any other.
     """
 
-    def __init__(self, status: int, type: str, message: str,  # noqa: A002 - the JSON field's name
+    def __init__(self, status: int, type: str, message: str,
                  headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(status, type, message, headers)
         self.status = status

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chat_request import parse_chat_body
-from .models import ChatRequest
 from .errors import invalid_request
+from .models import ChatRequest
 from .protocol import Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
 
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -45,7 +45,8 @@ def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest
     max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if max_tokens is not None:
         fields["max_tokens"] = max_tokens
-    fields["messages"] = [_plain_message(m) for m in payload["messages"]] if isinstance(payload["messages"], list) else payload["messages"]
+    messages = payload["messages"]
+    fields["messages"] = [_plain_message(m) for m in messages] if isinstance(messages, list) else messages
     stream = payload.get("stream", False)
     options = payload.get("stream_options") or {}
     if not isinstance(stream, bool):

@@ -16,12 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .background import spawn
-from .models import ChatRequest
-from .protocol import error_data as error_body
 from .eventlog import EventLog, StreamFull, StreamLost
 from .metrics import Metrics
-from .models import ChatModel, Delta, UpstreamError
+from .models import ChatModel, ChatRequest, Delta, UpstreamError
 from .protocol import Event, EventId, EventType, content_frame
+from .protocol import error_data as error_body
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,8 @@ class Producer:
                 return
             except Exception:  # a bug of ours: still end the stream, and say so in the log
                 log.exception("producer of stream %s failed", self._stream_id)
-                event_type, data = EventType.ERROR, error_body("internal_error", "the server failed while generating; try again")
+                event_type = EventType.ERROR
+                data = error_body("internal_error", "the server failed while generating; try again")
             try:
                 self._append(event_type, data, terminal=True)
             except Exception:
@@ -174,7 +174,8 @@ class Producer:
                 return stop.terminal
             return EventType.ERROR, error_body(exc.type, exc.message)
         except StreamFull as exc:
-            return EventType.ERROR, error_body("stream_too_long", f"the answer exceeded the server's bound on events per stream ({exc})")
+            return EventType.ERROR, error_body("stream_too_long",
+                                           f"the answer exceeded the server's bound on events per stream ({exc})")
         finally:
             close = getattr(deltas, "close", None)
             if close is not None:

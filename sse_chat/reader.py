@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Generator
 from typing import Generic, TypeVar
 
-from .metrics import Metrics
 from .eventlog import Cursor, EventLog, StreamNotFound
+from .metrics import Metrics
 from .protocol import EventId, encode_comment, encode_retry, stream_lost_frame
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ METRICS_FLUSH_S = 1.0
 
 
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
-           metrics: Metrics | None = None, draining: threading.Event | None = None) -> "Body[list[bytes]]":
+           metrics: Metrics | None = None, draining: threading.Event | None = None) -> Body[list[bytes]]:
     """Attach a reader now, and return an iterator over the frames of ``stream_id``
     after event ``after_seq``, as lists of the frames that gathered since the last
     look (one write each). The first list holds
@@ -107,7 +107,7 @@ class Body(Generic[T]):
         self._items = items
         self._on_close = on_close
 
-    def __iter__(self) -> "Body[T]":
+    def __iter__(self) -> Body[T]:
         return self
 
     def __next__(self) -> T:

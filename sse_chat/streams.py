@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Response, g, request
 
-from .models import ChatRequest
 from .errors import stream_not_found
 from .eventlog import StreamInfo
-from .protocol import EventId, new_stream_id
+from .models import ChatRequest
 from .producer import Producer, ProducerLimits
+from .protocol import EventId, new_stream_id
 from .services import Services
 
 
@@ -68,7 +68,8 @@ def resume_position(services: Services, last_event_id: str, owner: str | None,
         raise stream_not_found(f"Last-Event-ID {last_event_id!r} is not an event of stream {stream_id!r}")
     info = known_stream(services, parsed.stream_id, owner)
     if parsed.seq > info.last_seq:
-        raise stream_not_found(f"stream {parsed.stream_id!r} has no event {parsed.seq} yet (its last is {info.last_seq})")
+        raise stream_not_found(f"stream {parsed.stream_id!r} has no event {parsed.seq} yet "
+                               f"(its last is {info.last_seq})")
     if info.finished and parsed.seq == info.last_seq:
         return None
     services.metrics.resumes.inc()

@@ -1,10 +1,19 @@
 """Event logs: in-memory (default) and Redis Streams (``SSE_CHAT_REDIS_URL``)."""
 
-from .base import (Batch, Control, Cursor, EventLog, EventLogUnavailable, StreamFull, StreamInfo, StreamLost,
-                   StreamNotFound)
+from .base import (
+                   Batch,
+                   Control,
+                   Cursor,
+                   EventLog,
+                   EventLogUnavailable,
+                   StreamFull,
+                   StreamInfo,
+                   StreamLost,
+                   StreamNotFound,
+)
 from .memory import MemoryEventLog
 
 __all__ = [
-    "Batch", "Control", "Cursor", "EventLog", "EventLogUnavailable", "MemoryEventLog", "StreamFull", "StreamInfo", "StreamLost",
-    "StreamNotFound",
+    "Batch", "Control", "Cursor", "EventLog", "EventLogUnavailable", "MemoryEventLog", "StreamFull", "StreamInfo",
+    "StreamLost", "StreamNotFound",
 ]

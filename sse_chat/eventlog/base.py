@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+
 class StreamNotFound(KeyError):
     """The stream is unknown to the log, or has expired."""
 

@@ -71,7 +71,7 @@ class MemoryEventLog:
     def flush(self, stream_id: str) -> None:
         """Appends are stored at once: nothing to wait for."""
 
-    def open(self, stream_id: str, after_seq: int) -> "_MemoryCursor":
+    def open(self, stream_id: str, after_seq: int) -> _MemoryCursor:
         with self._lock:
             stream = self._get(stream_id)
             stream.readers += 1

@@ -35,8 +35,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import contextmanager, suppress
+from typing import Any, ClassVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -97,7 +97,8 @@ return 1
 # unattended_since), so that a busy producer learns them without asking.
 _APPEND = """
 local events, meta, lease = KEYS[1], KEYS[2], KEYS[3]
-local first, terminal, ttl_ms, maxlen, only_if_lost, lease_ms = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local first, terminal, ttl_ms, maxlen = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
+local only_if_lost, lease_ms = ARGV[5], tonumber(ARGV[6])
 local state = redis.call('HMGET', meta, 'last_seq', 'finished', 'cancel', 'readers', 'unattended_since')
 if not state[1] then return -3 end
 local control = {state[3], state[4], state[5]}
@@ -200,7 +201,7 @@ class RedisEventLog:
         self._fanin = _FanIn(self, fanin_client or _single_connection_client(client))
 
     @classmethod
-    def from_url(cls, url: str, ttl_s: float, max_events: int, wakeups: Wakeups | None = None) -> "RedisEventLog":
+    def from_url(cls, url: str, ttl_s: float, max_events: int, wakeups: Wakeups | None = None) -> RedisEventLog:
         """Connect lazily to ``url`` (``redis://host:port/db``): a blocking pool of
         :data:`MAX_CONNECTIONS` for short commands, one connection for the fan-in."""
         pool = redis.BlockingConnectionPool.from_url(
@@ -293,7 +294,7 @@ class RedisEventLog:
 
     # --- readers -------------------------------------------------------------------
 
-    def open(self, stream_id: str, after_seq: int) -> "_RedisCursor":
+    def open(self, stream_id: str, after_seq: int) -> _RedisCursor:
         with self._mirrors_lock:
             mirror = self._mirrors.get(stream_id)
             if mirror is not None and mirror.local:  # produced here: no round trip
@@ -339,7 +340,7 @@ class RedisEventLog:
 
     # --- inside the worker -----------------------------------------------------------
 
-    def _mirror_for(self, stream_id: str, after_seq: int) -> tuple["_Mirror", list[bytes]]:
+    def _mirror_for(self, stream_id: str, after_seq: int) -> tuple[_Mirror, list[bytes]]:
         """This worker's mirror of the stream (made and followed through the fan-in
         if there is none yet), and the events after ``after_seq`` that the mirror
         does not hold (read from Redis).
@@ -368,7 +369,7 @@ class RedisEventLog:
         # Another reader made it meanwhile: what it lacks comes from our read.
         return mirror, frames[:max(0, mirror.base - (after_seq + 1))]
 
-    def _release(self, mirror: "_Mirror") -> None:
+    def _release(self, mirror: _Mirror) -> None:
         """A cursor of ``mirror`` closed: forget mirrors nobody needs any more."""
         with self._mirrors_lock:
             mirror.cursors -= 1
@@ -376,7 +377,7 @@ class RedisEventLog:
                     self._mirrors.get(mirror.stream_id) is mirror:
                 del self._mirrors[mirror.stream_id]
 
-    def _producer_done(self, mirror: "_Mirror") -> None:
+    def _producer_done(self, mirror: _Mirror) -> None:
         with self._mirrors_lock:
             if mirror.cursors <= 0 and self._mirrors.get(mirror.stream_id) is mirror:
                 del self._mirrors[mirror.stream_id]
@@ -428,7 +429,7 @@ class RedisEventLog:
         if not isinstance(result, list) and result not in (-1, -2, -4):
             log.warning("stream %s: could not declare it lost (status %s)", stream_id, result)
 
-    def _append_args(self, mirror: "_Mirror", first_seq: int, frames: list[bytes], terminal: bool,
+    def _append_args(self, mirror: _Mirror, first_seq: int, frames: list[bytes], terminal: bool,
                      now: float) -> tuple[list[str], list[Any]]:
         keys = mirror.keys
         renew = now - mirror.renewed_at >= RENEW_EVERY_S
@@ -455,7 +456,8 @@ class _Scripts:
     """The Lua scripts, called by SHA; loaded again when Redis forgot them (a
     restart empties its script cache)."""
 
-    _SOURCES = {"create": _CREATE, "append": _APPEND, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH}
+    _SOURCES: ClassVar[dict[str, str]] = {
+        "create": _CREATE, "append": _APPEND, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH}
 
     def __init__(self) -> None:
         self.sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._SOURCES.items()}
@@ -700,7 +702,7 @@ class _Writer:
 
     def _settle(self, batch: list[tuple[_Mirror, int, list[bytes], bool]], results: list[Any]) -> None:
         wakeups = self._log._wakeups
-        for (mirror, first_seq, frames, terminal), result in zip(batch, results):
+        for (mirror, first_seq, frames, terminal), result in zip(batch, results, strict=True):
             error = _append_error(mirror.stream_id, first_seq, result)
             with self._changed:
                 mirror.in_flight -= len(frames)
@@ -760,10 +762,8 @@ class _FanIn:
         """Have the blocked ``XREAD`` return now, so the next one includes the new stream."""
         if self._client_id is None:
             return
-        try:
+        with suppress(*_UNREACHABLE):
             self._log._redis.client_unblock(self._client_id)
-        except _UNREACHABLE:
-            pass
 
     def _run(self) -> None:
         failures = 0

@@ -36,7 +36,7 @@ class Bell:
 
     __slots__ = ("_event", "_wakeups", "due")
 
-    def __init__(self, event: Any, wakeups: "Wakeups") -> None:
+    def __init__(self, event: Any, wakeups: Wakeups) -> None:
         self._event = event
         self._wakeups = wakeups
         #: Monotonic seconds at which a waiting reader wants to wake anyway

@@ -8,8 +8,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 
-from .base import ChatRequest
-from .base import Delta, Usage
+from .base import ChatRequest, Delta, Usage
 
 #: Tokens of mixed length, with non-ASCII text and line breaks, so encoding bugs show.
 VOCABULARY = (

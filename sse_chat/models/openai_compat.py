@@ -15,8 +15,7 @@ from typing import Any
 
 import openai
 
-from .base import ChatRequest
-from .base import Delta, UpstreamError, Usage
+from .base import ChatRequest, Delta, UpstreamError, Usage
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +43,21 @@ class OpenAIChatModel:
         except UpstreamError:
             raise
         except openai.APITimeoutError:
-            raise UpstreamError("upstream_timeout", "the upstream sent nothing for longer than SSE_CHAT_UPSTREAM_TIMEOUT_S allows, so the stream was stopped") from None
+            raise UpstreamError("upstream_timeout", "the upstream sent nothing for longer than "
+                                "SSE_CHAT_UPSTREAM_TIMEOUT_S allows, so the stream was stopped") from None
         except openai.APIStatusError as exc:
             raise _status_error(exc, self._secret) from None
         except openai.APIConnectionError:
-            raise UpstreamError("upstream_stream_cut", "the upstream closed the connection in the middle of its answer") from None
+            raise UpstreamError("upstream_stream_cut",
+                                "the upstream closed the connection in the middle of its answer") from None
         except openai.APIError as exc:
-            raise UpstreamError("upstream_error_event", "the upstream sent an error in its stream: " + _scrub(exc.message, self._secret)) from None
+            detail = _scrub(exc.message, self._secret)
+            raise UpstreamError("upstream_error_event", f"the upstream sent an error in its stream: {detail}") from None
         except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
             log.warning("malformed upstream chunk: %s", _scrub(str(exc), self._secret))
-            raise UpstreamError("upstream_malformed_chunk", "the upstream sent a chunk that is not a valid chat.completion.chunk (" + _scrub(str(exc), self._secret)[:_MAX_DETAIL_CHARS] + ")") from None
+            detail = _scrub(str(exc), self._secret)[:_MAX_DETAIL_CHARS]
+            message = f"the upstream sent a chunk that is not a valid chat.completion.chunk ({detail})"
+            raise UpstreamError("upstream_malformed_chunk", message) from None
         finally:
             stream.close()
 
@@ -66,7 +70,7 @@ class OpenAIChatModel:
         try:
             return self._client.chat.completions.create(
                 model=request.model,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                messages=_sdk_messages(request),
                 stream=True,
                 stream_options={"include_usage": True},
                 **options,
@@ -74,7 +78,9 @@ class OpenAIChatModel:
         except openai.APITimeoutError:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from None
         except openai.APIConnectionError as exc:
-            raise UpstreamError("upstream_unreachable", f"could not connect to the upstream at {self._client.base_url}: {_scrub(str(exc.__cause__ or exc), self._secret)}") from None
+            detail = _scrub(str(exc.__cause__ or exc), self._secret)
+            raise UpstreamError("upstream_unreachable",
+                                f"could not connect to the upstream at {self._client.base_url}: {detail}") from None
         except openai.APIStatusError as exc:
             raise _status_error(exc, self._secret) from None
 
@@ -136,3 +142,9 @@ def _scrub(text: str, secret: str | None) -> str:
     if secret:
         text = text.replace(secret, "[redacted]")
     return text
+
+
+def _sdk_messages(request: ChatRequest) -> Any:
+    """``messages`` for the SDK: ``[{"role", "content"}, …]`` (typed ``Any``: the SDK's
+    per-role TypedDicts cannot be told apart from a role held in a variable)."""
+    return [{"role": m.role, "content": m.content} for m in request.messages]

@@ -14,8 +14,8 @@ https://html.spec.whatwg.org/multipage/server-sent-events.html
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring as _encode_json_string  # type: ignore[attr-defined]
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _encode_json_string
 from typing import Any
 
 #: The ``Content-Type`` of every event stream this service sends (9.2.5: always UTF-8).
@@ -87,7 +87,7 @@ def encode_comment(text: str = "") -> bytes:
     """
     if _has_line_break(text):
         raise ValueError("an SSE comment cannot contain CR or LF")
-    return f": {text}\n\n".encode("utf-8") if text else b":\n\n"
+    return f": {text}\n\n".encode() if text else b":\n\n"
 
 
 def encode_retry(milliseconds: int) -> bytes:

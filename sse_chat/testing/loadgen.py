@@ -163,7 +163,8 @@ async def _exchange(url: str, method: str, path: str, headers: dict[str, str], p
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     try:
-        transport, _ = await loop.create_connection(lambda: _Exchange(result, done), parts.hostname, parts.port)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        transport, _ = await loop.create_connection(lambda: _Exchange(result, done), host, port)
     except OSError as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         return result

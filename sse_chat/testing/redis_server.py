@@ -31,10 +31,10 @@ class RedisServer:
     def start(self) -> None:
         """Start it (again, on the same port and directory); wait until it answers
         ``PING`` (after loading its data), at most 10 s."""
-        self.process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.process.poll() is not None or self._pings(), 10, "redis-server")
-        if self.process.poll() is not None:
-            raise AssertionError(f"redis-server exited with status {self.process.returncode}: {self._command}")
+        process = self.process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: process.poll() is not None or self._pings(), 10, "redis-server")
+        if process.poll() is not None:
+            raise AssertionError(f"redis-server exited with status {process.returncode}: {self._command}")
 
     def _pings(self) -> bool:
         try:
