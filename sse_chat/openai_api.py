@@ -72,7 +72,7 @@ def _chunk_stream(svc: Services, stream_id: str, after_seq: int, chunks: Complet
     settings = svc.settings
     return event_stream_response(read_stream(
         svc.event_log, stream_id, after_seq, retry_ms=settings.retry_ms, heartbeat_s=settings.heartbeat_s,
-        metrics=svc.metrics, draining=svc.draining, transform=to_chunks))
+        metrics=svc.metrics, draining=svc.draining, transform=to_chunks, retry_alone=False))
 
 
 def _whole_completion(event_log: EventLog, settings: Settings, stream_id: str, model: str):

@@ -24,6 +24,8 @@ from .protocol import EventId, encode_comment, encode_retry, stream_lost_frame
 log = logging.getLogger(__name__)
 
 HEARTBEAT = encode_comment("ping")
+#: The first write when no event is there yet and ``retry:`` must wait for one.
+OPENING_COMMENT = encode_comment()
 T = TypeVar("T")
 EXPIRED = "the stream expired while it was being read; ask again"
 #: Seconds between a reader's updates of the events-sent metric.
@@ -145,7 +147,7 @@ class _SentCounter:
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
                 heartbeat_s: float, metrics: Metrics | None = None,
                 draining: threading.Event | None = None,
-                transform: Callable[[list[bytes]], bytes] = b"".join) -> Body[bytes]:
+                transform: Callable[[list[bytes]], bytes] = b"".join, retry_alone: bool = True) -> Body[bytes]:
     """Attach a reader now, and return the event stream of ``stream_id`` from event
     ``after_seq + 1`` on, as an iterator of bytes to write (one write each).
 
@@ -157,18 +159,37 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     reconnect. ``transform`` turns the frames of one write into its bytes (the
     OpenAI surface rewrites them as ``chat.completion.chunk`` frames).
 
+    ``retry_alone=False`` never sends ``retry:`` in a block without data: the
+    first write is then a comment when no event is there yet, ``retry:`` opens the
+    first event, and a draining process sends no last ``retry:``. The spec says
+    such a block dispatches nothing, but the openai SDK's decoder yields it as an
+    empty event and fails to parse it as JSON.
+
     Raises:
         EventLogUnavailable: as :func:`follow`, at once.
     """
     batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining)
-    return Body(_event_stream(batches, retry_ms, draining, transform), batches.close)
+    return Body(_event_stream(batches, retry_ms, draining, transform, retry_alone), batches.close)
 
 
 def _event_stream(batches: Body[list[bytes]], retry_ms: int, draining: threading.Event | None,
-                  transform: Callable[[list[bytes]], bytes]) -> Generator[bytes, None, None]:
+                  transform: Callable[[list[bytes]], bytes], retry_alone: bool) -> Generator[bytes, None, None]:
+    retry = encode_retry(retry_ms)
     first = next(batches)
-    yield encode_retry(retry_ms) + (transform(first) if first else b"\n")
+    if first:
+        yield retry + transform(first)
+    elif retry_alone:
+        yield retry + b"\n"  # a block with no data: sets the reconnection time, dispatches nothing (9.2.6)
+    else:
+        yield OPENING_COMMENT  # the headers go out now; retry: waits for the first event
+    pending_retry = not first and not retry_alone
     for frames in batches:
-        yield transform(frames) if frames else HEARTBEAT
-    if draining is not None and draining.is_set():
-        yield encode_retry(retry_ms) + b"\n"
+        if not frames:
+            yield HEARTBEAT
+        elif pending_retry:
+            yield retry + transform(frames)
+            pending_retry = False
+        else:
+            yield transform(frames)
+    if retry_alone and draining is not None and draining.is_set():
+        yield retry + b"\n"

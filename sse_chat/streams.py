@@ -85,7 +85,11 @@ def resume_response(services: Services, last_event_id: str, owner: str | None, r
         ApiError: as :func:`resume_position`.
     """
     position = resume_position(services, last_event_id, owner, stream_id)
-    return Response(status=204) if position is None else respond(*position)
+    if position is None:
+        response = Response(status=204)
+        del response.headers["Content-Type"]  # no content, so no type (RFC 9110, 15.3.5)
+        return response
+    return respond(*position)
 
 
 def known_stream(services: Services, stream_id: str, owner: str | None) -> StreamInfo:

@@ -118,6 +118,7 @@ def test_resume_after_the_terminal_event_is_204(make_app):
     events = _finished_stream(client)
     response = client.get("/v1/chat?prompt=x", headers={"Last-Event-ID": events[-1].last_event_id})
     assert response.status_code == 204 and response.get_data() == b""
+    assert "Content-Type" not in response.headers  # no content, no type
 
 
 @pytest.mark.parametrize("last_event_id", ["nope", "abc:1", "abc:", ":1", "a:b:c", "x:-1"])

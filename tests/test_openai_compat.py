@@ -87,3 +87,17 @@ def test_chunks_carry_ids_and_last_event_id_resumes(server):
     contents = lambda events: [json.loads(e.data)["choices"][0]["delta"].get("content")  # noqa: E731
                                for e in events if e.data.startswith("{") and json.loads(e.data)["choices"]]
     assert contents(resumed) == contents(whole[11:])
+
+
+def test_the_sdk_resumes_a_running_stream_at_its_live_end(gunicorn):
+    """Resuming where nothing new is there yet: no ``retry:``-only block, which the
+    SDK would read as an event with empty data and fail on (JSONDecodeError)."""
+    slow = gunicorn(SSE_CHAT_FAKE_DELAY_MS="300")
+    body = {"model": "fake", "messages": MESSAGES, "max_tokens": 4, "stream": True}
+    with requests.post(slow.url + "/v1/chat/completions", json=body, stream=True, timeout=30) as response:
+        first = events_of([next(response.iter_content(chunk_size=None))])
+    sdk = openai.OpenAI(base_url=slow.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    resumed = sdk.chat.completions.create(model="fake", messages=MESSAGES, max_tokens=4, stream=True,
+                                          extra_headers={"Last-Event-ID": first[-1].last_event_id})
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in resumed if chunk.choices)
+    assert text == _chat_text(slow, max_tokens=4)
