@@ -1,25 +1,25 @@
 // The chat page: multi-turn conversation over POST /v1/chat, read with fetch and
 // an incremental event-stream parser; Stop cancels on the server; a dropped
-// connection resumes from the last event id with nothing lost or repeated.
-"use strict";
+// connection resumes from the last event id with nothing lost or repeated, waiting
+// as the CLI does (reconnect.js). An ES module: it adds nothing to `window`.
+
+import { EventStreamParser } from "./eventstream.js";
+import { MarkdownView } from "./markdown.js";
+import { FIRST_CONNECTION, MAX_RECONNECTIONS, isRetriedAnswer, nextReconnection, retryAfterMs } from "./reconnect.js";
 
 const params = new URLSearchParams(location.search);
 const options = {
   model: params.get("model") || undefined,
   max_tokens: params.get("max_tokens") ? parseInt(params.get("max_tokens"), 10) : undefined,
 };
-const MAX_RESUMES = 20;
-// Answers retried like a dropped connection (a proxy's 502/504, or 503 such as
-// event_log_unavailable while Redis is down), except errors no retry changes.
-const RETRIED_STATUSES = new Set([502, 503, 504]);
-const PERMANENT_ERRORS = new Set(["backend_unavailable"]);
-const MAX_RETRY_AFTER_MS = 30000;
-let apiKey = sessionStorage.getItem("sse-chat-key") || "";
-const history = [];
-let current = null;  // {streamId, lastEventId, stopped}
+const KEY_STORAGE = "sse-chat-key";
+let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
+const messages = [];   // the conversation so far, as sent to the service
+let current = null;    // the answer streaming now: {streamId, lastEventId}
 
 const $ = (id) => document.getElementById(id);
 const conversation = $("conversation"), promptBox = $("prompt"), sendButton = $("send"), stopButton = $("stop");
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function setStatus(text) { $("status").textContent = text; }
 
@@ -32,54 +32,66 @@ function addItem(role, text) {
   return li;
 }
 
-function errorMessage(body, fallback) {
-  try { const e = JSON.parse(body).error; return `${e.message} (${e.type})`; } catch { return fallback; }
+function note(li, text) {
+  const n = document.createElement("div");
+  n.className = "note";
+  n.textContent = text;
+  li.appendChild(n);
 }
+
+function showError(li, text) { li.classList.add("error"); note(li, "Error: " + text); setStatus(""); }
 
 function errorType(body) {
   try { return JSON.parse(body).error.type; } catch { return null; }
 }
 
-// Retry-After in seconds, as milliseconds (0 when absent or a date), capped.
-function retryAfterMs(response) {
-  const seconds = Number(response.headers.get("Retry-After"));
-  return seconds >= 0 ? Math.min(seconds * 1000, MAX_RETRY_AFTER_MS) : 0;
+function errorMessage(body, fallback) {
+  try { const e = JSON.parse(body).error; return `${e.message} (${e.type})`; } catch { return fallback; }
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** An answer being shown: its text, rendered at most once per animation frame. */
+class AnswerView {
+  constructor(li) {
+    const answer = document.createElement("div");
+    answer.className = "answer";
+    li.appendChild(answer);
+    this.li = li;
+    this.markdown = new MarkdownView(answer);
+    this.content = "";
+    this.frame = 0;
+  }
+
+  append(text) {
+    this.content += text;
+    this.markdown.append(text);
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
+  }
+
+  render(final = false) {
+    if (this.frame) cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    this.markdown.render(final);
+    this.li.scrollIntoView({ block: "end" });
+  }
+}
 
 async function ask(text) {
-  history.push({ role: "user", content: text });
+  messages.push({ role: "user", content: text });
   addItem("user", text);
   const li = addItem("assistant");
-  const answer = document.createElement("div");
-  answer.className = "answer";
-  li.appendChild(answer);
+  const view = new AnswerView(li);
   li.classList.add("streaming");
   sendButton.disabled = true; stopButton.disabled = false;
-  current = { streamId: null, lastEventId: "", stopped: false };
-  let content = "", frame = 0;
-  const render = () => { frame = 0; answer.replaceChildren(renderMarkdown(content)); li.scrollIntoView({ block: "end" }); };
-  const onEvent = (event) => {
-    const data = JSON.parse(event.data);
-    if (event.type === "start") current.streamId = data.stream_id;
-    else if (event.type === "token") { content += data.content; if (!frame) frame = requestAnimationFrame(render); }
-    else if (event.type === "done") return { done: data };
-    else if (event.type === "error") return { error: data.error };
-    return null;
-  };
+  current = { streamId: null, lastEventId: "" };
   try {
-    const outcome = await follow(onEvent);
-    if (frame) cancelAnimationFrame(frame);
-    render();
-    history.push({ role: "assistant", content });
-    if (outcome.error) showError(li, `${outcome.error.message} (${outcome.error.type})`);
-    else if (outcome.done.finish_reason === "cancelled") note(li, "stopped");
-    else if (outcome.done.finish_reason === "length") note(li, "cut at max_tokens");
+    const outcome = await follow((event) => onEvent(event, view));
+    view.render(true);
+    messages.push({ role: "assistant", content: view.content });
+    showOutcome(li, outcome);
     setStatus("");
   } catch (err) {
-    if (content) history.push({ role: "assistant", content });
-    render();
+    if (view.content) messages.push({ role: "assistant", content: view.content });
+    view.render(true);
     showError(li, err.message);
   } finally {
     li.classList.remove("streaming");
@@ -89,51 +101,95 @@ async function ask(text) {
   }
 }
 
-function note(li, text) { const n = document.createElement("div"); n.className = "note"; n.textContent = text; li.appendChild(n); }
-function showError(li, text) { li.classList.add("error"); note(li, "Error: " + text); setStatus(""); }
+/** One event of the stream: the outcome once it is the last one, else null. */
+function onEvent(event, view) {
+  const data = JSON.parse(event.data);
+  if (event.type === "start") current.streamId = data.stream_id;
+  else if (event.type === "token") view.append(data.content);
+  else if (event.type === "done") return { done: data };
+  else if (event.type === "error") return { error: data.error };
+  return null;
+}
 
-// Read the stream to its terminal event, reconnecting with Last-Event-ID.
-async function follow(onEvent) {
-  let retryMs = 1000;
-  for (let attempt = 0; ; attempt++) {
-    let response;
-    try {
-      response = await open();
-    } catch (err) {
-      if (attempt >= MAX_RESUMES) throw new Error("the connection failed: " + err.message);
-      setStatus(`connection lost; reconnecting (${attempt + 1})…`);
-      await sleep(retryMs);
-      continue;
-    }
-    if (response.status === 204) return { done: { finish_reason: "stop" } };
-    if (response.status === 401 && askForKey()) { attempt--; continue; }
-    if (!response.ok) {
-      const body = await response.text();
-      const retried = RETRIED_STATUSES.has(response.status) && !PERMANENT_ERRORS.has(errorType(body));
-      if (!retried || attempt >= MAX_RESUMES) throw new Error(errorMessage(body, `HTTP ${response.status}`));
-      setStatus(`the service is unavailable (HTTP ${response.status}); retrying (${attempt + 1})…`);
-      await sleep(Math.max(retryMs, retryAfterMs(response)));
-      continue;
-    }
-    const parser = new EventStreamParser(() => {}, current.lastEventId);
-    let outcome = null;
-    parser.onEvent = (event) => { current.lastEventId = event.lastEventId; outcome = outcome || onEvent(event); };
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    try {
-      while (!outcome) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        parser.feed(decoder.decode(value, { stream: true }));
-        if (outcome) break;
-      }
-    } catch (err) { /* cut: resume below */ }
-    if (outcome) { reader.cancel().catch(() => {}); return outcome; }
-    if (parser.retry !== null) retryMs = parser.retry;
-    if (attempt >= MAX_RESUMES) throw new Error("the connection kept dropping; try again");
-    setStatus(`connection lost; resuming after ${current.lastEventId || "the start"}…`);
-    await sleep(retryMs);
+/** How the answer ended: an error, the `done` event's finish_reason, or, after a
+ *  204 on resume, that it ended without the reason being received. */
+function showOutcome(li, outcome) {
+  if (outcome.error) return showError(li, `${outcome.error.message} (${outcome.error.type})`);
+  if (!outcome.done) return note(li, "ended (the finish reason was not received)");
+  li.dataset.finishReason = outcome.done.finish_reason;
+  if (outcome.done.finish_reason === "cancelled") note(li, "stopped");
+  else if (outcome.done.finish_reason === "length") note(li, "cut at max_tokens");
+}
+
+/**
+ * Read the stream to its last event, reconnecting with Last-Event-ID after a
+ * dropped connection or a 502/503/504 answer, as reconnect.js says.
+ */
+async function follow(handle) {
+  let policy = FIRST_CONNECTION;
+  for (;;) {
+    const attempt = await connect(handle);
+    if (attempt.outcome) return attempt.outcome;
+    policy = nextReconnection(policy, attempt, Math.random());
+    if (policy.giveUp) throw new Error(`gave up after ${MAX_RECONNECTIONS} reconnection attempts: ${attempt.reason}`);
+    const next = current.lastEventId ? `resuming after ${current.lastEventId}` : "retrying";
+    setStatus(`${attempt.reason}; ${next} in ${(policy.waitMs / 1000).toFixed(1)} s `
+              + `(attempt ${policy.failures} of ${MAX_RECONNECTIONS})…`);
+    await sleep(policy.waitMs);
   }
+}
+
+/**
+ * One connection: `{outcome}` at the stream's end, or a drop to retry
+ * `{reason, progressed, retryMs, leastWaitMs}`. Throws on an answer no retry changes.
+ */
+async function connect(handle) {
+  let response;
+  try {
+    response = await openStream();
+  } catch (err) {
+    return dropped("the connection failed: " + err.message);
+  }
+  // WHATWG HTML, 9.2 "Server-sent events": "a client can be told to stop
+  // reconnecting using the HTTP 204 No Content response code". The stream has
+  // ended, but its `done` event (with finish_reason) was not received here.
+  if (response.status === 204) return { outcome: { done: null } };
+  if (response.status === 401 && askForKey()) return connect(handle);
+  if (!response.ok) return refused(response);
+  return readEvents(response, handle);
+}
+
+function dropped(reason, { progressed = false, retryMs = null, leastWaitMs = 0 } = {}) {
+  return { reason, progressed, retryMs, leastWaitMs };
+}
+
+async function refused(response) {
+  const body = await response.text().catch(() => "");
+  if (!isRetriedAnswer(response.status, errorType(body))) throw new Error(errorMessage(body, `HTTP ${response.status}`));
+  return dropped(`the service is unavailable (HTTP ${response.status})`,
+                 { leastWaitMs: retryAfterMs(response.headers.get("Retry-After")) });
+}
+
+/** Dispatch the response's events until the last one, or until the connection drops. */
+async function readEvents(response, handle) {
+  const parser = new EventStreamParser(() => {}, current.lastEventId);
+  let outcome = null, progressed = false;
+  parser.onEvent = (event) => {
+    progressed = true;
+    current.lastEventId = event.lastEventId;
+    outcome = outcome || handle(event);
+  };
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  try {
+    while (!outcome) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      parser.feed(decoder.decode(value, { stream: true }));
+    }
+  } catch { /* cut: resumed by the caller */ }
+  if (outcome) { reader.cancel().catch(() => {}); return { outcome }; }
+  return dropped("connection lost", { progressed, retryMs: parser.retry });
 }
 
 // A service with SSE_CHAT_API_KEYS answers 401: ask once per page for a key,
@@ -142,7 +198,7 @@ function askForKey() {
   const key = window.prompt("This service needs an API key (SSE_CHAT_API_KEYS):");
   if (!key) return false;
   apiKey = key.trim();
-  sessionStorage.setItem("sse-chat-key", apiKey);
+  sessionStorage.setItem(KEY_STORAGE, apiKey);
   return true;
 }
 
@@ -151,20 +207,20 @@ function withKey(headers) {
   return headers;
 }
 
-function open() {
+/** POST the conversation, or resume the current stream after its last event. */
+function openStream() {
   const headers = withKey({ "Accept": "text/event-stream" });
   if (current.streamId && current.lastEventId) {
     headers["Last-Event-ID"] = current.lastEventId;
     return fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`, { headers, cache: "no-store" });
   }
   headers["Content-Type"] = "application/json";
-  return fetch("/v1/chat", { method: "POST", headers, body: JSON.stringify({ messages: history, ...options }) });
+  return fetch("/v1/chat", { method: "POST", headers, body: JSON.stringify({ messages, ...options }) });
 }
 
-async function stop() {
+async function stopAnswer() {
   if (!current || !current.streamId) return;
   stopButton.disabled = true;
-  current.stopped = true;
   const response = await fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`,
                                { method: "DELETE", headers: withKey({}) });
   if (!response.ok && response.status !== 404) setStatus("could not stop: HTTP " + response.status);
@@ -180,4 +236,4 @@ $("composer").addEventListener("submit", (e) => {
 promptBox.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("composer").requestSubmit(); }
 });
-stopButton.addEventListener("click", stop);
+stopButton.addEventListener("click", stopAnswer);

@@ -3,9 +3,10 @@
 // https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 // Feed it decoded text (TextDecoder with {stream: true} strips the BOM and keeps
 // split UTF-8 sequences); it calls onEvent({type, data, lastEventId}) per dispatch.
-"use strict";
+// An ES module (strict mode); `retry` is the stream's last valid "reconnection
+// time" field, for the page's reconnection policy (reconnect.js).
 
-class EventStreamParser {
+export class EventStreamParser {
   constructor(onEvent, lastEventId = "") {
     this.onEvent = onEvent;
     this.lastEventId = lastEventId;   // the event source's last event ID string
