@@ -18,8 +18,9 @@ from .limits import StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
 from .openai_api import bp as openai_bp
-from .routes import bp, unavailable_error
+from .routes import bp
 from .services import Services
+from .web import unavailable_error
 
 log = logging.getLogger(__name__)
 

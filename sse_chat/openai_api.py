@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify
 from .config import Settings
 from .errors import ApiError
 from .eventlog import EventLog, EventLogUnavailable
+from .generation import start_generation
 from .openai_format import (
     CompletionChunks,
     completion,
@@ -19,9 +20,16 @@ from .openai_format import (
     parse_completion_body,
 )
 from .reader import follow, read_stream
-from .routes import event_stream_response, json_body, services, unavailable_error
 from .services import Services
-from .streams import caller, requested_last_event_id, resume_response, start_generation
+from .web import (
+    caller,
+    event_stream_response,
+    json_body,
+    requested_last_event_id,
+    resume_response,
+    services,
+    unavailable_error,
+)
 
 bp = Blueprint("openai", __name__)
 

@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .chat_request import parse_chat_body, parse_chat_query
-from .errors import ApiError, event_log_unavailable, invalid_request
-from .eventlog import EventLogUnavailable
+from .errors import event_log_unavailable
+from .generation import known_stream, start_generation
 from .reader import read_stream
-from .services import Services
-from .protocol import EVENT_STREAM_CONTENT_TYPE
-from .streams import (
-    caller,
-    known_stream,
-    requested_last_event_id,
-    resume_response,
-    start_generation,
-)
+from .web import caller, event_stream_response, json_body, requested_last_event_id, resume_response, services
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("streams", __name__)
-
-EVENT_STREAM_HEADERS = {
-    "Cache-Control": "no-cache",
-    # nginx: do not buffer this response (https://nginx.org/r/proxy_buffering)
-    "X-Accel-Buffering": "no",
-}
-
-
-def services() -> Services:
-    """This application's :class:`Services`."""
-    return current_app.extensions["sse_chat"]
-
 
 #: The chat page's and its static files' headers. The Content-Security-Policy
 #: (W3C CSP Level 3) allows scripts, styles and connections of this origin only:
@@ -137,45 +115,3 @@ def _event_stream(stream_id: str, after_seq: int) -> Response:
                        heartbeat_s=settings.heartbeat_s, metrics=services().metrics,
                        draining=services().draining)
     return event_stream_response(body)
-
-
-def event_stream_response(body: Any) -> Response:
-    """A ``text/event-stream`` response over the byte iterator ``body``: no
-    ``Content-Length`` (chunked), no compression, not cached or buffered.
-
-    Under gunicorn, a send that waits longer than ``SSE_CHAT_SEND_TIMEOUT_S`` (a
-    client that stopped reading) fails, which closes the response and detaches
-    the reader; the stream stays resumable.
-    """
-    sock = request.environ.get("gunicorn.socket")
-    if sock is not None:
-        sock.settimeout(services().settings.send_timeout_s)
-    return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
-                    headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
-
-
-def unavailable_error(error: EventLogUnavailable) -> ApiError:
-    """The 503 ``event_log_unavailable`` (with ``Retry-After``) that answers a
-    request which met ``error`` before its response started. The cause is logged
-    only: it may name the store's address."""
-    log.warning("%s %s: event log unavailable (%s); answered 503", request.method, request.path, error)
-    return event_log_unavailable()
-
-
-def json_body() -> Any:
-    """The request's JSON body.
-
-    Raises:
-        ApiError: 415 when it is not ``application/json``; 400 when it is not
-            UTF-8 JSON.
-    """
-    if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type",
-                       f"send the body as JSON with Content-Type: application/json (got {request.mimetype or 'none'!r})")
-    raw = request.get_data(cache=False)
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise invalid_request("the body is not UTF-8 encoded JSON") from None
-    except ValueError as exc:
-        raise invalid_request(f"the body is not valid JSON: {exc}") from None

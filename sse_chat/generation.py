@@ -1,8 +1,7 @@
-"""Starting and resuming streams: what every stream endpoint shares."""
+"""Starting and resuming streams, and who may see them: what both HTTP surfaces
+share, in plain values (no request globals; see :mod:`.web` for those)."""
 
 from __future__ import annotations
-
-from flask import Response, g, request
 
 from .errors import stream_not_found
 from .eventlog import StreamInfo
@@ -36,20 +35,6 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None) -
     return stream_id
 
 
-def caller() -> str | None:
-    """The authenticated caller's owner fingerprint (``None`` on an open service)."""
-    return g.get("owner")
-
-
-def requested_last_event_id() -> str | None:
-    """The request's last event id: the ``Last-Event-ID`` header, else the
-    ``last_event_id`` query parameter (for clients that cannot set headers)."""
-    value = request.headers.get("Last-Event-ID")
-    if value is None:
-        value = request.args.get("last_event_id")
-    return value or None
-
-
 def resume_position(services: Services, last_event_id: str, owner: str | None,
                     stream_id: str | None = None) -> tuple[str, int] | None:
     """Where a resume starts: ``(stream_id, seq)`` to replay the events after
@@ -74,22 +59,6 @@ def resume_position(services: Services, last_event_id: str, owner: str | None,
         return None
     services.metrics.resumes.inc()
     return parsed.stream_id, parsed.seq
-
-
-def resume_response(services: Services, last_event_id: str, owner: str | None, respond,
-                    stream_id: str | None = None):
-    """``respond(stream_id, seq)`` for the events after ``last_event_id``, or an empty
-    204 when it was the stream's terminal event.
-
-    Raises:
-        ApiError: as :func:`resume_position`.
-    """
-    position = resume_position(services, last_event_id, owner, stream_id)
-    if position is None:
-        response = Response(status=204)
-        del response.headers["Content-Type"]  # no content, so no type (RFC 9110, 15.3.5)
-        return response
-    return respond(*position)
 
 
 def known_stream(services: Services, stream_id: str, owner: str | None) -> StreamInfo:

@@ -1,0 +1,105 @@
+"""HTTP helpers both surfaces share (``/v1/chat`` and ``/v1/chat/completions``):
+this app's services, who is asking, the last event ID, JSON bodies, and
+event-stream responses. The only module besides the blueprints that reads
+Flask's request globals."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, current_app, g, request
+
+from .errors import ApiError, event_log_unavailable, invalid_request
+from .eventlog import EventLogUnavailable
+from .generation import resume_position
+from .protocol import EVENT_STREAM_CONTENT_TYPE
+from .services import Services
+
+log = logging.getLogger(__name__)
+
+EVENT_STREAM_HEADERS = {
+    "Cache-Control": "no-cache",
+    # nginx: do not buffer this response (https://nginx.org/r/proxy_buffering)
+    "X-Accel-Buffering": "no",
+}
+
+
+def services() -> Services:
+    """This application's :class:`Services`."""
+    return current_app.extensions["sse_chat"]
+
+
+def caller() -> str | None:
+    """The authenticated caller's owner fingerprint (``None`` on an open service)."""
+    return g.get("owner")
+
+
+def requested_last_event_id() -> str | None:
+    """The request's last event id: the ``Last-Event-ID`` header, else the
+    ``last_event_id`` query parameter (for clients that cannot set headers)."""
+    value = request.headers.get("Last-Event-ID")
+    if value is None:
+        value = request.args.get("last_event_id")
+    return value or None
+
+
+def resume_response(svc: Services, last_event_id: str, owner: str | None,
+                    respond: Callable[[str, int], Response], stream_id: str | None = None) -> Response:
+    """``respond(stream_id, seq)`` for the events after ``last_event_id``, or an empty
+    204 when it was the stream's terminal event.
+
+    Raises:
+        ApiError: as :func:`resume_position`.
+    """
+    position = resume_position(svc, last_event_id, owner, stream_id)
+    if position is None:
+        response = Response(status=204)
+        del response.headers["Content-Type"]  # no content, so no type (RFC 9110, 15.3.5)
+        return response
+    return respond(*position)
+
+
+def event_stream_response(body: Any) -> Response:
+    """A ``text/event-stream`` response over the byte iterator ``body``: no
+    ``Content-Length`` (chunked), no compression, not cached or buffered.
+
+    Under gunicorn, a send that waits longer than ``SSE_CHAT_SEND_TIMEOUT_S`` (a
+    client that stopped reading) fails, which closes the response and detaches
+    the reader; the stream stays resumable.
+    """
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(services().settings.send_timeout_s)
+    return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
+                    headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
+
+
+def unavailable_error(error: EventLogUnavailable) -> ApiError:
+    """The 503 ``event_log_unavailable`` (with ``Retry-After``) that answers a
+    request which met ``error`` before its response started. The cause is logged
+    only: it may name the store's address."""
+    log.warning("%s %s: event log unavailable (%s); answered 503", request.method, request.path, error)
+    return event_log_unavailable()
+
+
+def json_body() -> Any:
+    """The request's JSON body.
+
+    Raises:
+        ApiError: 415 when it is not ``application/json``; 400 when it is not
+            UTF-8 JSON.
+    """
+    if request.mimetype != "application/json":
+        got = request.mimetype or "none"
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as JSON with Content-Type: application/json (got {got!r})")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise invalid_request("the body is not UTF-8 encoded JSON") from None
+    except ValueError as exc:
+        raise invalid_request(f"the body is not valid JSON: {exc}") from None
