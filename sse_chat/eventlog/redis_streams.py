@@ -6,7 +6,8 @@ Keys of one stream (the ``{stream_id}`` hash tag keeps them in one cluster slot)
   with fields ``f`` (the encoded frame) and ``t`` (``1`` for the terminal event).
   Entry ids never leave this module; the public id stays ``{stream_id}:{seq}``.
 * ``sse-chat:{id}:meta``: a hash: ``owner``, ``last_seq``, ``finished``, ``cancel``,
-  ``readers``, ``unattended_since`` (Unix seconds).
+  ``readers``, ``unattended_since`` (Unix seconds), ``drop_every`` (events per
+  response, 0 for none).
 * ``sse-chat:{id}:lease``: exists while the producer lives. A reader's worker that
   finds it gone on an unfinished stream appends the terminal ``error`` event
   ``stream_lost``.
@@ -38,6 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
 
+import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
@@ -78,10 +80,10 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
-# KEYS: events, meta, lease. ARGV: owner, frame, TTL ms, lease ms, now.
+# KEYS: events, meta, lease. ARGV: owner, frame, TTL ms, lease ms, now, drop_every (0: none).
 _CREATE = """
 redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'last_seq', 0, 'finished', 0, 'cancel', 0,
-           'readers', 0, 'unattended_since', ARGV[5])
+           'readers', 0, 'unattended_since', ARGV[5], 'drop_every', ARGV[6])
 redis.call('XADD', KEYS[1], '0-1', 'f', ARGV[2], 't', 0)
 redis.call('SET', KEYS[3], 1, 'PX', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -213,11 +215,13 @@ class RedisEventLog:
 
     # --- producers ---------------------------------------------------------------
 
-    def create(self, stream_id: str, owner: str | None, first_frame: bytes) -> None:
+    def create(self, stream_id: str, owner: str | None, first_frame: bytes, *,
+               drop_every: int | None = None) -> None:
         keys = _Keys(stream_id)
         with _reachable("creating a stream"):
             self._scripts.call(self._redis, "create", [keys.events, keys.meta, keys.lease],
-                               [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), self._clock()])
+                               [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), self._clock(),
+                                drop_every or 0])
         mirror = _Mirror(stream_id, 0, local=True)
         mirror.frames.append(first_frame)
         mirror.renewed_at = self._monotonic()
@@ -315,11 +319,11 @@ class RedisEventLog:
 
     def info(self, stream_id: str) -> StreamInfo | None:
         with _reachable("reading a stream's state"):
-            reply: Any = self._redis.hmget(_Keys(stream_id).meta, "owner", "last_seq", "finished")
-        owner, last_seq, finished = reply
+            reply: Any = self._redis.hmget(_Keys(stream_id).meta, "owner", "last_seq", "finished", "drop_every")
+        owner, last_seq, finished, drop_every = reply
         if last_seq is None:
             return None
-        return StreamInfo(owner.decode() or None, int(last_seq), finished == b"1")
+        return StreamInfo(owner.decode() or None, int(last_seq), finished == b"1", int(drop_every or 0) or None)
 
     def request_cancel(self, stream_id: str) -> None:
         mirror = self._mirrors.get(stream_id)
@@ -481,7 +485,8 @@ class _Mirror:
 
     __slots__ = ("stream_id", "base", "frames", "finished", "gone", "local", "cursors", "renewed_at",
                  "control", "control_fresh", "pending", "pending_first", "pending_terminal", "in_flight",
-                 "stored", "error", "changed_at", "next_seq", "local_readers", "local_unattended_since", "keys")
+                 "stored", "room", "error", "changed_at", "next_seq", "local_readers", "local_unattended_since",
+                 "keys")
 
     def __init__(self, stream_id: str, base: int, *, local: bool) -> None:
         self.stream_id = stream_id
@@ -500,7 +505,10 @@ class _Mirror:
         self.pending_first = 0
         self.pending_terminal = False
         self.in_flight = 0
-        self.stored: Any = None
+        self.stored = threading.Event()  # set while nothing is pending or in flight
+        self.stored.set()
+        self.room = threading.Event()  # set while the outbox has room
+        self.room.set()
         self.error: Exception | None = None
         self.changed_at = time.monotonic()
         self.next_seq = base
@@ -587,43 +595,64 @@ class _Writer:
     """The worker's one writer: a thread (greenlet under gevent) that stores what
     every local producer appended, one script call per stream, all pipelined in
     one round trip. While one round trip is in flight the next events gather (a
-    group commit). While Redis is unreachable it keeps everything and retries."""
+    group commit). While Redis is unreachable it keeps everything and retries.
+
+    One plain lock, held for a few lines and never across I/O, guards the queue
+    and the mirrors' outbox fields; waits are on events (a ``Condition`` would
+    take a pure-Python ``RLock`` on every append under gevent).
+    """
 
     def __init__(self, event_log: RedisEventLog) -> None:
         self._log = event_log
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._work = threading.Event()  # set while the queue holds a stream
         self._queue: dict[str, _Mirror] = {}
         self._started = False
         self._connection: Any = None
 
     def put(self, mirror: _Mirror, seq: int, frame: bytes, terminal: bool) -> None:
-        with self._changed:
-            if mirror.error is not None:
-                raise mirror.error
-            if seq != mirror.next_seq:
-                raise ValueError(f"event {seq} appended after {mirror.next_seq - 1}")
-            while len(mirror.pending) >= OUTBOX_LIMIT and mirror.error is None:
-                self._changed.wait()
-            if mirror.error is not None:
-                raise mirror.error
-            if not mirror.pending:
-                mirror.pending_first = seq
-            mirror.pending.append(frame)
-            mirror.pending_terminal = terminal
-            mirror.next_seq = seq + 1
-            if mirror.stream_id not in self._queue:
-                self._queue[mirror.stream_id] = mirror
-                self._changed.notify_all()
-            if not self._started:
-                self._started = True
-                spawn(self._run, "sse-chat-redis-writer")
+        """Queue event ``seq`` of ``mirror``'s stream; waits only while its outbox
+        holds :data:`OUTBOX_LIMIT` events.
+
+        Raises:
+            ValueError: ``seq`` is not the next one.
+            StreamNotFound, StreamLost, Exception: an earlier write of this stream failed so.
+        """
+        while True:
+            with self._lock:
+                if mirror.error is not None:
+                    raise mirror.error
+                if seq != mirror.next_seq:
+                    raise ValueError(f"event {seq} appended after {mirror.next_seq - 1}")
+                if len(mirror.pending) < OUTBOX_LIMIT:
+                    self._enqueue(mirror, seq, frame, terminal)
+                    break
+                mirror.room.clear()
+            mirror.room.wait()
+        if not self._started:
+            self._started = True
+            spawn(self._run, "sse-chat-redis-writer")
+
+    def _enqueue(self, mirror: _Mirror, seq: int, frame: bytes, terminal: bool) -> None:
+        if not mirror.pending:
+            mirror.pending_first = seq
+        mirror.pending.append(frame)
+        mirror.pending_terminal = terminal
+        mirror.next_seq = seq + 1
+        mirror.stored.clear()
+        if mirror.stream_id not in self._queue:
+            self._queue[mirror.stream_id] = mirror
+            self._work.set()
 
     def wait_stored(self, mirror: _Mirror) -> None:
-        with self._changed:
-            while (mirror.pending or mirror.in_flight) and mirror.error is None:
-                self._changed.wait()
-            if mirror.error is not None:
-                raise mirror.error
+        """Wait until every event queued for ``mirror`` is stored.
+
+        Raises:
+            StreamNotFound, StreamLost, Exception: a write of this stream failed so.
+        """
+        mirror.stored.wait()
+        if mirror.error is not None:
+            raise mirror.error
 
     def _run(self) -> None:
         failures = 0
@@ -650,16 +679,16 @@ class _Writer:
             batch = []
 
     def _take(self) -> list[tuple[_Mirror, int, list[bytes], bool]]:
-        with self._changed:
-            while not self._queue:
-                self._changed.wait()
+        self._work.wait()
+        with self._lock:
             mirrors, self._queue = list(self._queue.values()), {}
+            self._work.clear()
             batch = []
             for mirror in mirrors:
                 batch.append((mirror, mirror.pending_first, mirror.pending, mirror.pending_terminal))
                 mirror.in_flight += len(mirror.pending)
                 mirror.pending = []
-            self._changed.notify_all()  # producers blocked on a full outbox go on
+                mirror.room.set()  # producers waiting on a full outbox go on
             return batch
 
     def _write(self, batch: list[tuple[_Mirror, int, list[bytes], bool]]) -> list[Any]:
@@ -688,7 +717,7 @@ class _Writer:
             self._connection = self._log._redis.connection_pool.get_connection()
         connection = self._connection
         try:
-            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))], check_health=False)
             results: list[Any] = []
             for _ in commands:
                 try:
@@ -704,14 +733,16 @@ class _Writer:
         wakeups = self._log._wakeups
         for (mirror, first_seq, frames, terminal), result in zip(batch, results, strict=True):
             error = _append_error(mirror.stream_id, first_seq, result)
-            with self._changed:
+            with self._lock:
                 mirror.in_flight -= len(frames)
                 if error is not None:
                     mirror.error = error
+                    mirror.room.set()
                 else:
                     mirror.control, mirror.control_fresh = _control_fields(*result), True
                     mirror.feed(first_seq, frames, terminal)
-                self._changed.notify_all()
+                if error is not None or not (mirror.pending or mirror.in_flight):
+                    mirror.stored.set()
             wakeups.changed(mirror.stream_id)
             if terminal or error is not None:
                 self._log._producer_done(mirror)
