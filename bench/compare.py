@@ -66,6 +66,8 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+#: Where the project's server runs from (``--project-dir``), for the servers this script starts.
+PROJECT_DIR_ENV = "SSE_CHAT_BENCH_PROJECT_DIR"
 BIN = Path(sys.executable).parent
 #: gunicorn's configuration file and WSGI application of the baseline.
 BASELINE_CONFIG = "bench/baseline_gunicorn_conf.py"
@@ -328,8 +330,12 @@ def running_server(setup: Setup, load: Load, tmp: Path, redis_url: str | None) -
     port = free_port()
     log_path = tmp / f"{setup.app}-{port}.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(server_command(setup, port), cwd=ROOT,
-                                   env=server_env(setup, load, port, tmp, redis_url),
+        env = server_env(setup, load, port, tmp, redis_url)
+        project_dir = Path(os.environ.get(PROJECT_DIR_ENV, ROOT))
+        if setup.app == "project" and project_dir != ROOT:  # another checkout's code, e.g. the code before a change
+            env["PYTHONPATH"] = str(project_dir)
+        process = subprocess.Popen(server_command(setup, port), cwd=project_dir if setup.app == "project" else ROOT,
+                                   env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
     server = Gunicorn(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -634,7 +640,12 @@ def parse_args(names: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1,
                         help="load A and B this many times each, alternately; report medians (default 1)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
+    parser.add_argument("--project-dir", type=Path, metavar="DIR",
+                        help="run the project's server from this checkout (e.g. a `git worktree` of the commit "
+                             "before a change), with this venv's packages; the baseline stays this checkout's")
     args = parser.parse_args()
+    if args.project_dir is not None:
+        os.environ[PROJECT_DIR_ENV] = str(args.project_dir.resolve())
     if args.scale <= 0:
         parser.error("--scale must be > 0")
     if args.repeat < 1:
