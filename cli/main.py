@@ -12,6 +12,7 @@ import click
 from sse_chat.protocol import EventId
 
 from .ask import AskRequest, ExitCode, StreamFollower
+from .fake_options import fake_options
 from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput
 from .prompt import EmptyPrompt, build_prompt
 
@@ -42,9 +43,13 @@ def cli() -> None:
               help="Render Markdown while it streams when stdout is a terminal [env SSE_CHAT_MARKDOWN].")
 @click.option("--api-key", envvar="SSE_CHAT_API_KEY", metavar="KEY",
               help="Bearer key for a service with SSE_CHAT_API_KEYS [env SSE_CHAT_API_KEY].")
+@click.option("--fake-option", "fake_pairs", multiple=True, metavar="NAME=VALUE",
+              help="Ask the fake model for a fault, e.g. drop_every=5 or error_after=3 (repeatable; "
+                   "docs/testing-clients.md).")
 def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str | None,
         max_tokens: int | None, temperature: float | None, fake: bool, mode: str | None,
-        resume_from: str | None, retries: int, show_reasoning: bool, markdown: bool, api_key: str | None) -> None:
+        resume_from: str | None, retries: int, show_reasoning: bool, markdown: bool, api_key: str | None,
+        fake_pairs: tuple[str, ...]) -> None:
     """Ask PROMPT and write the answer to stdout as it streams.
 
     Words are joined; piped stdin comes first; a lone - reads stdin only.
@@ -57,7 +62,7 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
             text = build_prompt(prompt, sys.stdin)
         except EmptyPrompt as exc:
             raise click.UsageError(str(exc)) from None
-        body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature)
+        body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature, _faults(fake_pairs))
     output = _output(sys.stdout.buffer, mode, markdown)
     follower = StreamFollower(_session(api_key), output, sys.stderr, show_reasoning=show_reasoning)
     try:
@@ -130,13 +135,20 @@ def _in_process(stack: ExitStack) -> str:
 
 
 def _chat_body(prompt: str, model: str | None, system: str | None, max_tokens: int | None,
-               temperature: float | None) -> dict:
+               temperature: float | None, fake: dict | None = None) -> dict:
     body: dict = {"prompt": prompt}
     for key, value in (("model", model), ("system", system), ("max_tokens", max_tokens),
-                       ("temperature", temperature)):
+                       ("temperature", temperature), ("fake", fake or None)):
         if value is not None:
             body[key] = value
     return body
+
+
+def _faults(pairs: tuple[str, ...]) -> dict:
+    try:
+        return fake_options(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fake-option") from None
 
 
 def _session(api_key: str | None):

@@ -4,14 +4,27 @@ are 400 ``invalid_request`` naming the field)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import invalid_request
-from .models.base import ChatRequest, Message
+from .models.base import DEFAULT_FAKE_ERROR_TYPE, ChatRequest, FakeFaults, Message
+from .models.registry import FAKE_MODEL
 
 ROLES = ("system", "user", "assistant")
 MAX_TOKENS_LIMIT = 1_000_000
+
+#: The largest ``delay_ms`` of the fake model: a minute per token.
+MAX_FAKE_DELAY_MS = 60_000
+#: The fake model's fault options (docs/testing-clients.md): keys of the body's
+#: ``"fake"`` object and query parameters of ``GET /v1/chat``. The counts are
+#: whole numbers in the ranges given here (``delay_ms``: milliseconds;
+#: ``drop_every``: events; the others: tokens); ``error_type`` is a snake_case name.
+FAKE_COUNTS = {"delay_ms": (0, MAX_FAKE_DELAY_MS), "drop_every": (1, MAX_TOKENS_LIMIT),
+               "error_after": (0, MAX_TOKENS_LIMIT), "stall_after": (0, MAX_TOKENS_LIMIT)}
+FAKE_OPTIONS = (*FAKE_COUNTS, "error_type")
+ERROR_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
@@ -19,7 +32,8 @@ def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
 
     ``{"prompt": X}`` means ``{"messages": [{"role": "user", "content": X}]}``;
     exactly one of ``prompt`` and ``messages`` is given; ``system`` is prepended as
-    a system message. Unknown keys are ignored.
+    a system message. ``"fake"``, an object of :data:`FAKE_OPTIONS`, asks the
+    fake model for faults. Unknown keys are ignored, except inside ``"fake"``.
 
     Raises:
         ApiError: 400 ``invalid_request`` naming the field and what it must be.
@@ -37,11 +51,13 @@ def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
     else:
         messages = _messages(payload["messages"])
     return _build(payload, messages, default_model, max_tokens=payload.get("max_tokens"),
-                  temperature=payload.get("temperature"))
+                  temperature=payload.get("temperature"), fake=_fake_object(payload.get("fake")),
+                  fake_name=lambda name: f"\"fake.{name}\"")
 
 
 def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest:
-    """Validate the query of ``GET /v1/chat?prompt=…&system=…&model=…&max_tokens=…&temperature=…``.
+    """Validate the query of ``GET /v1/chat?prompt=…&system=…&model=…&max_tokens=…&temperature=…``,
+    and of the fake model's :data:`FAKE_OPTIONS` (``&drop_every=…``, …).
 
     Raises:
         ApiError: 400 ``invalid_request`` naming the parameter and what it must be.
@@ -49,13 +65,17 @@ def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest
     if "prompt" not in args:
         raise invalid_request("GET /v1/chat needs a ?prompt= query parameter")
     messages = [Message("user", _text(args, "prompt"))]
+    fake = {name: _query_number(args, name, int) if name in FAKE_COUNTS else args[name]
+            for name in FAKE_OPTIONS if args.get(name)}
     return _build(args, messages, default_model,
                   max_tokens=_query_number(args, "max_tokens", int),
-                  temperature=_query_number(args, "temperature", float))
+                  temperature=_query_number(args, "temperature", float),
+                  fake=fake, fake_name=lambda name: f"?{name}=")
 
 
 def _build(fields: Mapping[str, Any], messages: list[Message], default_model: str,
-           *, max_tokens: Any, temperature: Any) -> ChatRequest:
+           *, max_tokens: Any, temperature: Any, fake: Mapping[str, Any],
+           fake_name: Callable[[str], str]) -> ChatRequest:
     if fields.get("system") is not None:
         messages.insert(0, Message("system", _text(fields, "system", allow_empty=True)))
     model = _text(fields, "model") if fields.get("model") is not None else default_model
@@ -64,7 +84,56 @@ def _build(fields: Mapping[str, Any], messages: list[Message], default_model: st
         model=model,
         max_tokens=_max_tokens(max_tokens),
         temperature=_temperature(temperature),
+        fake=_fake_faults(fake, model, fake_name),
     )
+
+
+def _fake_object(value: Any) -> dict[str, Any]:
+    """The options given in a body's ``"fake"`` (``null`` values dropped).
+
+    Raises:
+        ApiError: 400 when it is not an object, or has keys other than :data:`FAKE_OPTIONS`.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise invalid_request(f"\"fake\" must be an object such as {{\"drop_every\": 5}}, not {_json_type(value)}")
+    unknown = [key for key in value if key not in FAKE_OPTIONS]
+    if unknown:
+        names = ", ".join(f"\"{key}\"" for key in unknown)
+        raise invalid_request(f"unknown key(s) in \"fake\": {names}; it accepts {', '.join(FAKE_OPTIONS)}")
+    return {key: item for key, item in value.items() if item is not None}
+
+
+def _fake_faults(options: Mapping[str, Any], model: str, name: Callable[[str], str]) -> FakeFaults | None:
+    """Validate the fake model's fault ``options`` (``name(option)`` is how the
+    request spelled it, for messages); ``None`` when none was given.
+
+    Raises:
+        ApiError: 400 for a value out of range, ``error_type`` without
+            ``error_after``, or any option for another ``model`` than ``fake``.
+    """
+    if not options:
+        return None
+    if model != FAKE_MODEL:
+        given = ", ".join(name(option) for option in options)
+        raise invalid_request(f"{given}: fault options are honoured by the fake model only, and this request is "
+                              f"for model {model!r}; remove them, or ask for model \"fake\"")
+    counts = {option: _fake_count(options[option], name(option), *limits)
+              for option, limits in FAKE_COUNTS.items() if option in options}
+    error_type = options.get("error_type", DEFAULT_FAKE_ERROR_TYPE)
+    if "error_type" in options and "error_after" not in options:
+        raise invalid_request(f"{name('error_type')} needs {name('error_after')}: after how many tokens to fail")
+    if not isinstance(error_type, str) or not ERROR_TYPE.fullmatch(error_type):
+        raise invalid_request(f"{name('error_type')} must be a snake_case name (a-z, 0-9, _; a letter first; "
+                              f"at most 64 characters), such as \"upstream_error\"; got {error_type!r}")
+    return FakeFaults(error_type=error_type, **counts)
+
+
+def _fake_count(value: Any, name: str, least: int, most: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise invalid_request(f"{name} must be a whole number from {least} to {most:,}; got {value!r}")
+    return value
 
 
 def _text(fields: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> str:

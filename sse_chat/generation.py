@@ -3,12 +3,25 @@ share, in plain values (no request globals; see :mod:`.web` for those)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .errors import stream_not_found
 from .eventlog import StreamInfo
 from .models import ChatRequest
 from .producer import Producer, ProducerLimits
 from .protocol import EventId, new_stream_id
 from .services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFrom:
+    """What one response sends: the events of ``stream_id`` after event
+    ``after_seq`` (-1: from the first), ending after ``drop_every`` of them when
+    the stream asked the fake model for dropped responses (else ``None``)."""
+
+    stream_id: str
+    after_seq: int
+    drop_every: int | None = None
 
 
 def start_generation(services: Services, chat: ChatRequest, owner: str | None) -> str:
@@ -36,10 +49,11 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None) -
 
 
 def resume_position(services: Services, last_event_id: str, owner: str | None,
-                    stream_id: str | None = None) -> tuple[str, int] | None:
-    """Where a resume starts: ``(stream_id, seq)`` to replay the events after
-    ``seq``, or ``None`` when ``last_event_id`` is the stream's terminal event
-    (nothing follows: answer 204).
+                    stream_id: str | None = None) -> ReadFrom | None:
+    """Where a resume starts: the events after ``last_event_id`` (with the stream's
+    ``drop_every``, from the event log, so that any worker drops alike), or
+    ``None`` when ``last_event_id`` is the stream's terminal event (nothing
+    follows: answer 204).
 
     Raises:
         ApiError: 404 ``stream_not_found`` for a malformed id, an id of another
@@ -58,7 +72,7 @@ def resume_position(services: Services, last_event_id: str, owner: str | None,
     if info.finished and parsed.seq == info.last_seq:
         return None
     services.metrics.resumes.inc()
-    return parsed.stream_id, parsed.seq
+    return ReadFrom(parsed.stream_id, parsed.seq, info.drop_every)
 
 
 def known_stream(services: Services, stream_id: str, owner: str | None) -> StreamInfo:

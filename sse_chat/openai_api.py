@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify
 from .config import Settings
 from .errors import ApiError
 from .eventlog import EventLog, EventLogUnavailable
-from .generation import start_generation
+from .generation import ReadFrom, start_generation
 from .openai_format import (
     CompletionChunks,
     completion,
@@ -57,9 +57,9 @@ def chat_completions():
     svc = services()
     last_event_id = requested_last_event_id()
     if last_event_id is not None:
-        def resumed(stream_id: str, after_seq: int) -> Response:
-            chunks = CompletionChunks(stream_id, "", int(time.time()), include_usage=True)
-            return _chunk_stream(svc, stream_id, after_seq, chunks)
+        def resumed(position: ReadFrom) -> Response:
+            chunks = CompletionChunks(position.stream_id, "", int(time.time()), include_usage=True)
+            return _chunk_stream(svc, position, chunks)
 
         return resume_response(svc, last_event_id, caller(), resumed)
     request = parse_completion_body(json_body(), svc.settings.model)
@@ -67,11 +67,11 @@ def chat_completions():
     if not request.stream:
         return _whole_completion(svc.event_log, svc.settings, stream_id, request.chat.model)
     chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage)
-    return _chunk_stream(svc, stream_id, -1, chunks)
+    return _chunk_stream(svc, ReadFrom(stream_id, -1, request.chat.drop_every), chunks)
 
 
-def _chunk_stream(svc: Services, stream_id: str, after_seq: int, chunks: CompletionChunks) -> Response:
-    """The stream read from ``after_seq`` with each event turned into
+def _chunk_stream(svc: Services, position: ReadFrom, chunks: CompletionChunks) -> Response:
+    """The stream read from ``position`` with each event turned into
     ``chat.completion.chunk`` frames (a resumed stream's chunks name no model)."""
 
     def to_chunks(frames: list[bytes]) -> bytes:
@@ -79,8 +79,9 @@ def _chunk_stream(svc: Services, stream_id: str, after_seq: int, chunks: Complet
 
     settings = svc.settings
     return event_stream_response(read_stream(
-        svc.event_log, stream_id, after_seq, retry_ms=settings.retry_ms, heartbeat_s=settings.heartbeat_s,
-        metrics=svc.metrics, draining=svc.draining, transform=to_chunks, retry_alone=False))
+        svc.event_log, position.stream_id, position.after_seq, retry_ms=settings.retry_ms,
+        heartbeat_s=settings.heartbeat_s, metrics=svc.metrics, draining=svc.draining, transform=to_chunks,
+        retry_alone=False, drop_every=position.drop_every))
 
 
 def _whole_completion(event_log: EventLog, settings: Settings, stream_id: str, model: str):

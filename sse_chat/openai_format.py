@@ -32,7 +32,9 @@ class CompletionRequest:
 def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest:
     """Validate OpenAI's request shape (``messages`` required; ``model``, ``stream``,
     ``stream_options.include_usage``, ``max_tokens`` or ``max_completion_tokens``,
-    ``temperature``; other fields are ignored).
+    ``temperature``, and this service's ``fake`` faults for the fake model
+    (docs/testing-clients.md; ``drop_every`` only with ``stream``); other fields
+    are ignored).
 
     Raises:
         ApiError: 400 ``invalid_request`` naming the field.
@@ -41,7 +43,7 @@ def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest
         raise invalid_request("the JSON body must be an object with \"messages\"")
     if "messages" not in payload:
         raise invalid_request("\"messages\" is required: a list of {\"role\", \"content\"} objects")
-    fields = {key: payload[key] for key in ("messages", "model", "temperature") if key in payload}
+    fields = {key: payload[key] for key in ("messages", "model", "temperature", "fake") if key in payload}
     max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if max_tokens is not None:
         fields["max_tokens"] = max_tokens
@@ -53,7 +55,11 @@ def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest
         raise invalid_request("\"stream\" must be true or false")
     if not isinstance(options, dict):
         raise invalid_request("\"stream_options\" must be an object")
-    return CompletionRequest(parse_chat_body(fields, default_model), stream, bool(options.get("include_usage")))
+    chat = parse_chat_body(fields, default_model)
+    if chat.drop_every is not None and not stream:
+        raise invalid_request("\"fake.drop_every\" drops the responses of a streamed answer; "
+                              "set \"stream\": true, or remove it")
+    return CompletionRequest(chat, stream, bool(options.get("include_usage")))
 
 
 def _plain_message(message: Any) -> Any:

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from .background import spawn
 from .eventlog import EventLog, StreamFull, StreamLost
 from .metrics import Metrics
-from .models import ChatModel, ChatRequest, Delta, UpstreamError
+from .models import ChatModel, ChatRequest, Delta, InjectedFault, UpstreamError
 from .protocol import Event, EventId, EventType, content_frame
 from .protocol import error_data as error_body
 
 log = logging.getLogger(__name__)
 
+#: The ``reason`` label of streams that ended with a fault the request asked the
+#: fake model for: its error type is the caller's choice, so not a label value.
+INJECTED_REASON = "injected_fault"
 #: How often (seconds) the producer looks at cancel requests and readers; looking
 #: per token would cost a round trip per token with a remote log.
 CONTROL_INTERVAL_S = 0.2
@@ -66,17 +69,19 @@ class Producer:
         self._started_at = clock()
         self._first_token_s: float | None = None
         self._tokens = 0
+        self._injected = False
 
     def create_stream(self, owner: str | None) -> None:
         """Create the stream in the log, owned by ``owner``, with its ``start`` event
-        (seq 0). Called before the response begins, so the first read finds it.
+        (seq 0), keeping the request's ``drop_every`` with it for the readers of
+        every response. Called before the response begins, so the first read finds it.
 
         Raises:
             EventLogUnavailable: the log's store cannot be reached.
         """
         frame = self._encode(EventType.START, {"stream_id": self._stream_id, "model": self._request.model,
                                        "created": self._created})
-        self._log.create(self._stream_id, owner, frame)
+        self._log.create(self._stream_id, owner, frame, drop_every=self._request.drop_every)
         self._seq = 1
 
     def start(self) -> None:
@@ -124,6 +129,9 @@ class Producer:
                  self._stream_id, event_type, reason, self._request.model, self._seq, self._tokens, ttft_ms,
                  (self._clock() - self._started_at) * 1000)
         if self._metrics is not None:
+            if self._injected:
+                self._metrics.streams_ended.labels(event_type.value, INJECTED_REASON).inc()
+                return
             self._metrics.streams_ended.labels(event_type.value, reason).inc()
             if reason.startswith("upstream_"):
                 self._metrics.upstream_errors.labels(reason).inc()
@@ -172,6 +180,7 @@ class Producer:
                 self._check_control()  # a DELETE during a silent upstream still ends as cancelled
             except _Stop as stop:
                 return stop.terminal
+            self._injected = isinstance(exc, InjectedFault)
             return EventType.ERROR, error_body(exc.type, exc.message)
         except StreamFull as exc:
             return EventType.ERROR, error_body("stream_too_long",

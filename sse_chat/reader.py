@@ -33,7 +33,8 @@ METRICS_FLUSH_S = 1.0
 
 
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
-           metrics: Metrics | None = None, draining: threading.Event | None = None) -> Body[list[bytes]]:
+           metrics: Metrics | None = None, draining: threading.Event | None = None,
+           drop_every: int | None = None) -> Body[list[bytes]]:
     """Attach a reader now, and return an iterator over the frames of ``stream_id``
     after event ``after_seq``, as lists of the frames that gathered since the last
     look (one write each). The first list holds
@@ -42,6 +43,11 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     event, or once ``draining`` is set and the log woke its readers (the client
     then reconnects elsewhere); a stream that vanishes (expired) ends with a
     ``stream_lost`` error frame.
+
+    ``drop_every`` (events, >= 1; the fake model's fault, docs/testing-clients.md)
+    also returns once that many events were given, the terminal one only if it is
+    among them: the response ends early, as a dropped connection would, and the
+    client resumes.
 
     ``close()`` it (a WSGI server does) to detach, whether or not it was iterated.
 
@@ -53,7 +59,7 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
         cursor = event_log.open(stream_id, after_seq)
     except StreamNotFound:  # it expired since the caller looked
         return Body(_expired(stream_id, after_seq + 1), lambda: None)
-    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining), cursor.close)
+    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining, _Allowance(drop_every)), cursor.close)
 
 
 def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
@@ -61,34 +67,35 @@ def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
 
 
 def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics | None,
-            draining: threading.Event | None) -> Generator[list[bytes], None, None]:
+            draining: threading.Event | None, allowance: _Allowance) -> Generator[list[bytes], None, None]:
     finished = drained = False
     sent = _SentCounter(metrics)
     try:
-        batch = cursor.take()
-        finished = batch.finished
-        yield batch.frames
+        frames, finished = allowance.take(cursor)
+        yield frames
         sent_at = time.monotonic()
-        sent.add(len(batch.frames), sent_at)
-        while not finished:
+        sent.add(len(frames), sent_at)
+        while not finished and not allowance.spent:
             drained = draining is not None and draining.is_set()
             if drained:
                 return
             cursor.wait(sent_at + heartbeat_s)
-            batch = cursor.take()
-            finished = batch.finished
+            frames, finished = allowance.take(cursor)
             now = time.monotonic()
-            if batch.frames or now - sent_at >= heartbeat_s:
-                yield batch.frames
+            if frames or now - sent_at >= heartbeat_s:
+                yield frames
                 sent_at = now
-                sent.add(len(batch.frames), now)
+                sent.add(len(frames), now)
     except StreamNotFound:
         finished = True
         yield [stream_lost_frame(EventId(stream_id, cursor.position + 1), EXPIRED)]
     finally:
         cursor.close()
         sent.flush()
-        if drained and not finished:
+        if allowance.spent and not finished:
+            log.info("stream %s: response dropped after %d events (fake.drop_every); the client resumes",
+                     stream_id, allowance.drop_every)
+        elif drained and not finished:
             log.info("stream %s: reader ended after event %d for a graceful stop; the client reconnects",
                      stream_id, cursor.position)
         elif not finished:
@@ -96,6 +103,39 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
                 metrics.client_disconnects.inc()
             log.info("stream %s: reader left after event %d, before the end (client gone or stopped reading)",
                      stream_id, cursor.position)
+
+
+class _Allowance:
+    """The events one response may still carry: without bound, or ``drop_every``
+    (>= 1) in all, after which the response is dropped (the fake model's fault)."""
+
+    __slots__ = ("drop_every", "_left")
+
+    def __init__(self, drop_every: int | None) -> None:
+        self.drop_every = drop_every
+        self._left = drop_every
+
+    @property
+    def spent(self) -> bool:
+        """True once the response carried its ``drop_every`` events."""
+        return self._left == 0
+
+    def take(self, cursor: Cursor) -> tuple[list[bytes], bool]:
+        """The cursor's next frames, cut to what is left of the allowance, and
+        whether the last of them ends the stream (a cut batch does not: the
+        cursor's later frames are never sent by this response).
+
+        Raises:
+            StreamNotFound: as :meth:`Cursor.take`.
+        """
+        batch = cursor.take()
+        if self._left is None or len(batch.frames) <= self._left:
+            frames = batch.frames
+        else:
+            frames = batch.frames[:self._left]
+        if self._left is not None:
+            self._left -= len(frames)
+        return frames, batch.finished and len(frames) == len(batch.frames)
 
 
 class Body(Generic[T]):
@@ -147,7 +187,8 @@ class _SentCounter:
 def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
                 heartbeat_s: float, metrics: Metrics | None = None,
                 draining: threading.Event | None = None,
-                transform: Callable[[list[bytes]], bytes] = b"".join, retry_alone: bool = True) -> Body[bytes]:
+                transform: Callable[[list[bytes]], bytes] = b"".join, retry_alone: bool = True,
+                drop_every: int | None = None) -> Body[bytes]:
     """Attach a reader now, and return the event stream of ``stream_id`` from event
     ``after_seq + 1`` on, as an iterator of bytes to write (one write each).
 
@@ -158,6 +199,7 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     event, or, when the process drains, after a last ``retry:`` that has the client
     reconnect. ``transform`` turns the frames of one write into its bytes (the
     OpenAI surface rewrites them as ``chat.completion.chunk`` frames).
+    ``drop_every`` ends the response after that many events, as :func:`follow`.
 
     ``retry_alone=False`` never sends ``retry:`` in a block without data: the
     first write is then a comment when no event is there yet, ``retry:`` opens the
@@ -168,7 +210,8 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     Raises:
         EventLogUnavailable: as :func:`follow`, at once.
     """
-    batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining)
+    batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining,
+                     drop_every=drop_every)
     return Body(_event_stream(batches, retry_ms, draining, transform, retry_alone), batches.close)
 
 

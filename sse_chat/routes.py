@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .chat_request import parse_chat_body, parse_chat_query
 from .errors import event_log_unavailable
-from .generation import known_stream, start_generation
+from .generation import ReadFrom, known_stream, start_generation
 from .reader import read_stream
 from .web import caller, event_stream_response, json_body, requested_last_event_id, resume_response, services
 
@@ -72,7 +72,7 @@ def post_chat() -> Response:
     if resumed is not None:
         return resumed
     chat = parse_chat_body(json_body(), services().settings.model)
-    return _event_stream(start_generation(services(), chat, caller()), -1)
+    return _event_stream(ReadFrom(start_generation(services(), chat, caller()), -1, chat.drop_every))
 
 
 @bp.get("/v1/chat")
@@ -81,15 +81,15 @@ def get_chat() -> Response:
     if resumed is not None:
         return resumed
     chat = parse_chat_query(request.args, services().settings.model)
-    return _event_stream(start_generation(services(), chat, caller()), -1)
+    return _event_stream(ReadFrom(start_generation(services(), chat, caller()), -1, chat.drop_every))
 
 
 @bp.get("/v1/streams/<stream_id>")
 def get_stream(stream_id: str) -> Response:
     last_event_id = requested_last_event_id()
     if last_event_id is None:
-        known_stream(services(), stream_id, caller())
-        return _event_stream(stream_id, -1)
+        info = known_stream(services(), stream_id, caller())
+        return _event_stream(ReadFrom(stream_id, -1, info.drop_every))
     return resume_response(services(), last_event_id, caller(), _event_stream, stream_id)
 
 
@@ -109,9 +109,9 @@ def _resume_if_asked() -> Response | None:
     return resume_response(services(), last_event_id, caller(), _event_stream)
 
 
-def _event_stream(stream_id: str, after_seq: int) -> Response:
+def _event_stream(position: ReadFrom) -> Response:
     settings = services().settings
-    body = read_stream(services().event_log, stream_id, after_seq, retry_ms=settings.retry_ms,
+    body = read_stream(services().event_log, position.stream_id, position.after_seq, retry_ms=settings.retry_ms,
                        heartbeat_s=settings.heartbeat_s, metrics=services().metrics,
-                       draining=services().draining)
+                       draining=services().draining, drop_every=position.drop_every)
     return event_stream_response(body)

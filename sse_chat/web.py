@@ -14,7 +14,7 @@ from flask import Response, current_app, g, request
 
 from .errors import ApiError, event_log_unavailable, invalid_request
 from .eventlog import EventLogUnavailable
-from .generation import resume_position
+from .generation import ReadFrom, resume_position
 from .protocol import EVENT_STREAM_CONTENT_TYPE
 from .services import Services
 
@@ -47,8 +47,8 @@ def requested_last_event_id() -> str | None:
 
 
 def resume_response(svc: Services, last_event_id: str, owner: str | None,
-                    respond: Callable[[str, int], Response], stream_id: str | None = None) -> Response:
-    """``respond(stream_id, seq)`` for the events after ``last_event_id``, or an empty
+                    respond: Callable[[ReadFrom], Response], stream_id: str | None = None) -> Response:
+    """``respond(position)`` for the events after ``last_event_id``, or an empty
     204 when it was the stream's terminal event.
 
     Raises:
@@ -59,7 +59,7 @@ def resume_response(svc: Services, last_event_id: str, owner: str | None,
         response = Response(status=204)
         del response.headers["Content-Type"]  # no content, so no type (RFC 9110, 15.3.5)
         return response
-    return respond(*position)
+    return respond(position)
 
 
 def event_stream_response(body: Any) -> Response:

@@ -37,12 +37,15 @@ class StreamLost(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
     """What a route needs to know about a stream: its ``owner`` (an API key's
-    fingerprint, or ``None``), ``last_seq`` (-1 before the first event) and whether its
-    terminal event has been written (``finished``)."""
+    fingerprint, or ``None``), ``last_seq`` (-1 before the first event), whether its
+    terminal event has been written (``finished``), and ``drop_every``: the events
+    each response may carry before it is dropped (a fake-model fault kept with the
+    stream, so that a resume on any worker is dropped alike), or ``None``."""
 
     owner: str | None
     last_seq: int
     finished: bool
+    drop_every: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +100,11 @@ class EventLog(Protocol):
     """Storage of streams shared by producers and readers. Implementations: memory
     (:mod:`.memory`) and Redis Streams (:mod:`.redis_streams`)."""
 
-    def create(self, stream_id: str, owner: str | None, first_frame: bytes) -> None:
+    def create(self, stream_id: str, owner: str | None, first_frame: bytes, *,
+               drop_every: int | None = None) -> None:
         """Register a new stream whose event 0 is ``first_frame``, visible to
-        readers when this returns.
+        readers when this returns; :meth:`info` gives ``drop_every`` (events per
+        response, >= 1, or ``None``) back.
 
         Raises:
             EventLogUnavailable: the store cannot be reached.

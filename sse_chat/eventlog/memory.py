@@ -16,10 +16,11 @@ from .wakeups import Bell, Wakeups
 
 
 class _Stream:
-    __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since")
+    __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since", "drop_every")
 
-    def __init__(self, owner: str | None, now: float) -> None:
+    def __init__(self, owner: str | None, now: float, drop_every: int | None = None) -> None:
         self.owner = owner
+        self.drop_every = drop_every
         self.frames: list[bytes] = []
         self.finished_at: float | None = None
         self.cancelled = False
@@ -50,10 +51,11 @@ class MemoryEventLog:
         self._lock = threading.Lock()
         self._next_sweep = clock() + ttl_s
 
-    def create(self, stream_id: str, owner: str | None, first_frame: bytes) -> None:
+    def create(self, stream_id: str, owner: str | None, first_frame: bytes, *,
+               drop_every: int | None = None) -> None:
         with self._lock:
             self._sweep_expired()
-            stream = self._streams[stream_id] = _Stream(owner, self._clock())
+            stream = self._streams[stream_id] = _Stream(owner, self._clock(), drop_every)
             stream.frames.append(first_frame)
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
@@ -81,7 +83,7 @@ class MemoryEventLog:
         stream = self._streams.get(stream_id)
         if stream is None or self._expired(stream):
             return None
-        return StreamInfo(stream.owner, len(stream.frames) - 1, stream.finished_at is not None)
+        return StreamInfo(stream.owner, len(stream.frames) - 1, stream.finished_at is not None, stream.drop_every)
 
     def request_cancel(self, stream_id: str) -> None:
         self._get(stream_id).cancelled = True

@@ -16,16 +16,55 @@ class Message:
     content: str
 
 
+#: The ``error`` event type of an ``error_after`` fault when the request names none.
+DEFAULT_FAKE_ERROR_TYPE = "upstream_error"
+
+
+@dataclass(frozen=True, slots=True)
+class FakeFaults:
+    """Faults a request asks the ``fake`` model to inject into its stream
+    (docs/testing-clients.md); ``None`` means not asked.
+
+    * ``delay_ms``: pause before each token, milliseconds (instead of
+      ``SSE_CHAT_FAKE_DELAY_MS``);
+    * ``drop_every``: every response of the stream ends after this many events
+      (>= 1), without its terminal event unless that is among them; the reader
+      applies it, and the event log keeps it with the stream for resumes;
+    * ``error_after``: after this many tokens the stream ends with an ``error``
+      event of type ``error_type``;
+    * ``stall_after``: after this many tokens the model sends nothing until the
+      upstream timeout (``SSE_CHAT_UPSTREAM_TIMEOUT_S``), then the stream ends
+      with ``error`` ``upstream_timeout``.
+
+    A count beyond the answer's tokens applies after its last token, in place of
+    ``done``.
+    """
+
+    delay_ms: int | None = None
+    drop_every: int | None = None
+    error_after: int | None = None
+    error_type: str = DEFAULT_FAKE_ERROR_TYPE
+    stall_after: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """What a backend needs to answer: ``messages`` (system first when given),
-    the ``model`` name, and optional ``max_tokens`` (completion tokens) and
-    ``temperature`` (0 to 2)."""
+    the ``model`` name, optional ``max_tokens`` (completion tokens) and
+    ``temperature`` (0 to 2), and ``fake``: faults for the ``fake`` model to
+    inject (only ever set for it)."""
 
     messages: tuple[Message, ...]
     model: str
     max_tokens: int | None = None
     temperature: float | None = None
+    fake: FakeFaults | None = None
+
+    @property
+    def drop_every(self) -> int | None:
+        """Events per response before the server drops it (``fake.drop_every``), or
+        ``None``."""
+        return self.fake.drop_every if self.fake is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +111,12 @@ class UpstreamError(Exception):
         super().__init__(message)
         self.type = error_type
         self.message = message
+
+
+class InjectedFault(UpstreamError):
+    """A failure the request asked the ``fake`` model for (``error_after``,
+    ``stall_after``): reported like an upstream's, but counted apart in metrics,
+    since its type is the caller's choice."""
 
 
 class ChatModel(Protocol):

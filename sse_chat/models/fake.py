@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 
-from .base import ChatRequest, Delta, Usage
+from .base import ChatRequest, Delta, FakeFaults, InjectedFault, Usage
 
 #: Tokens of mixed length, with non-ASCII text and line breaks, so encoding bugs show.
 VOCABULARY = (
@@ -45,23 +45,63 @@ def fake_tokens(request: ChatRequest) -> list[str]:
             "\n\n", "-", " one", "\n", "-", " `two`", "\n"]
 
 
+#: A request that asks for no faults.
+NO_FAULTS = FakeFaults()
+
+
 class FakeModel:
     """Streams :func:`fake_tokens` one per delta, ``delay_s`` seconds apart (0 still
     yields to other greenlets), then a final delta with ``finish_reason`` ``"length"``
     (``max_tokens`` given) or ``"stop"`` and the usage (prompt tokens counted as
-    words of all messages)."""
+    words of all messages).
 
-    def __init__(self, delay_s: float, sleep: Callable[[float], None] = time.sleep) -> None:
+    A request's ``fake`` faults apply here (docs/testing-clients.md): ``delay_ms``
+    replaces ``delay_s``; ``error_after`` and ``stall_after`` fail the stream after
+    that many tokens (after the last one when the answer is shorter), the stall
+    after sleeping ``upstream_timeout_s`` seconds, as a silent upstream would;
+    when both are due at once, the error wins. ``drop_every`` is the reader's.
+    """
+
+    def __init__(self, delay_s: float, sleep: Callable[[float], None] = time.sleep,
+                 upstream_timeout_s: float = 60.0) -> None:
         self._delay_s = delay_s
         self._sleep = sleep
+        self._upstream_timeout_s = upstream_timeout_s
 
     def stream(self, request: ChatRequest) -> Iterator[Delta]:
         tokens = fake_tokens(request)
-        for token in tokens:
-            self._sleep(self._delay_s)
+        faults = request.fake or NO_FAULTS
+        delay_s = self._delay_s if faults.delay_ms is None else faults.delay_ms / 1000
+        for position, token in enumerate(tokens):
+            self._inject(faults, position, len(tokens))
+            self._sleep(delay_s)
             yield Delta(content=token)
+        self._inject(faults, len(tokens), len(tokens))
         prompt_tokens = sum(len(split_tokens(m.content)) + 1 for m in request.messages)
         yield Delta(
             finish_reason="length" if request.max_tokens is not None else "stop",
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(tokens)),
         )
+
+    def _inject(self, faults: FakeFaults, position: int, total: int) -> None:
+        """Fail when a fault is due once ``position`` tokens (of ``total``) were sent.
+
+        Raises:
+            InjectedFault: ``error_after``'s ``error_type``, or ``upstream_timeout``
+                after ``stall_after``'s silence of ``upstream_timeout_s`` seconds.
+        """
+        if _due(faults.error_after, position, total):
+            raise InjectedFault(faults.error_type,
+                                f"the fake model failed after {position} tokens, as asked by fake.error_after")
+        if _due(faults.stall_after, position, total):
+            self._sleep(self._upstream_timeout_s)
+            raise InjectedFault("upstream_timeout",
+                                f"the upstream sent nothing for longer than SSE_CHAT_UPSTREAM_TIMEOUT_S "
+                                f"({self._upstream_timeout_s:g} s) allows, so the stream was stopped "
+                                f"(the fake model stalled after {position} tokens, as asked by fake.stall_after)")
+
+
+def _due(after: int | None, position: int, total: int) -> bool:
+    """True when a fault set to fire ``after`` tokens fires at ``position``: there,
+    or at the end (``position == total``) when the answer is shorter."""
+    return after is not None and min(after, total) == position

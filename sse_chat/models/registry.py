@@ -19,7 +19,7 @@ class ModelRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._fake = FakeModel(delay_s=settings.fake_delay_ms / 1000)
+        self._fake = FakeModel(delay_s=settings.fake_delay_ms / 1000, upstream_timeout_s=settings.upstream_timeout_s)
         self._upstream: ChatModel | None = None
 
     def resolve(self, model: str) -> ChatModel:
