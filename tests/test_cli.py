@@ -22,8 +22,8 @@ def test_fake_works_with_no_server_and_no_configuration():
     assert result.stdout.decode().startswith("You asked: «Why is the sky blue? ».")
 
 
-def test_stdout_is_exactly_the_answer_text_of_the_stream(gunicorn):
-    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+def test_stdout_is_exactly_the_answer_text_of_the_stream(sse_chat_server):
+    server = sse_chat_server  # the pytest plugin's default fake server
     text = run_cli("ask", "--url", server.url, "--max-tokens", "300", "hello").stdout
     events = events_of([requests.post(server.url + "/v1/chat", json={"prompt": "hello", "max_tokens": 300}).content])
     assert text.decode() == "".join(json.loads(e.data)["content"] for e in events if e.type == "token")
@@ -172,8 +172,8 @@ def test_ctrl_c_cancels_the_stream_says_how_to_resume_and_exits_130(gunicorn):
     assert json.loads(events[-1].data)["finish_reason"] == "cancelled"
 
 
-def test_resume_prints_only_what_follows_the_event_id(gunicorn):
-    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+def test_resume_prints_only_what_follows_the_event_id(sse_chat_server):
+    server = sse_chat_server
     lines = [json.loads(line) for line in run_cli("ask", "--url", server.url, "--json", "--max-tokens", "20", "q").stdout.splitlines()]
     tokens = [json.loads(line["data"])["content"] for line in lines if line["event"] == "token"]
     result = run_cli("ask", "--url", server.url, "--resume", lines[10]["id"])

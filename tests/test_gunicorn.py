@@ -53,8 +53,8 @@ def _raw_request(url: str, head: bytes, body: bytes = b"") -> bytes:
     (b'{"prompt": "a"}', "text/plain", 415),
     (b'{"prompt": "a"}', "application/x-www-form-urlencoded", 415),
 ])
-def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(gunicorn, data, content_type, status):
-    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
+def test_bad_requests_get_4xx_json_and_the_server_keeps_serving(sse_chat_server, data, content_type, status):
+    server = sse_chat_server  # one server for every case (the pytest plugin's)
     response = requests.post(server.url + "/v1/chat", data=data, headers={"Content-Type": content_type}, timeout=10)
     assert response.status_code == status
     assert set(response.json()["error"]) == {"type", "message"}
