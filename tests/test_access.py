@@ -10,7 +10,7 @@ from sse_chat.app import create_app
 from sse_chat.config import Settings
 
 from sse_chat.testing.servers import wait_until
-from .streams import events_of, stream_of
+from .event_reading import events_of, stream_of
 
 KEYS = frozenset({"key-alice", "key-bob"})
 ALICE = {"Authorization": "Bearer key-alice"}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from .streams import answer_text, assert_well_formed, events_of, seqs, stream_of
+from .event_reading import answer_text, assert_well_formed, events_of, seqs, stream_of
 
 
 def _chat(client, **body):

@@ -5,7 +5,7 @@ import pytest
 import requests
 
 from .proxy import CuttingProxy
-from .streams import answer_text, events_of, seq_of
+from .event_reading import answer_text, events_of, seq_of
 
 pytestmark = pytest.mark.browser
 

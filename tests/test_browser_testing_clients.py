@@ -5,7 +5,7 @@ Chromium: EventSource reconnects by itself through responses dropped by
 import pytest
 import requests
 
-from .streams import answer_text, events_of
+from .event_reading import answer_text, events_of
 from .test_pytest_plugin import DOC, fenced_block
 
 pytestmark = pytest.mark.browser

@@ -10,7 +10,7 @@ import requests
 
 from .proxy import CuttingProxy
 from sse_chat.testing.servers import ROOT
-from .streams import answer_text, events_of
+from .event_reading import answer_text, events_of
 
 pytestmark = pytest.mark.browser
 ANSWER = "#conversation li.assistant .answer"

@@ -12,7 +12,7 @@ import requests
 
 from cli.ask import backoff_ms, retry_after_ms
 
-from .streams import answer_text, events_of
+from .event_reading import answer_text, events_of
 from .test_chat_page import ANSWER, _answers, _ask, _normal, _wait_until_idle
 
 pytestmark = pytest.mark.browser

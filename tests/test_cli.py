@@ -12,7 +12,7 @@ from cli.ask import MAX_BACKOFF_MS, retry_after_ms
 from .gateway import Answer, Forward, ScriptedGateway, unavailable
 from .proxy import CuttingProxy
 from sse_chat.testing.servers import CLI, base_env, free_port, run_cli
-from .streams import assert_well_formed, events_of
+from .event_reading import assert_well_formed, events_of
 
 
 def test_fake_works_with_no_server_and_no_configuration():

@@ -10,7 +10,7 @@ import pytest
 from sse_chat.errors import EVENT_LOG_RETRY_AFTER_S
 from sse_chat.eventlog import EventLogUnavailable, MemoryEventLog
 
-from .streams import answer_text, events_of, stream_of
+from .event_reading import answer_text, events_of, stream_of
 
 #: The calls a request makes before its stream starts (``open`` attaches a reader).
 REQUEST_CALLS = frozenset({"create", "info", "open", "request_cancel"})

@@ -12,7 +12,7 @@ from sse_chat.protocol import new_stream_id
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 
 from sse_chat.testing.servers import wait_until
-from .streams import events_of
+from .event_reading import events_of
 
 
 class Clock:

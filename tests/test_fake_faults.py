@@ -13,7 +13,7 @@ from sse_chat.models.fake import FakeModel, fake_tokens
 from sse_chat.openai_format import parse_completion_body
 from sse_chat.reader import follow
 
-from .streams import answer_text, assert_well_formed, events_of, seq_of, seqs
+from .event_reading import answer_text, assert_well_formed, events_of, seq_of, seqs
 
 UNDROPPED_50 = "".join(fake_tokens(ChatRequest((Message("user", "Hello"),), "fake", 50)))
 

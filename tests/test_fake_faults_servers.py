@@ -19,7 +19,7 @@ from sse_chat.models.fake import fake_tokens
 from sse_chat.protocol import TERMINAL_TYPES, new_stream_id
 from sse_chat.testing.servers import run_cli
 
-from .streams import answer_text, assert_well_formed, events_of, stream_of
+from .event_reading import answer_text, assert_well_formed, events_of, stream_of
 
 PROMPT = "Why is the sky blue?"
 UNDROPPED_50 = "".join(fake_tokens(ChatRequest((Message("user", PROMPT),), "fake", 50)))

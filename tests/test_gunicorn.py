@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from sse_chat.testing.servers import wait_until
-from .streams import answer_text, assert_well_formed, events_of, stream_of
+from .event_reading import answer_text, assert_well_formed, events_of, stream_of
 
 from sse_chat.testing.loadgen import run_many
 

@@ -5,7 +5,7 @@ import asyncio
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .streams import events_of, stream_of
+from .event_reading import events_of, stream_of
 
 
 from sse_chat.testing.loadgen import run_many

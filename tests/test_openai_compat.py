@@ -6,7 +6,7 @@ import openai
 import pytest
 import requests
 
-from .streams import answer_text, events_of
+from .event_reading import answer_text, events_of
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"}]
 

@@ -7,7 +7,7 @@ from sse_chat.eventlog import MemoryEventLog
 from sse_chat.models import Delta, UpstreamError
 from sse_chat.producer import Producer, ProducerLimits
 
-from .streams import assert_well_formed, events_of
+from .event_reading import assert_well_formed, events_of
 
 
 class Clock:

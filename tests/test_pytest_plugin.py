@@ -15,7 +15,7 @@ import requests
 
 from sse_chat.testing.servers import ROOT, base_env, require_binary
 
-from .streams import events_of
+from .event_reading import events_of
 
 DOC = ROOT / "docs" / "testing-clients.md"
 #: Modules the plugin must not import when pytest loads it (in every run of any

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from sse_chat.testing.servers import base_env, free_port, run_cli, wait_until
-from .streams import assert_well_formed, events_of
+from .event_reading import assert_well_formed, events_of
 
 pytestmark = pytest.mark.real_model
 MODEL_NAME = "gemma-3-270m"

@@ -13,7 +13,7 @@ import requests
 
 from .proxy import CuttingProxy
 from sse_chat.testing.servers import BIN, ROOT, base_env, run_cli, wait_until
-from .streams import assert_well_formed, events_of, seq_of, stream_of
+from .event_reading import assert_well_formed, events_of, seq_of, stream_of
 
 
 @pytest.fixture(params=["memory-1-worker", "redis-2-workers"])

@@ -62,7 +62,7 @@ def test_each_upstream_behaviour_ends_cleanly_with_one_error_and_no_leaked_key(s
 def test_delete_while_the_upstream_is_silent_still_ends_as_cancelled(service):
     import requests
 
-    from .streams import events_of, stream_of
+    from .event_reading import events_of, stream_of
 
     with requests.post(service.url + "/v1/chat", json={"prompt": "q", "model": "stall"}, stream=True,
                        timeout=30) as response:

@@ -1,4 +1,4 @@
-"""Reading event streams in tests, with the CLI's own spec-conformant decoder."""
+"""Reading event streams in tests, with the protocol's spec-conformant decoder."""
 
 from __future__ import annotations
 
