@@ -33,6 +33,11 @@ worker_class = "gevent"
 # Concurrent connections per worker (open streams + other requests). gunicorn's
 # default, 1000, is the ceiling the benchmark reaches; leave room above it.
 worker_connections = 4000
+# Connections the kernel queues before the workers accept them (gunicorn's default
+# is 2048). A burst of new streams larger than this overflows the queue, and each
+# dropped SYN costs that client a 1 s retransmission before its first event. The
+# kernel caps it at net.core.somaxconn.
+backlog = 4096
 
 # For async workers ``timeout`` is not a request deadline: the worker must only
 # notify the arbiter within it. Streams may last minutes; a stuck event loop

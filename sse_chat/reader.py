@@ -149,8 +149,8 @@ class Body(Generic[T]):
         self._items = items
         self._on_close = on_close
 
-    def __iter__(self) -> Body[T]:
-        return self
+    def __iter__(self) -> Generator[T, None, None]:
+        return self._items  # iterating skips this wrapper; close() still comes here
 
     def __next__(self) -> T:
         return next(self._items)

@@ -26,6 +26,8 @@ import gevent.event
 
 from ..background import running_under_gevent
 
+_NEVER = float("inf")
+
 
 class Bell:
     """One reader's wake-up call: :meth:`ring` from anywhere, :meth:`wait` by its reader.
@@ -34,22 +36,31 @@ class Bell:
     between the reader's last look and its wait is never missed.
     """
 
-    __slots__ = ("_event", "_wakeups", "due")
+    __slots__ = ("_event", "_cooperative", "_clock", "due")
 
-    def __init__(self, event: Any, wakeups: Wakeups) -> None:
+    def __init__(self, event: Any, cooperative: bool, clock: Callable[[], float]) -> None:
         self._event = event
-        self._wakeups = wakeups
+        self._cooperative = cooperative
+        self._clock = clock
         #: Monotonic seconds at which a waiting reader wants to wake anyway
         #: (``inf``: never); kept by the ticker under gevent.
-        self.due = float("inf")
+        self.due = _NEVER
 
     def ring(self) -> None:
         self._event.set()
 
     def wait(self, deadline: float) -> None:
         """Block until the bell rings or the monotonic clock reaches ``deadline``
-        (seconds); consumes the ring."""
-        self._wakeups.wait(self, deadline)
+        (seconds); consumes the ring. Under gevent the ticker keeps the deadline
+        (no timer per wait); with threads the wait times out by itself."""
+        if self._cooperative:
+            self.due = deadline
+            try:
+                self._event.wait()
+            finally:
+                self.due = _NEVER
+        else:
+            self._event.wait(max(0.0, deadline - self._clock()))
         self._event.clear()
 
 
@@ -82,7 +93,9 @@ class Wakeups:
     def subscribe(self, stream_id: str) -> Bell:
         """A new bell, rung whenever ``stream_id`` changes, until :meth:`unsubscribe`."""
         event = gevent.event.Event() if self._cooperative else threading.Event()
-        bell = Bell(event, self)
+        bell = Bell(event, self._cooperative, self._clock)
+        if self._cooperative:
+            self._start_ticker()
         with self._subscriptions_lock:
             self._bells.setdefault(stream_id, set()).add(bell)
         return bell
@@ -121,16 +134,8 @@ class Wakeups:
 
     def wait(self, bell: Bell, deadline: float) -> None:
         """Block the calling reader on ``bell`` until it rings or ``deadline``
-        (monotonic seconds) passes."""
-        if not self._cooperative:
-            bell._event.wait(max(0.0, deadline - self._clock()))
-            return
-        self._start_ticker()
-        bell.due = deadline
-        try:
-            bell._event.wait()
-        finally:
-            bell.due = float("inf")
+        (monotonic seconds) passes: :meth:`Bell.wait`."""
+        bell.wait(deadline)
 
     def _flush(self) -> None:
         changed, self._changed = self._changed, set()

@@ -72,8 +72,10 @@ class FakeModel:
         tokens = fake_tokens(request)
         faults = request.fake or NO_FAULTS
         delay_s = self._delay_s if faults.delay_ms is None else faults.delay_ms / 1000
+        faulty = faults.error_after is not None or faults.stall_after is not None
         for position, token in enumerate(tokens):
-            self._inject(faults, position, len(tokens))
+            if faulty:
+                self._inject(faults, position, len(tokens))
             self._sleep(delay_s)
             yield Delta(content=token)
         self._inject(faults, len(tokens), len(tokens))
