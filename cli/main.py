@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import click
 
+from sse_chat.client import ChatClient, check_base_url
 from sse_chat.protocol import EventId
 
 from .ask import AskRequest, ExitCode, StreamFollower
 from .fake_options import fake_options
-from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput
+from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput, usage_line
 from .prompt import EmptyPrompt, build_prompt
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -46,15 +48,22 @@ def cli() -> None:
 @click.option("--fake-option", "fake_pairs", multiple=True, metavar="NAME=VALUE",
               help="Ask the fake model for a fault, e.g. drop_every=5 or error_after=3 (repeatable; "
                    "docs/testing-clients.md).")
+@click.option("--usage", "show_usage", is_flag=True,
+              help="After the answer, write its token usage to stderr (-u is --url).")
 def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str | None,
         max_tokens: int | None, temperature: float | None, fake: bool, mode: str | None,
         resume_from: str | None, retries: int, show_reasoning: bool, markdown: bool, api_key: str | None,
-        fake_pairs: tuple[str, ...]) -> None:
+        fake_pairs: tuple[str, ...], show_usage: bool) -> None:
     """Ask PROMPT and write the answer to stdout as it streams.
 
     Words are joined; piped stdin comes first; a lone - reads stdin only.
     """
     body = None
+    if url:
+        try:
+            check_base_url(url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--url") from None
     if resume_from and EventId.parse(resume_from) is None:
         raise click.BadParameter("expected an event id STREAM_ID:SEQ, as sse-chat printed it", param_hint="--resume")
     if not resume_from:
@@ -64,9 +73,9 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
             raise click.UsageError(str(exc)) from None
         body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature, _faults(fake_pairs))
     output = _output(sys.stdout.buffer, mode, markdown)
-    follower = StreamFollower(_session(api_key), output, sys.stderr, show_reasoning=show_reasoning)
     try:
-        status = _run(follower, url, fake, AskRequest("", body, resume_from, retries))
+        status = _run(output, url, fake, AskRequest(body, resume_from),
+                      _ClientOptions(api_key, retries, show_reasoning, show_usage))
     finally:
         _finish(output)
     sys.exit(status)
@@ -99,26 +108,45 @@ def _finish(output) -> None:
         _silence_stdout()
 
 
-def _run(follower: StreamFollower, url: str | None, fake: bool, request: AskRequest) -> int:
+@dataclass(frozen=True)
+class _ClientOptions:
+    api_key: str | None
+    retries: int
+    show_reasoning: bool
+    show_usage: bool
+
+
+def _run(output, url: str | None, fake: bool, request: AskRequest, options: _ClientOptions) -> int:
     in_process = fake and not url
     with ExitStack() as stack:
-        base_url = (_in_process(stack) if in_process else url or DEFAULT_URL).rstrip("/")
+        base_url = _in_process(stack) if in_process else url or DEFAULT_URL
+        client = ChatClient(base_url, options.api_key, options.retries, on_chunk=output.raw,
+                            on_retry=_report_retry)
+        follower = StreamFollower(client, output, sys.stderr, show_reasoning=options.show_reasoning)
         try:
-            return follower.run(AskRequest(base_url, request.body, request.resume_from, request.retries))
+            status = follower.run(request)
         except KeyboardInterrupt:
-            return _interrupted(follower, base_url, resumable=not in_process)
+            return _interrupted(follower, resumable=not in_process)
         except BrokenPipeError:
             _silence_stdout()
             return ExitCode.BROKEN_PIPE
+        if options.show_usage:
+            _finish(output)
+            sys.stderr.write(usage_line(follower.done))
+        return status
 
 
-def _interrupted(follower: StreamFollower, base_url: str, *, resumable: bool) -> int:
+def _report_retry(reason: str, wait_s: float, attempt: int, retries: int) -> None:
+    sys.stderr.write(f"sse-chat: {reason}; reconnecting in {wait_s:.1f} s (attempt {attempt} of {retries})\n")
+
+
+def _interrupted(follower: StreamFollower, *, resumable: bool) -> int:
     """Ctrl-C: ask the server to stop the stream and say how to read the rest
     (not for the in-process server, which ends with this process)."""
-    cancelled = follower.cancel(base_url)
+    cancelled = follower.cancel()
     sys.stderr.write("\nsse-chat: interrupted" + ("; the server stopped the stream" if cancelled else "") + "\n")
     if resumable and follower.stream_id and follower.last_event_id:
-        sys.stderr.write(f"sse-chat: to read the rest, run: {follower.resume_hint(base_url)}\n")
+        sys.stderr.write(f"sse-chat: to read the rest, run: {follower.resume_hint()}\n")
     return ExitCode.INTERRUPTED
 
 
@@ -149,15 +177,6 @@ def _faults(pairs: tuple[str, ...]) -> dict:
         return fake_options(pairs)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--fake-option") from None
-
-
-def _session(api_key: str | None):
-    import requests
-
-    session = requests.Session()
-    if api_key:
-        session.headers["Authorization"] = f"Bearer {api_key}"
-    return session
 
 
 def _silence_stdout() -> None:

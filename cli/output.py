@@ -37,6 +37,7 @@ class TextOutput:
         if self._is_terminal and self._last_byte != b"\n":
             self._out.write(b"\n")
             self._out.flush()
+            self._last_byte = b"\n"
 
 
 class MarkdownOutput:
@@ -107,3 +108,17 @@ class JsonOutput:
 
     def finish(self) -> None:
         """Nothing to add."""
+
+
+def usage_line(done: dict | None) -> str:
+    """``--usage``: the ``done`` event's token counts as one line for stderr,
+    ``sse-chat: usage: 5 prompt + 7 completion = 12 tokens (finish_reason length)``;
+    says so when the server gave no usage or the stream did not end with ``done``."""
+    if done is None:
+        return "sse-chat: usage: unknown (the answer did not finish)\n"
+    usage = done.get("usage")
+    reason = done.get("finish_reason")
+    if not isinstance(usage, dict):
+        return f"sse-chat: usage: not reported (finish_reason {reason})\n"
+    return (f"sse-chat: usage: {usage.get('prompt_tokens')} prompt + {usage.get('completion_tokens')} completion"
+            f" = {usage.get('total_tokens')} tokens (finish_reason {reason})\n")

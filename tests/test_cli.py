@@ -69,10 +69,30 @@ def test_no_prompt_is_a_usage_error():
     assert result.returncode == 2 and b"give a prompt" in result.stderr and b"Traceback" not in result.stderr
 
 
-def test_unreachable_server_exits_3_after_retries():
-    result = run_cli("ask", "--url", f"http://127.0.0.1:{free_port()}", "--retries", "1", "hi")
+def test_a_refused_first_connection_exits_3_at_once_naming_the_url_and_how_to_start_a_server():
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("ask", "--url", url, "--retries", "5", "hi")
     assert result.returncode == 3
-    assert b"gave up after 1" in result.stderr and b"Traceback" not in result.stderr and result.stdout == b""
+    stderr = result.stderr.decode()
+    assert f"could not connect to {url}" in stderr and "reconnecting" not in stderr
+    assert "sse-chat serve" in stderr and "gunicorn -c gunicorn.conf.py" in stderr and "--fake" in stderr
+    assert "Traceback" not in stderr and result.stdout == b""
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://127.0.0.1:8000", "http://", "http://127.0.0.1:notaport"])
+def test_a_malformed_url_is_a_usage_error(url):
+    result = run_cli("ask", "-u", url, "hi")
+    assert result.returncode == 2
+    assert b"--url" in result.stderr and b"is not a URL" in result.stderr and b"Traceback" not in result.stderr
+    assert result.stdout == b""
+
+
+def test_usage_goes_to_stderr_after_the_answer():
+    result = run_cli("ask", "--fake", "--max-tokens", "7", "--usage", "q")
+    plain = run_cli("ask", "--fake", "--max-tokens", "7", "q")
+    assert result.returncode == 0
+    assert result.stdout == plain.stdout and b"usage" not in result.stdout
+    assert b"7 completion" in result.stderr and b"finish_reason length" in result.stderr
 
 
 def test_http_error_exits_1_with_the_servers_message(gunicorn):

@@ -1,0 +1,184 @@
+"""``sse_chat.client.ChatClient`` against real servers (the pytest plugin's), a
+scripted gateway and nothing at all."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from sse_chat.client import ChatClient, ChatError, check_base_url
+from sse_chat.testing.servers import base_env, free_port
+
+from .event_reading import events_of
+from .gateway import Forward, ScriptedGateway, unavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_MODULES = ("flask", "gevent", "openai", "werkzeug", "redis", "sse_chat.app", "sse_chat.routes")
+
+
+def _no_sleep(client_kwargs=None):
+    waits: list[float] = []
+    return waits, {"sleep": waits.append, "jitter": lambda: 0.0, **(client_kwargs or {})}
+
+
+def _address(url):
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def _recording_session():
+    """A session that keeps every request it sent: (method, path, headers)."""
+    session = requests.Session()
+    sent: list[tuple[str, str, dict]] = []
+    session.hooks["response"].append(
+        lambda response, *args, **kwargs: sent.append((response.request.method, response.request.path_url,
+                                                       dict(response.request.headers))))
+    return session, sent
+
+
+def test_ask_returns_the_answer_text_and_the_done_data(sse_chat_server):
+    answer = ChatClient(sse_chat_server.url).ask("hello", max_tokens=20)
+    events = events_of([requests.post(sse_chat_server.url + "/v1/chat",
+                                      json={"prompt": "hello", "max_tokens": 20}).content])
+    assert answer == "".join(json.loads(e.data)["content"] for e in events if e.type == "token")
+    assert isinstance(answer, str) and answer.finish_reason == "length"
+    assert answer.usage["completion_tokens"] == 20 and answer.done == json.loads(events[-1].data)
+    assert answer.last_event_id == f"{answer.stream_id}:21"
+
+
+def test_stream_yields_parsed_events_with_ids(sse_chat_server):
+    stream = ChatClient(sse_chat_server.url).stream("hi", max_tokens=3)
+    events = list(stream)
+    assert [e.event for e in events] == ["start", "token", "token", "token", "done"]
+    assert [e.id for e in events] == [f"{stream.stream_id}:{i}" for i in range(5)]
+    assert events[0].data["stream_id"] == stream.stream_id and events[0].content == ""
+    assert all(isinstance(e.data["content"], str) and e.content == e.data["content"] for e in events[1:4])
+    assert json.loads(events[-1].raw_data) == events[-1].data == stream.done
+
+
+def test_dropped_responses_are_followed_with_last_event_id_nothing_lost_or_repeated(sse_chat_server):
+    waits, kwargs = _no_sleep()
+    retries: list[tuple] = []
+    session, sent = _recording_session()
+    client = ChatClient(sse_chat_server.url, retries=1, session=session, on_retry=lambda *a: retries.append(a),
+                        **kwargs)
+    uncut = client.ask("cut me", max_tokens=30)
+    stream = client.stream("cut me", max_tokens=30, fake={"drop_every": 4})
+    events = list(stream)
+    assert [int(e.id.rpartition(":")[2]) for e in events] == list(range(32))
+    assert "".join(e.content for e in events) == uncut
+    gets = [headers for method, _, headers in sent if method == "GET"]
+    assert len(gets) == len(retries) == len(waits) == 7  # 32 events, 4 per response
+    assert [h["Last-Event-ID"] for h in gets] == [f"{stream.stream_id}:{4 * i - 1}" for i in range(1, 8)]
+    assert retries[0][0] == "the stream ended before its last event" and retries[0][2:] == (1, 1)
+
+
+def test_resume_continues_after_an_event_and_is_empty_when_over(sse_chat_server):
+    client = ChatClient(sse_chat_server.url)
+    whole = list(client.stream("again", max_tokens=6))
+    rest = list(client.resume(whole[3].id))
+    assert [e.id for e in rest] == [e.id for e in whole[4:]]
+    assert list(client.resume(whole[-1].id)) == []
+    with pytest.raises(ValueError):
+        client.resume("not-an-id")
+
+
+def test_an_error_event_is_yielded_then_raised_with_its_type_and_message(sse_chat_server):
+    stream = ChatClient(sse_chat_server.url).stream("x", max_tokens=10, fake={"error_after": 2,
+                                                                            "error_type": "quota_exceeded"})
+    seen = []
+    with pytest.raises(ChatError) as caught:
+        for event in stream:
+            seen.append(event.event)
+    assert seen == ["start", "token", "token", "error"]
+    assert caught.value.type == "quota_exceeded" and caught.value.message and caught.value.status is None
+    assert caught.value.stream_id == stream.stream_id and caught.value.last_event_id == f"{stream.stream_id}:3"
+
+
+def test_an_http_error_raises_with_its_status_type_and_message(sse_chat_server):
+    with pytest.raises(ChatError) as caught:
+        ChatClient(sse_chat_server.url).ask("x", fake={"no_such_fault": 1})
+    assert caught.value.status == 400 and caught.value.type == "invalid_request"
+    assert "no_such_fault" in caught.value.message
+
+
+def test_a_refused_first_connection_fails_at_once():
+    waits, kwargs = _no_sleep()
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ChatError) as caught:
+        ChatClient(url, **kwargs).ask("hi")
+    assert caught.value.type == "connection_refused" and url in caught.value.message and waits == []
+
+
+def test_idempotency_key_is_fresh_per_question_and_kept_on_retries(sse_chat_server):
+    waits, kwargs = _no_sleep()
+    session, sent = _recording_session()
+    with ScriptedGateway(_address(sse_chat_server.url), [unavailable(retry_after_s=0), Forward()]) as gateway:
+        client = ChatClient(gateway.url, session=session, **kwargs)
+        client.ask("one", max_tokens=2)
+        client.ask("two", max_tokens=2)
+    keys = [headers["Idempotency-Key"] for method, _, headers in sent if method == "POST"]
+    assert len(keys) == 3 and keys[0] == keys[1] != keys[2] and len(waits) == 1
+    assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", k) for k in keys)
+
+
+def test_gives_up_after_retries_in_a_row():
+    waits, kwargs = _no_sleep()
+    with (ScriptedGateway(("127.0.0.1", free_port()), [unavailable(retry_after_s=0)] * 3) as gateway,
+          pytest.raises(ChatError) as caught):
+        ChatClient(gateway.url, retries=2, **kwargs).ask("hi")
+    assert caught.value.type == "gave_up" and "HTTP 503" in caught.value.message
+    assert len(gateway.seen) == 3 and len(waits) == 2 and waits[1] == 2 * waits[0]
+
+
+def test_cancel_stops_the_stream(sse_chat_server):
+    client = ChatClient(sse_chat_server.url)
+    stream = client.stream("long", max_tokens=2000, fake={"delay_ms": 20})
+    for event in stream:
+        if event.event == "token":
+            assert client.cancel(stream.stream_id)
+            break
+    rest = list(client.resume(stream.last_event_id))
+    assert rest[-1].event == "done" and rest[-1].data["finish_reason"] == "cancelled"
+    assert not client.cancel("no-such-stream")
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://x", "http://", "http://h:port"])
+def test_a_malformed_base_url_is_a_value_error(url):
+    with pytest.raises(ValueError):
+        check_base_url(url)
+    assert check_base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+
+
+def test_the_docs_example_runs(sse_chat_server):
+    page = (ROOT / "docs" / "python-client.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    result = subprocess.run([sys.executable, "-c", code], env=base_env(SSE_CHAT_URL=sse_chat_server.url),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "length 5" and lines[3].startswith("stream ")
+    assert lines[-1].startswith("failed: backend_unavailable 503 model 'no-such-model'")
+
+
+def test_the_client_and_the_cli_import_no_server_code():
+    code = ("import sys; import sse_chat.client, cli.main; "
+            f"print([m for m in {SERVER_MODULES!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_sse_chat_ask_against_a_server_loads_no_server_code(sse_chat_server):
+    code = ("import sys, atexit\n"
+            f"atexit.register(lambda: print([m for m in {SERVER_MODULES!r} if m in sys.modules], file=sys.stderr))\n"
+            "from cli.main import main\n"
+            f"sys.argv = ['sse-chat', 'ask', '--url', {sse_chat_server.url!r}, '--max-tokens', '3', 'hi']\n"
+            "main()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env=base_env(), stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout and result.stderr.strip() == "[]"
