@@ -65,7 +65,8 @@ class StreamFollower:
         self._stderr = stderr
         self._show_reasoning = show_reasoning
         self.stream: ChatStream | None = None
-        self.text = ""
+        self.text = ""  # the answer text received (token contents)
+        self.error: ChatError | None = None
 
     @property
     def stream_id(self) -> str | None:
@@ -113,6 +114,7 @@ class StreamFollower:
             self._stderr.flush()
 
     def _failed(self, exc: ChatError) -> ExitCode:
+        self.error = exc
         if exc.type == CONNECTION_REFUSED:
             self._stderr.write(
                 f"sse-chat: {exc.message}: is a server running there?\n"

@@ -3,6 +3,7 @@ and hand them to :mod:`cli.ask` and :mod:`cli.serve`."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import ExitStack
@@ -13,7 +14,9 @@ import click
 from sse_chat.client import ChatClient, check_base_url
 from sse_chat.protocol import EventId
 
+from . import history
 from .ask import AskRequest, ExitCode, StreamFollower
+from .completion import completion_script
 from .fake_options import fake_options
 from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput, usage_line
 from .prompt import EmptyPrompt, build_prompt
@@ -21,13 +24,51 @@ from .prompt import EmptyPrompt, build_prompt
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+Examples:
+  sse-chat ask --fake "Why is the sky blue?"
+  sse-chat serve --port 8000
+  sse-chat ask -u http://127.0.0.1:8000 --usage "Hello"
+  sse-chat logs -n 5
+  eval "$(sse-chat completion bash)"
+""")
 @click.version_option(package_name="sse-chat")
 def cli() -> None:
     """Stream chat answers over Server-Sent Events."""
 
 
-@cli.command()
+_ASK_EXAMPLES = """\b
+Examples:
+  sse-chat ask --fake "Why is the sky blue?"
+  git diff | sse-chat ask "Review this"
+  sse-chat ask -c "And in winter?"       # continue the last conversation
+  sse-chat ask --resume last             # finish an interrupted answer
+  sse-chat ask --json --max-tokens 5 --usage hi
+"""
+
+_LOGS_EXAMPLES = """\b
+Examples:
+  sse-chat logs
+  sse-chat logs -n 10 --cid 3f2a9c0d1e4b
+  sse-chat logs --json | jq -r .answer
+"""
+
+_SERVE_EXAMPLES = """\b
+Examples:
+  sse-chat serve
+  sse-chat serve --host 0.0.0.0 --port 8080
+  SSE_CHAT_FAKE_DELAY_MS=50 sse-chat serve
+"""
+
+_COMPLETION_EXAMPLES = """\b
+Examples:
+  sse-chat completion bash > ~/.local/share/bash-completion/completions/sse-chat
+  sse-chat completion zsh > "${fpath[1]}/_sse-chat"
+  sse-chat completion fish > ~/.config/fish/completions/sse-chat.fish
+"""
+
+
+@cli.command(epilog=_ASK_EXAMPLES)
 @click.argument("prompt", nargs=-1)
 @click.option("-u", "--url", envvar="SSE_CHAT_URL", help=f"Service URL [env SSE_CHAT_URL; default {DEFAULT_URL}].")
 @click.option("-m", "--model", help="Model name (the server's SSE_CHAT_MODEL when not given).")
@@ -37,7 +78,8 @@ def cli() -> None:
 @click.option("--fake", is_flag=True, help="Use the fake model; with no --url, serve it in this process.")
 @click.option("--raw", "mode", flag_value="raw", help="Write the event stream's bytes as received.")
 @click.option("--json", "mode", flag_value="json", help="Write each event as one JSON line.")
-@click.option("--resume", "resume_from", metavar="EVENT_ID", help="Attach to a stream and print what follows EVENT_ID.")
+@click.option("--resume", "resume_from", metavar="EVENT_ID|last",
+              help="Attach to a stream and print what follows EVENT_ID; 'last': the log's last unfinished answer.")
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
               help="Reconnection attempts after a dropped connection.")
 @click.option("--show-reasoning", is_flag=True, help="Write reasoning text to stderr, dimmed.")
@@ -50,38 +92,82 @@ def cli() -> None:
                    "docs/testing-clients.md).")
 @click.option("--usage", "show_usage", is_flag=True,
               help="After the answer, write its token usage to stderr (-u is --url).")
+@click.option("-c", "--continue", "continue_last", is_flag=True,
+              help="Continue the most recent conversation of the log: its turns go as messages.")
+@click.option("--cid", metavar="ID", help="Continue conversation ID of the log (see sse-chat logs).")
+@click.option("--no-log", is_flag=True, help="Keep no record of this exchange in the local log [env SSE_CHAT_LOG=0].")
 def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str | None,
         max_tokens: int | None, temperature: float | None, fake: bool, mode: str | None,
         resume_from: str | None, retries: int, show_reasoning: bool, markdown: bool, api_key: str | None,
-        fake_pairs: tuple[str, ...], show_usage: bool) -> None:
+        fake_pairs: tuple[str, ...], show_usage: bool, continue_last: bool, cid: str | None,
+        no_log: bool) -> None:
     """Ask PROMPT and write the answer to stdout as it streams.
 
     Words are joined; piped stdin comes first; a lone - reads stdin only.
+    Every exchange is kept in a local log (sse-chat logs) unless --no-log.
     """
-    body = None
     if url:
         try:
             check_base_url(url)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--url") from None
-    if resume_from and EventId.parse(resume_from) is None:
-        raise click.BadParameter("expected an event id STREAM_ID:SEQ, as sse-chat printed it", param_hint="--resume")
-    if not resume_from:
-        try:
-            text = build_prompt(prompt, sys.stdin)
-        except EmptyPrompt as exc:
-            raise click.UsageError(str(exc)) from None
-        body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature, _faults(fake_pairs))
+    if resume_from and resume_from != "last" and EventId.parse(resume_from) is None:
+        raise click.BadParameter("expected an event id STREAM_ID:SEQ, as sse-chat printed it, or 'last'",
+                                 param_hint="--resume")
+    if (continue_last or cid) and resume_from:
+        raise click.UsageError("--continue and --cid ask a new question; --resume reads an existing answer")
+    log = history.History(history.log_path()) if history.enabled(no_log) else None
+    if log is None and (continue_last or cid or resume_from == "last"):
+        raise click.UsageError("--continue, --cid and --resume last read the local log, "
+                               "which --no-log or SSE_CHAT_LOG=0 turn off")
+    in_process = fake and not url
+    recorder: history.Recorder | None = None
+    try:
+        if resume_from:
+            url, resume_from, recorder = _resume_plan(log, url, resume_from)
+            request = AskRequest(None, resume_from)
+        else:
+            try:
+                text = build_prompt(prompt, sys.stdin)
+            except EmptyPrompt as exc:
+                raise click.UsageError(str(exc)) from None
+            body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature, _faults(fake_pairs))
+            conversation_id = None
+            if log is not None and (continue_last or cid):
+                conversation_id, body["messages"] = log.conversation(cid)
+            if log is not None:
+                recorder = history.Recorder(log, log.start(
+                    conversation_id=conversation_id, base_url=None if in_process else (url or DEFAULT_URL),
+                    model=body.get("model"), system=system, prompt=text))
+            request = AskRequest(body, None)
+    except history.HistoryError as exc:
+        raise click.UsageError(str(exc)) from None
     output = _output(sys.stdout.buffer, mode, markdown)
     try:
-        status = _run(output, url, fake, AskRequest(body, resume_from),
-                      _ClientOptions(api_key, retries, show_reasoning, show_usage))
+        status = _run(output, url, fake, request, _ClientOptions(api_key, retries, show_reasoning, show_usage),
+                      recorder)
     finally:
         _finish(output)
     sys.exit(status)
 
 
-@cli.command()
+@cli.command(epilog=_LOGS_EXAMPLES)
+@click.option("-n", "count", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many of the last exchanges to show.")
+@click.option("--cid", metavar="ID", help="Only conversation ID.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def logs(count: int, cid: str | None, as_json: bool) -> None:
+    """Show the last exchanges of the local log, oldest first (the log is
+    SSE_CHAT_HOME/log.sqlite3, by default in the user data folder)."""
+    exchanges = history.History(history.log_path()).last(count, cid)
+    for exchange in exchanges:
+        if as_json:
+            click.echo(json.dumps(exchange.as_json(), ensure_ascii=False))
+        else:
+            click.echo(history.format_exchange(exchange))
+
+
+@cli.command(epilog=_SERVE_EXAMPLES)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 def serve(host: str, port: int) -> None:
@@ -89,6 +175,13 @@ def serve(host: str, port: int) -> None:
     from .serve import exec_gunicorn
 
     exec_gunicorn(f"{host}:{port}")
+
+
+@cli.command(epilog=_COMPLETION_EXAMPLES)
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script of sse-chat for SHELL (Click's)."""
+    click.echo(completion_script(cli, shell))
 
 
 def _output(stdout, mode: str | None, markdown: bool):
@@ -116,7 +209,29 @@ class _ClientOptions:
     show_usage: bool
 
 
-def _run(output, url: str | None, fake: bool, request: AskRequest, options: _ClientOptions) -> int:
+def _resume_plan(log: history.History | None, url: str | None,
+                 resume_from: str) -> tuple[str | None, str, history.Recorder | None]:
+    """The URL, event id and log record of ``--resume EVENT_ID`` or ``--resume last``.
+
+    Raises:
+        history.HistoryError: ``last`` and the log has no unfinished answer.
+    """
+    if resume_from == "last":
+        assert log is not None
+        exchange: history.Exchange | None = log.unfinished()
+        assert exchange is not None
+        resume_from = exchange.last_event_id
+        url = url or exchange.base_url
+    else:
+        event_id = EventId.parse(resume_from)
+        exchange = log.by_stream(event_id.stream_id) if log is not None and event_id else None
+    if log is None or exchange is None or exchange.last_event_id != resume_from:
+        return url, resume_from, None
+    return url, resume_from, history.Recorder(log, exchange.id, exchange.answer)
+
+
+def _run(output, url: str | None, fake: bool, request: AskRequest, options: _ClientOptions,
+         recorder: history.Recorder | None = None) -> int:
     in_process = fake and not url
     with ExitStack() as stack:
         base_url = _in_process(stack) if in_process else url or DEFAULT_URL
@@ -126,14 +241,27 @@ def _run(output, url: str | None, fake: bool, request: AskRequest, options: _Cli
         try:
             status = follower.run(request)
         except KeyboardInterrupt:
+            _record(recorder, follower, resumable=not in_process)
             return _interrupted(follower, resumable=not in_process)
         except BrokenPipeError:
+            _record(recorder, follower, resumable=not in_process)
             _silence_stdout()
             return ExitCode.BROKEN_PIPE
+        _record(recorder, follower, resumable=not in_process and status == ExitCode.UNREACHABLE)
         if options.show_usage:
             _finish(output)
             sys.stderr.write(usage_line(follower.done))
         return status
+
+
+def _record(recorder: history.Recorder | None, follower: StreamFollower, *, resumable: bool) -> None:
+    if recorder is None:
+        return
+    error = follower.error
+    resumable = resumable and bool(follower.last_event_id)
+    recorder.finish(text=follower.text, stream_id=follower.stream_id, last_event_id=follower.last_event_id,
+                    done=follower.done, error_type=error.type if error else None,
+                    error_message=error.message if error else None, resumable=resumable)
 
 
 def _report_retry(reason: str, wait_s: float, attempt: int, retries: int) -> None:

@@ -57,3 +57,19 @@ def browser():
     modules' ``asyncio.run`` cannot share."""
     with launch_chromium() as browser:
         yield browser
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_log_in_a_temporary_folder(tmp_path_factory):
+    """``sse-chat ask`` keeps a local log under the user data folder (platformdirs,
+    which reads XDG_DATA_HOME; ``base_env`` keeps it): point it at a temporary folder
+    so that the suite writes nothing into the real one."""
+    import os
+
+    previous = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = previous
