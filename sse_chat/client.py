@@ -364,8 +364,8 @@ class ChatClient:
 
     def resume(self, last_event_id: str) -> ChatStream:
         """The events of an existing stream after ``last_event_id``
-        (``"STREAM_ID:SEQ"``; ``"STREAM_ID:-1"`` is not valid, resume from ``:0`` or
-        later), read with ``GET /v1/streams/{id}`` and ``Last-Event-ID``.
+        (``"STREAM_ID:SEQ"``, as :attr:`ChatEvent.id` gives it), read with
+        ``GET /v1/streams/{id}`` and ``Last-Event-ID``; see :class:`ChatStream`.
 
         Raises:
             ValueError: ``last_event_id`` is not ``STREAM_ID:SEQ``.
