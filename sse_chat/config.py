@@ -47,7 +47,7 @@ class Settings:
     @property
     def bound_beyond_loopback(self) -> bool:
         """True when ``bind`` is not a loopback address (or a Unix socket)."""
-        host = self.bind.rpartition(":")[0].strip("[]") if ":" in self.bind else self.bind
+        host = self.bind.rsplit(":", 1)[0].strip("[]") if ":" in self.bind else self.bind
         return not (self.bind.startswith("unix:") or host in ("localhost", "::1") or host.startswith("127."))
 
     @property

@@ -57,8 +57,10 @@ def test_continue_sends_the_earlier_turns_as_messages_and_logs_show_the_conversa
     cid = exchanges[0]["conversation_id"]
     third = run_cli("ask", "-u", server.url, "-m", "ok", "--cid", cid, "third", env=_env(tmp_path))
     assert third.returncode == 0, third.stderr
-    sent = [m["content"] for m in upstream.requests[-1][1]["messages"] if m["role"] == "user"]
-    assert sent == ["first", "second", "third"]
+    turns = [(m["role"], m["content"]) for m in upstream.requests[-1][1]["messages"] if m["role"] != "system"]
+    answer = "".join(OK_TOKENS)
+    assert turns == [("user", "first"), ("assistant", answer), ("user", "second"), ("assistant", answer),
+                     ("user", "third")]  # all five turns, in order
     assert [e["prompt"] for e in _logs(tmp_path, "--cid", cid, "-n", "10")] == ["first", "second", "third"]
     assert len(_logs(tmp_path, "-n", "2")) == 2
     text = run_cli("logs", "-n", "1", env=_env(tmp_path)).stdout.decode()

@@ -13,7 +13,8 @@ import requests
 from sse_chat.client import ChatClient, ChatError, check_base_url
 from sse_chat.testing.servers import base_env, free_port
 
-from .event_reading import events_of
+from .event_reading import events_of, seq_of
+from .proxy import CuttingProxy
 from .gateway import Forward, ScriptedGateway, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,7 @@ def test_dropped_responses_are_followed_with_last_event_id_nothing_lost_or_repea
     uncut = client.ask("cut me", max_tokens=30)
     stream = client.stream("cut me", max_tokens=30, fake={"drop_every": 4})
     events = list(stream)
-    assert [int(e.id.rpartition(":")[2]) for e in events] == list(range(32))
+    assert [seq_of(e.id) for e in events] == list(range(32))
     assert "".join(e.content for e in events) == uncut
     gets = [headers for method, _, headers in sent if method == "GET"]
     assert len(gets) == len(retries) == len(waits) == 7  # 32 events, 4 per response
@@ -182,3 +183,16 @@ def test_sse_chat_ask_against_a_server_loads_no_server_code(sse_chat_server):
                             env=base_env(), stdin=subprocess.DEVNULL, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout and result.stderr.strip() == "[]"
+
+
+def test_through_a_proxy_that_cuts_every_connection_the_events_arrive_exactly_once(gunicorn):
+    """The client behind a TCP proxy that cuts each connection after 200-3,000 bytes
+    of the answer: the same events as uncut, gap-free, one terminal event."""
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="1", SSE_CHAT_RETRY_MS="10")
+    uncut = list(ChatClient(server.url).stream("cut me", max_tokens=400))
+    with CuttingProxy(_address(server.url), 200, 3000, seed=2) as proxy:
+        cut = list(ChatClient(proxy.url, retries=50).stream("cut me", max_tokens=400))
+    assert proxy.connections > 3
+    assert [seq_of(e.id) for e in cut] == list(range(len(cut)))
+    assert [e.event for e in cut].count("done") == 1 and cut[-1].event == "done"
+    assert [e.content for e in cut] == [e.content for e in uncut]
