@@ -83,6 +83,7 @@ from compare import (
 from loadgen_cli import raise_nofile, summarize
 
 from sse_chat.testing.loadgen import StreamResult, resume_stream, run_stream
+from sse_chat.testing.servers import rss_kib
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -117,19 +118,6 @@ def cpu_s(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
     return total / CLK_TCK
-
-
-def rss_kib(pids: list[int]) -> int:
-    """Summed VmRSS of ``pids`` in KiB."""
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 class RedisStats:

@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from sse_chat.testing.loadgen import percentile, resume_stream, run_many
 from streams import start_redis
 
+from sse_chat.testing.loadgen import percentile, resume_stream, run_many
 from sse_chat.testing.servers import start_gunicorn
 
 

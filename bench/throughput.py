@@ -26,20 +26,7 @@ if TYPE_CHECKING:
 
 
 from sse_chat.testing.loadgen import percentile, run_many
-
-from sse_chat.testing.servers import free_port, start_gunicorn
-
-
-def _rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+from sse_chat.testing.servers import free_port, rss_kib, start_gunicorn
 
 
 class PeakRss:
@@ -53,7 +40,7 @@ class PeakRss:
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            self.peak_kib = max(self.peak_kib, _rss_kib(self._pids_of()))
+            self.peak_kib = max(self.peak_kib, rss_kib(self._pids_of()))
 
     def __enter__(self) -> Self:
         self._thread.start()

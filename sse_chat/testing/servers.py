@@ -119,3 +119,17 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def rss_kib(pids: list[int]) -> int:
+    """The summed resident set size (``VmRSS``) of ``pids``, in KiB; a process that
+    is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
