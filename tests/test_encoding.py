@@ -44,6 +44,9 @@ def test_comment_and_retry_frames():
     assert encode_comment("ping") == b": ping\n\n"
     assert encode_comment() == b":\n\n"
     assert encode_retry(1000) == b"retry: 1000\n"
+    assert encode_retry(0) == b"retry: 0\n"  # 0 is a valid reconnection time: reconnect at once
+    with pytest.raises(ValueError):
+        encode_retry(-1)
     with pytest.raises(ValueError):
         encode_comment("a\nb")
 

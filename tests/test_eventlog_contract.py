@@ -7,9 +7,10 @@ import time
 import pytest
 import redis
 
-from sse_chat.eventlog import MemoryEventLog, StreamFull, StreamLost, StreamNotFound
+from sse_chat.eventlog import Control, MemoryEventLog, StreamFull, StreamLost, StreamNotFound
 from sse_chat.protocol import new_stream_id
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
+from sse_chat.eventlog.wakeups import Wakeups
 
 from sse_chat.testing.servers import wait_until
 from .event_reading import events_of
@@ -25,12 +26,13 @@ class Clock:
 
 @pytest.fixture(params=["memory", "redis"])
 def make_log(request):
-    def build(ttl_s=60.0, max_events=1000, clock=None):
+    def build(ttl_s=60.0, max_events=1000, clock=None, wakeups=None):
         clock = clock or Clock()
         if request.param == "memory":
-            return MemoryEventLog(ttl_s=ttl_s, max_events=max_events, clock=clock)
+            return MemoryEventLog(ttl_s=ttl_s, max_events=max_events, clock=clock, wakeups=wakeups)
         server = request.getfixturevalue("redis_server")
-        return RedisEventLog(redis.Redis.from_url(server.url), ttl_s=ttl_s, max_events=max_events, clock=clock)
+        return RedisEventLog(redis.Redis.from_url(server.url), ttl_s=ttl_s, max_events=max_events, clock=clock,
+                             wakeups=wakeups)
 
     return build
 
@@ -101,14 +103,15 @@ def test_a_waiting_reader_wakes_for_the_next_append(make_log):
     got = []
 
     def read():
-        cursor.wait(time.monotonic() + 10)
+        cursor.wait(time.monotonic() + 60)  # woken by the append, long before this deadline
         got.append(cursor.take())
 
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     log.append(stream_id, 1, _frame(stream_id, 1))
     log.flush(stream_id)
-    reader.join(15)
+    reader.join(10)
+    assert got, "the append did not wake the waiting reader"
     cursor.close()
     assert got[0].frames == [_frame(stream_id, 1)]
 
@@ -185,7 +188,9 @@ def test_cancel_and_readers_are_seen_by_control(make_log):
     clock = Clock()
     log = make_log(clock=clock)
     stream_id = _stream(log, 1)
-    clock.now += 3
+    clock.now += 0.5
+    assert log.control(stream_id) == Control(cancelled=False, unattended_s=pytest.approx(0.5))
+    clock.now += 2.5
     assert log.control(stream_id).unattended_s == pytest.approx(3)
     first, second = log.open(stream_id, 0), log.open(stream_id, 0)
     first.close()
@@ -197,6 +202,68 @@ def test_cancel_and_readers_are_seen_by_control(make_log):
     assert not log.control(stream_id).cancelled
     log.request_cancel(stream_id)
     assert log.control(stream_id).cancelled
+
+
+def test_a_cancel_right_after_a_write_is_seen_by_the_next_control(make_log):
+    log = make_log()
+    stream_id = _stream(log, 1)
+    log.append(stream_id, 1, _frame(stream_id, 1))
+    log.flush(stream_id)  # a Redis write brings the control fields back with it
+    log.request_cancel(stream_id)
+    assert log.control(stream_id).cancelled
+
+
+def test_the_log_is_ready(make_log):
+    assert make_log().ready() is True
+
+
+def test_readers_follow_a_stream_through_the_wakeups_the_log_was_given(make_log):
+    wakeups = Wakeups(cooperative=False)  # one per process, shared by its logs
+    log = make_log(wakeups=wakeups)
+    stream_id = _stream(log, 1)
+    cursor = log.open(stream_id, 0)
+    assert wakeups.following(stream_id)
+    woke = threading.Event()
+    reader = threading.Thread(target=lambda: (cursor.wait(time.monotonic() + 60), woke.set()), daemon=True)
+    reader.start()
+    wakeups.ring_all()  # a graceful stop began
+    assert woke.wait(10)
+    cursor.close()
+    cursor.close()  # closing twice detaches once
+    assert not wakeups.following(stream_id)
+    assert log.control(stream_id).unattended_s == 0.0  # the clock stands still: detached just now
+
+
+# --- memory only ----------------------------------------------------------------
+
+def test_a_finished_stream_is_kept_for_exactly_its_ttl():
+    clock = Clock()
+    log = MemoryEventLog(ttl_s=2.0, max_events=10, clock=clock)
+    stream_id = _stream(log, 2, finished=True)
+    clock.now += 2.0
+    assert log.info(stream_id) is not None
+    assert _read(log, stream_id, -1).finished
+    clock.now += 0.001
+    assert log.info(stream_id) is None
+
+
+def test_expired_streams_are_dropped_from_memory_once_per_ttl():
+    """Memory is the behaviour here, and nothing public shows it: the test looks at
+    the log's dict of streams. (Times are sums of powers of two: exact in floats.)"""
+    clock = Clock()
+    start = clock.now
+    log = MemoryEventLog(ttl_s=10.0, max_events=10, clock=clock)  # first sweep due at start + 10
+    early = _stream(log, 2, finished=True)  # finished at start
+    clock.now = start + 0.5
+    later = _stream(log, 2, finished=True)  # finished at start + 0.5
+    clock.now = start + 10.25  # early expired (10.25 > 10), later not (9.75)
+    log.create("a", None, b"a")  # the sweep drops early; the next one is due at start + 20.25
+    assert early not in log._streams and later in log._streams
+    clock.now = start + 20.25  # the next sweep is due now, exactly
+    log.create("b", None, b"b")
+    assert later not in log._streams
+    log.create("c", None, b"c")
+    assert {"a", "b", "c"} <= set(log._streams)
 
 
 # --- Redis only ---------------------------------------------------------------

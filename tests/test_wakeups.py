@@ -79,6 +79,13 @@ def test_the_ticker_wakes_a_reader_whose_deadline_passed():
     assert time.monotonic() - started >= 0.05
 
 
+def test_the_ticker_wakes_a_reader_whose_deadline_is_now_exactly():
+    wakeups = Wakeups(cooperative=True, tick_s=0.01, clock=lambda: 500.0)  # a clock that stands still
+    bell = wakeups.subscribe("s")
+    with gevent.Timeout(TEST_TIMEOUT_S):
+        bell.wait(500.0)  # due when the clock reads 500.0: it will never read more
+
+
 def test_a_ring_while_the_reader_is_busy_is_kept():
     wakeups = Wakeups(cooperative=True, tick_s=60)
     bell = wakeups.subscribe("s")

@@ -1,0 +1,403 @@
+"""The Redis Streams event log beyond the shared contract: what one worker keeps
+(mirrors shared by its readers), its one fan-in reader (blocking XREAD, lease checks,
+cut connections), control fields that ride on writes, and Redis going away.
+
+Everything runs against a real redis-server. Round trips are counted on the client
+side (a connection class that records the commands it sends), since the point of
+several of these paths is to send fewer of them. The fan-in's connection is given a
+name, so that CLIENT LIST tells when it is blocked in its XREAD.
+"""
+
+import itertools
+import json
+import threading
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+import sse_chat.eventlog.redis_streams as redis_streams
+from sse_chat.eventlog import Control, StreamFull, StreamInfo, StreamNotFound
+from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
+from sse_chat.eventlog.wakeups import Wakeups
+from sse_chat.protocol import new_stream_id
+from sse_chat.testing.redis_server import RedisServer
+from sse_chat.testing.servers import free_port, wait_until
+
+from .event_reading import events_of
+
+pytestmark = pytest.mark.redis
+
+#: Bound on every wait below: a test that hangs fails instead.
+WAIT_S = 10.0
+_names = itertools.count()
+
+
+class Clock:
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def _frame(stream_id, seq, kind="token"):
+    return f"id: {stream_id}:{seq}\nevent: {kind}\ndata: {{\"n\":{seq}}}\n\n".encode()
+
+
+def _frames(stream_id, first, last):
+    return [_frame(stream_id, seq, "start" if seq == 0 else "token") for seq in range(first, last + 1)]
+
+
+def _stream(log, count=1):
+    """A live stream of ``count`` >= 1 events, stored."""
+    stream_id = new_stream_id()
+    log.create(stream_id, owner="alice", first_frame=_frame(stream_id, 0, "start"))
+    for seq in range(1, count):
+        log.append(stream_id, seq, _frame(stream_id, seq))
+    log.flush(stream_id)
+    return stream_id
+
+
+def _keys(stream_id):
+    return [f"sse-chat:{{{stream_id}}}:{name}" for name in ("events", "meta", "lease")]
+
+
+def _log(url, **kwargs):
+    kwargs.setdefault("ttl_s", 60)
+    kwargs.setdefault("max_events", 1000)
+    return RedisEventLog(redis.Redis.from_url(url), **kwargs)
+
+
+def _counting_client(url):
+    """A client whose connections record the name of every command they send, and that list."""
+    sent = []
+
+    class CountingConnection(redis.Connection):
+        def send_command(self, *args, **kwargs):  # one command
+            sent.append(str(args[0]).upper())
+            return super().send_command(*args, **kwargs)
+
+        def pack_commands(self, commands):  # a pipeline, or the writer's script calls
+            sent.extend(str(command[0]).upper() for command in commands)
+            return super().pack_commands(commands)
+
+    pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
+    return redis.Redis(connection_pool=pool), sent
+
+
+def _named_fanin(url):
+    """A single-connection client for a log's fan-in, named so CLIENT LIST finds it; it
+    does not retry, so a cut connection reaches the fan-in."""
+    name = f"fanin-{next(_names)}"
+    client = redis.Redis.from_url(url, single_connection_client=True, client_name=name,
+                                  retry=Retry(NoBackoff(), 0))
+    return client, name
+
+
+def _fanin_state(redis_server, name):
+    """The fan-in connection's CLIENT LIST entry, or None."""
+    return next((c for c in redis_server.client.client_list() if c.get("name") == name), None)
+
+
+def _blocked(redis_server, name):
+    state = _fanin_state(redis_server, name)
+    return state is not None and "b" in state["flags"]
+
+
+def _take_until_finished(cursor, timeout_s=WAIT_S):
+    """Every frame the cursor gives until the terminal one; fails after ``timeout_s``."""
+    frames, deadline = [], time.monotonic() + timeout_s
+    while True:
+        batch = cursor.take()
+        frames += batch.frames
+        if batch.finished:
+            return frames
+        assert time.monotonic() < deadline, f"not finished after {timeout_s} s; got {len(frames)} frames"
+        cursor.wait(deadline)
+
+
+def _take_until(cursor, count, timeout_s=WAIT_S):
+    """The next ``count`` frames the cursor gives; fails after ``timeout_s``."""
+    frames, deadline = [], time.monotonic() + timeout_s
+    while len(frames) < count:
+        frames += cursor.take().frames
+        if len(frames) < count:
+            assert time.monotonic() < deadline, f"got {len(frames)} of {count} frames in {timeout_s} s"
+            cursor.wait(deadline)
+    return frames
+
+
+# --- control -------------------------------------------------------------------------
+
+def test_a_reader_in_another_worker_keeps_the_producer_attended(redis_server):
+    clock = Clock()
+    producer, readers, onlooker = (_log(redis_server.url, clock=clock) for _ in range(3))
+    stream_id = _stream(producer)
+    cursor = readers.open(stream_id, 0)
+    clock.now += 5
+    assert producer.control(stream_id) == Control(False, 0.0)
+    assert onlooker.control(stream_id) == Control(False, 0.0)  # a worker that holds nothing of the stream
+    cursor.close()  # Redis records when the last reader left ...
+    clock.now += 2
+    assert producer.control(stream_id).unattended_s == pytest.approx(2)  # ... and the producer counts from then
+    assert onlooker.control(stream_id).unattended_s == pytest.approx(2)
+
+
+def test_a_busy_producer_learns_its_control_fields_from_its_writes(redis_server):
+    client, sent = _counting_client(redis_server.url)
+    producer, other = RedisEventLog(client, ttl_s=60, max_events=1000), _log(redis_server.url)
+    stream_id = _stream(producer, 2)  # the write of event 1 brought the fields back
+    before = len(sent)
+    assert not producer.control(stream_id).cancelled
+    assert sent[before:] == []  # no round trip
+    other.request_cancel(stream_id)  # another worker
+    assert producer.control(stream_id).cancelled  # those fields were used once: now it asks Redis
+    assert "HMGET" in sent[before:]
+
+
+def test_while_redis_is_unreachable_control_answers_what_was_last_known(tmp_path):
+    server = RedisServer(tmp_path)
+
+    def unretried_log():
+        return RedisEventLog(redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0)), ttl_s=60,
+                             max_events=100)
+
+    try:
+        producer, elsewhere = unretried_log(), unretried_log()
+        written, quiet = _stream(producer), _stream(producer)
+        producer.request_cancel(written)
+        producer.append(written, 1, _frame(written, 1))
+        producer.flush(written)  # the write brought cancel=1 back
+        assert producer.control(written).cancelled
+    finally:
+        server.stop()
+    assert producer.control(written).cancelled  # the last fields it was given
+    # Nothing known yet (no write), or nothing held at all: not cancelled, and
+    # attended, so that no producer gives up because Redis is away.
+    assert producer.control(quiet) == Control(False, 0.0)
+    assert elsewhere.control(written) == Control(False, 0.0)
+
+
+def test_keep_alive_right_after_a_renewal_sends_nothing(redis_server):
+    monotonic = Clock(now=50.0)
+    client, sent = _counting_client(redis_server.url)
+    producer = RedisEventLog(client, ttl_s=60, max_events=1000, monotonic=monotonic)
+    stream_id = _stream(producer)  # creating it took the lease
+    monotonic.now += LEASE_RENEWAL_S - 1
+    before = len(sent)
+    producer.keep_alive(stream_id)
+    assert sent[before:] == []
+    monotonic.now += 1
+    producer.keep_alive(stream_id)
+    assert "SET" in sent[before:]
+
+
+# --- one worker's mirror, shared by its readers ------------------------------------------
+
+def test_readers_in_one_worker_share_its_mirror_and_each_gets_what_it_lacks(redis_server, monkeypatch):
+    monkeypatch.setattr(redis_streams, "READ_COUNT", 2)  # replays come in pages of 2
+    producer = _log(redis_server.url)
+    client, sent = _counting_client(redis_server.url)
+    readers = RedisEventLog(client, ttl_s=60, max_events=1000)
+    stream_id = _stream(producer, 6)  # events 0-5, live
+
+    first = readers.open(stream_id, 3)  # the worker's mirror holds events 4 on
+    assert first.take().frames == _frames(stream_id, 4, 5)
+    before = len(sent)
+    second = readers.open(stream_id, 3)  # nothing it lacks: served from the mirror alone
+    assert "XRANGE" not in sent[before:]
+    assert second.take().frames == _frames(stream_id, 4, 5)
+
+    before = len(sent)
+    third = readers.open(stream_id, -1)  # events 0-3 from Redis, two pages; the rest from the mirror
+    assert sent[before:].count("XRANGE") == 2
+    assert third.take().frames == _frames(stream_id, 0, 5)
+    fourth = readers.open(stream_id, 2)  # one event from Redis
+    assert fourth.take().frames == _frames(stream_id, 3, 5)
+
+    first.close()  # the others still follow the live stream
+    producer.append(stream_id, 6, _frame(stream_id, 6))
+    producer.append(stream_id, 7, _frame(stream_id, 7, "done"), terminal=True)
+    for cursor in (second, third, fourth):
+        assert _take_until_finished(cursor) == _frames(stream_id, 6, 6) + [_frame(stream_id, 7, "done")]
+        cursor.close()
+    # Memory is the behaviour here, and nothing public shows it: once its last
+    # reader left, the worker forgets the mirror.
+    assert stream_id not in readers._mirrors
+
+
+# --- the fan-in ------------------------------------------------------------------------------
+
+def test_a_reader_in_another_worker_gets_events_appended_one_at_a_time(redis_server):
+    producer, readers = _log(redis_server.url), _log(redis_server.url)
+    stream_id = _stream(producer)
+    cursor = readers.open(stream_id, 0)
+    for seq in range(1, 4):
+        producer.append(stream_id, seq, _frame(stream_id, seq))
+        assert _take_until(cursor, 1) == [_frame(stream_id, seq)]
+    cursor.close()
+
+
+def test_a_stream_followed_while_the_fan_in_blocks_is_read_at_once(redis_server, monkeypatch):
+    # Were the blocked XREAD not cut short, the new stream would wait 30 s for it.
+    monkeypatch.setattr(redis_streams, "FANIN_BLOCK_MS", 30_000)
+    fanin, name = _named_fanin(redis_server.url)
+    producer = _log(redis_server.url)
+    readers = RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, fanin_client=fanin)
+    first = readers.open(_stream(producer), 0)
+    wait_until(lambda: _blocked(redis_server, name), WAIT_S, "the fan-in to block in its XREAD")
+    stream_id = _stream(producer)
+    second = readers.open(stream_id, 0)
+    producer.append(stream_id, 1, _frame(stream_id, 1, "done"), terminal=True)
+    assert _take_until_finished(second) == [_frame(stream_id, 1, "done")]
+    first.close()
+    second.close()
+
+
+def test_the_fan_in_reconnects_after_its_connection_is_cut(redis_server, monkeypatch):
+    monkeypatch.setattr(redis_streams, "FANIN_BLOCK_MS", 30_000)
+    fanin, name = _named_fanin(redis_server.url)
+    producer = _log(redis_server.url)
+    readers = RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, fanin_client=fanin)
+    stream_id = _stream(producer)
+    cursor = readers.open(stream_id, 0)
+    for seq in (1, 2):  # twice: a second cut after a recovery
+        wait_until(lambda: _blocked(redis_server, name), WAIT_S, "the fan-in to block in its XREAD")
+        redis_server.client.client_kill_filter(_id=_fanin_state(redis_server, name)["id"])
+        producer.append(stream_id, seq, _frame(stream_id, seq))
+        assert _take_until(cursor, 1) == [_frame(stream_id, seq)]
+    # Its new connection can still be woken for a stream followed while it blocks.
+    wait_until(lambda: _blocked(redis_server, name), WAIT_S, "the fan-in to block in its XREAD")
+    other = _stream(producer)
+    second = readers.open(other, 0)
+    producer.append(other, 1, _frame(other, 1, "done"), terminal=True)
+    assert _take_until_finished(second) == [_frame(other, 1, "done")]
+    cursor.close()
+    second.close()
+
+
+def test_the_fan_in_rests_with_nothing_to_follow_and_serves_the_next_stream(redis_server):
+    fanin, name = _named_fanin(redis_server.url)
+    producer = _log(redis_server.url)
+    readers = RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, fanin_client=fanin)
+    stream_id = _stream(producer)
+    cursor = readers.open(stream_id, 0)
+    producer.append(stream_id, 1, _frame(stream_id, 1, "done"), terminal=True)
+    _take_until_finished(cursor)
+    cursor.close()
+
+    def resting():  # no XREAD blocked, none sent for a second
+        state = _fanin_state(redis_server, name)
+        return state is not None and "b" not in state["flags"] and int(state["idle"]) >= 1
+
+    wait_until(resting, WAIT_S, "the fan-in to rest")
+    stream_id = _stream(producer)
+    cursor = readers.open(stream_id, 0)
+    producer.append(stream_id, 1, _frame(stream_id, 1, "done"), terminal=True)
+    assert _take_until_finished(cursor) == [_frame(stream_id, 1, "done")]
+    cursor.close()
+
+
+def test_the_fan_in_goes_on_after_an_error_reply(redis_server, monkeypatch, caplog):
+    monkeypatch.setattr(redis_streams, "FANIN_BLOCK_MS", 100)
+    monkeypatch.setattr(redis_streams, "RETRY_MAX_S", 0.05)
+    producer, readers = _log(redis_server.url), _log(redis_server.url)
+    broken, healthy = _stream(producer), _stream(producer)
+    readers.open(broken, 0)
+    cursor = readers.open(healthy, 0)
+    events_key = _keys(broken)[0]
+    redis_server.client.delete(events_key)
+    redis_server.client.set(events_key, "not a stream")  # every XREAD now answers WRONGTYPE
+    wait_until(lambda: "the Redis fan-in failed" in caplog.text, WAIT_S, "the fan-in to fail")
+    redis_server.client.delete(events_key)
+    producer.append(healthy, 1, _frame(healthy, 1, "done"), terminal=True)
+    assert _take_until_finished(cursor) == [_frame(healthy, 1, "done")]
+    cursor.close()
+
+
+# --- lease checks ------------------------------------------------------------------------
+
+@pytest.fixture
+def quick_lease_checks(monkeypatch):
+    """Streams count as quiet after 50 ms, and the fan-in looks at leases every 100 ms or so."""
+    monkeypatch.setattr(redis_streams, "LEASE_CHECK_S", 0.05)
+    monkeypatch.setattr(redis_streams, "FANIN_BLOCK_MS", 50)
+
+
+def test_only_the_quiet_stream_whose_lease_expired_is_declared_lost(redis_server, quick_lease_checks):
+    producer = _log(redis_server.url, max_events=3)
+    readers = _log(redis_server.url, max_events=3)
+    alive, dead = _stream(producer, 1), _stream(producer, 3)  # dead is full: events 0-2 of 3
+    alive_cursor = readers.open(alive, 0)  # followed first, then
+    dead_cursor = readers.open(dead, 2)
+    redis_server.client.delete(_keys(dead)[2])  # its producer died
+    [event] = events_of(_take_until_finished(dead_cursor))
+    assert event.type == "error" and event.last_event_id == f"{dead}:3"
+    error = json.loads(event.data)["error"]
+    assert error["type"] == "stream_lost" and isinstance(error["message"], str) and error["message"]
+    assert producer.info(alive) == StreamInfo("alice", 0, False)
+    # The stream_lost event fits past the bound: the full stream is still whole.
+    everything = _log(redis_server.url).open(dead, -1).take()
+    assert everything.frames[:3] == _frames(dead, 0, 2) and len(everything.frames) == 4 and everything.finished
+    alive_cursor.close()
+    dead_cursor.close()
+
+
+def test_a_stream_is_declared_lost_only_while_its_lease_is_gone(redis_server):
+    producer, readers = _log(redis_server.url), _log(redis_server.url)
+    stream_id = _stream(producer, 2)
+    # A reader's worker saw the lease gone, but the producer renewed it meanwhile:
+    # the script that appends stream_lost looks again, atomically.
+    readers._declare_lost(stream_id, 1)
+    assert producer.info(stream_id) == StreamInfo("alice", 1, False)
+
+
+def test_readers_of_a_stream_that_vanished_wake_and_are_told(redis_server, quick_lease_checks):
+    producer, readers = _log(redis_server.url), _log(redis_server.url)
+    stream_id = _stream(producer)
+    cursor = readers.open(stream_id, 0)
+    told = threading.Event()
+
+    def read():
+        cursor.wait(time.monotonic() + 60)
+        try:
+            cursor.take()
+        except StreamNotFound:
+            told.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    redis_server.client.delete(*_keys(stream_id))  # it expired
+    assert told.wait(WAIT_S)
+    cursor.close()
+
+
+# --- connecting -----------------------------------------------------------------------------
+
+def test_from_url_connects_with_the_given_settings(redis_server):
+    wakeups = Wakeups(cooperative=False)
+    log = RedisEventLog.from_url(redis_server.url, ttl_s=30, max_events=3, wakeups=wakeups)
+    stream_id = _stream(log, 3)
+    with pytest.raises(StreamFull):
+        log.append(stream_id, 3, _frame(stream_id, 3))
+    cursor = log.open(stream_id, -1)
+    assert wakeups.following(stream_id)
+    assert cursor.take().frames == _frames(stream_id, 0, 2)
+    cursor.close()
+    # Redis closes every connection (as in a restart): the pooled ones connect again.
+    redis_server.client.client_kill_filter(_type="normal", skipme=True)
+    assert log.info(stream_id) == StreamInfo("alice", 2, False)
+    log.append(stream_id, 3, _frame(stream_id, 3, "done"), terminal=True)
+    assert 25_000 < redis_server.client.pttl(_keys(stream_id)[1]) <= 30_000  # kept ttl_s after the end
+
+
+def test_a_log_whose_redis_cannot_be_reached_is_not_ready():
+    client = redis.Redis(host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 0))
+    assert RedisEventLog(client, ttl_s=60, max_events=10).ready() is False
+
+
+def test_waits_between_attempts_double_from_50_ms_up_to_1_s():
+    assert [redis_streams._retry_wait(failures) for failures in range(1, 8)] == \
+        pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
