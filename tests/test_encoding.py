@@ -34,6 +34,13 @@ def test_decoder_reads_back_what_encoder_wrote(event):
     assert (decoded.type, decoded.data, decoded.last_event_id) == (event.event or "message", expected_data, event.id or "")
 
 
+def test_retry_takes_any_whole_number_of_milliseconds_from_0():
+    # Built here, not at import: the checks run when an event is made.
+    assert ServerSentEvent("a", retry=0).encode() == b"retry: 0\ndata: a\n\n"
+    assert ServerSentEvent("a", event="e", id="i", retry=1000).encode() == \
+        b"retry: 1000\nid: i\nevent: e\ndata: a\n\n"
+
+
 @pytest.mark.parametrize("kwargs", [{"event": "a\nb"}, {"event": "a\rb"}, {"id": "1\n"}, {"id": "a\0b"}, {"retry": -1}])
 def test_fields_that_would_break_the_stream_are_refused(kwargs):
     with pytest.raises(ValueError):

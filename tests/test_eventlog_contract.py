@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from sse_chat.eventlog import Control, MemoryEventLog, StreamFull, StreamLost, StreamNotFound
+from sse_chat.eventlog import Control, MemoryEventLog, StreamFull, StreamInfo, StreamLost, StreamNotFound
 from sse_chat.protocol import new_stream_id
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 from sse_chat.eventlog.wakeups import Wakeups
@@ -133,6 +133,16 @@ def test_unknown_streams(make_log):
         log.open("nope", -1)
     with pytest.raises(StreamNotFound):
         log.control("nope")
+    with pytest.raises(StreamNotFound):
+        log.append("nope", 1, b"id: nope:1\nevent: token\ndata: {}\n\n")
+
+
+def test_drop_every_is_kept_with_the_stream(make_log):
+    log = make_log()
+    stream_id = new_stream_id()
+    log.create(stream_id, owner=None, first_frame=_frame(stream_id, 0, "start"), drop_every=3)
+    assert log.info(stream_id) == StreamInfo(None, 0, False, 3)
+    assert log.info(_stream(log)).drop_every is None
 
 
 def test_out_of_order_append_is_refused(make_log):
@@ -218,8 +228,9 @@ def test_the_log_is_ready(make_log):
 
 
 def test_readers_follow_a_stream_through_the_wakeups_the_log_was_given(make_log):
+    clock = Clock()
     wakeups = Wakeups(cooperative=False)  # one per process, shared by its logs
-    log = make_log(wakeups=wakeups)
+    log = make_log(wakeups=wakeups, clock=clock)
     stream_id = _stream(log, 1)
     cursor = log.open(stream_id, 0)
     assert wakeups.following(stream_id)
@@ -231,7 +242,10 @@ def test_readers_follow_a_stream_through_the_wakeups_the_log_was_given(make_log)
     cursor.close()
     cursor.close()  # closing twice detaches once
     assert not wakeups.following(stream_id)
-    assert log.control(stream_id).unattended_s == 0.0  # the clock stands still: detached just now
+    again = log.open(stream_id, 0)
+    clock.now += 5
+    assert log.control(stream_id).unattended_s == 0.0  # attached
+    again.close()
 
 
 # --- memory only ----------------------------------------------------------------

@@ -2,18 +2,27 @@
 reading back the frames it encodes."""
 
 import json
+import re
 
 import pytest
 
 from sse_chat.protocol import (
+    STREAM_ID_BYTES,
     Event,
     EventId,
     EventStreamDecoder,
     EventType,
     content_frame,
+    new_stream_id,
     read_frame,
     stream_lost_frame,
 )
+
+
+def test_a_stream_id_is_22_url_safe_characters_from_128_random_bits():
+    ids = {new_stream_id() for _ in range(100)}
+    assert len(ids) == 100 and STREAM_ID_BYTES == 16
+    assert all(len(stream_id) == 22 and re.fullmatch(r"[A-Za-z0-9_-]+", stream_id) for stream_id in ids)
 
 
 def test_an_event_id_is_stream_id_colon_seq_and_reads_back():

@@ -90,10 +90,11 @@ def _counting_client(url):
 
 def _named_fanin(url):
     """A single-connection client for a log's fan-in, named so CLIENT LIST finds it; it
-    does not retry, so a cut connection reaches the fan-in."""
+    does not retry, so a cut connection reaches the fan-in, and its reads time out
+    after 60 s only (a test may make the fan-in block for 30 s)."""
     name = f"fanin-{next(_names)}"
     client = redis.Redis.from_url(url, single_connection_client=True, client_name=name,
-                                  retry=Retry(NoBackoff(), 0))
+                                  retry=Retry(NoBackoff(), 0), socket_timeout=60)
     return client, name
 
 
@@ -202,31 +203,41 @@ def test_readers_in_one_worker_share_its_mirror_and_each_gets_what_it_lacks(redi
     producer = _log(redis_server.url)
     client, sent = _counting_client(redis_server.url)
     readers = RedisEventLog(client, ttl_s=60, max_events=1000)
-    stream_id = _stream(producer, 6)  # events 0-5, live
+    stream_id = _stream(producer, 12)  # events 0-11, live
 
     first = readers.open(stream_id, 3)  # the worker's mirror holds events 4 on
-    assert first.take().frames == _frames(stream_id, 4, 5)
+    assert _take_until(first, 8) == _frames(stream_id, 4, 11)
     before = len(sent)
     second = readers.open(stream_id, 3)  # nothing it lacks: served from the mirror alone
     assert "XRANGE" not in sent[before:]
-    assert second.take().frames == _frames(stream_id, 4, 5)
+    assert second.take().frames == _frames(stream_id, 4, 11)
 
     before = len(sent)
     third = readers.open(stream_id, -1)  # events 0-3 from Redis, two pages; the rest from the mirror
     assert sent[before:].count("XRANGE") == 2
-    assert third.take().frames == _frames(stream_id, 0, 5)
+    assert third.take().frames == _frames(stream_id, 0, 11)
     fourth = readers.open(stream_id, 2)  # one event from Redis
-    assert fourth.take().frames == _frames(stream_id, 3, 5)
+    assert fourth.take().frames == _frames(stream_id, 3, 11)
 
-    first.close()  # the others still follow the live stream
-    producer.append(stream_id, 6, _frame(stream_id, 6))
-    producer.append(stream_id, 7, _frame(stream_id, 7, "done"), terminal=True)
-    for cursor in (second, third, fourth):
-        assert _take_until_finished(cursor) == _frames(stream_id, 6, 6) + [_frame(stream_id, 7, "done")]
+    for cursor in (first, second, third):  # one reader left: it still follows the live stream
         cursor.close()
+    for seq in (12, 13):  # one at a time: the fan-in goes round between them
+        producer.append(stream_id, seq, _frame(stream_id, seq))
+        assert _take_until(fourth, 1) == [_frame(stream_id, seq)]
+    fourth.close()
     # Memory is the behaviour here, and nothing public shows it: once its last
-    # reader left, the worker forgets the mirror.
+    # reader left, the worker forgets the mirror (of a stream still live).
     assert stream_id not in readers._mirrors
+
+
+def test_a_local_streams_mirror_is_forgotten_once_finished_and_unread(redis_server):
+    log = _log(redis_server.url)
+    stream_id = _stream(log)
+    cursor = log.open(stream_id, 0)
+    log.append(stream_id, 1, _frame(stream_id, 1, "done"), terminal=True)
+    assert _take_until_finished(cursor) == [_frame(stream_id, 1, "done")]
+    cursor.close()
+    assert stream_id not in log._mirrors  # memory, as above
 
 
 # --- the fan-in ------------------------------------------------------------------------------
@@ -330,9 +341,11 @@ def quick_lease_checks(monkeypatch):
 def test_only_the_quiet_stream_whose_lease_expired_is_declared_lost(redis_server, quick_lease_checks):
     producer = _log(redis_server.url, max_events=3)
     readers = _log(redis_server.url, max_events=3)
-    alive, dead = _stream(producer, 1), _stream(producer, 3)  # dead is full: events 0-2 of 3
+    alive, dead = _stream(producer, 1), _stream(producer, 2)
     alive_cursor = readers.open(alive, 0)  # followed first, then
-    dead_cursor = readers.open(dead, 2)
+    dead_cursor = readers.open(dead, 1)
+    producer.append(dead, 2, _frame(dead, 2))  # read through the fan-in; dead is now full (events 0-2 of 3)
+    assert _take_until(dead_cursor, 1) == [_frame(dead, 2)]
     redis_server.client.delete(_keys(dead)[2])  # its producer died
     [event] = events_of(_take_until_finished(dead_cursor))
     assert event.type == "error" and event.last_event_id == f"{dead}:3"
@@ -372,6 +385,40 @@ def test_readers_of_a_stream_that_vanished_wake_and_are_told(redis_server, quick
     redis_server.client.delete(*_keys(stream_id))  # it expired
     assert told.wait(WAIT_S)
     cursor.close()
+
+
+# --- the writer ---------------------------------------------------------------------------
+
+def test_writes_renew_the_lease_once_a_second(redis_server):
+    monotonic = Clock(now=50.0)
+    producer = _log(redis_server.url, monotonic=monotonic)
+    stream_id = _stream(producer)  # took the lease at 50.0
+    lease = _keys(stream_id)[2]
+    for seq, now, renewed in ((1, 50.5, False), (2, 51.0, True), (3, 51.5, False), (4, 52.0, True)):
+        redis_server.client.pexpire(lease, 5000)
+        monotonic.now = now
+        producer.append(stream_id, seq, _frame(stream_id, seq))
+        producer.flush(stream_id)
+        assert (redis_server.client.pttl(lease) > 5000) == renewed, (seq, now)
+
+
+def test_a_producer_whose_stream_vanished_is_told_it_is_not_found(redis_server):
+    producer = _log(redis_server.url)
+    stream_id = _stream(producer)
+    redis_server.client.delete(*_keys(stream_id))  # it expired
+    producer.append(stream_id, 1, _frame(stream_id, 1))
+    with pytest.raises(StreamNotFound):
+        producer.flush(stream_id)
+
+
+def test_after_redis_forgets_its_scripts_they_are_loaded_again(redis_server):
+    producer, readers = _log(redis_server.url), _log(redis_server.url)
+    stream_id = _stream(producer)
+    redis_server.client.script_flush()  # as a restart does
+    producer.append(stream_id, 1, _frame(stream_id, 1))
+    producer.flush(stream_id)  # the writer's pipelined calls
+    redis_server.client.script_flush()
+    assert readers.open(stream_id, -1).take().frames == _frames(stream_id, 0, 1)  # a single call (attach)
 
 
 # --- connecting -----------------------------------------------------------------------------

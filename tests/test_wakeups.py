@@ -79,6 +79,29 @@ def test_the_ticker_wakes_a_reader_whose_deadline_passed():
     assert time.monotonic() - started >= 0.05
 
 
+def test_the_ticker_keeps_deadlines_while_other_readers_are_not_waiting():
+    wakeups = Wakeups(cooperative=True, tick_s=0.01)
+    wakeups.subscribe("s")  # a reader that never waits
+    first, second = wakeups.subscribe("s"), wakeups.subscribe("s")
+    with gevent.Timeout(TEST_TIMEOUT_S):
+        first.wait(time.monotonic() + 0.05)
+        second.wait(time.monotonic() + 0.05)  # first is done waiting now
+
+
+def test_a_stream_whose_readers_left_within_the_loop_turn_does_not_stop_the_others_wake_up():
+    wakeups = Wakeups(cooperative=True, tick_s=60)
+    bell = wakeups.subscribe("s")
+    woke = gevent.event.Event()
+    gevent.spawn(lambda: (bell.wait(time.monotonic() + 30), woke.set()))
+    gevent.sleep(0)
+    for i in range(20):  # changed, then left before the loop turned
+        gone = wakeups.subscribe(f"gone{i}")
+        wakeups.changed(f"gone{i}")
+        wakeups.unsubscribe(f"gone{i}", gone)
+    wakeups.changed("s")
+    assert woke.wait(TEST_TIMEOUT_S)
+
+
 def test_the_ticker_wakes_a_reader_whose_deadline_is_now_exactly():
     wakeups = Wakeups(cooperative=True, tick_s=0.01, clock=lambda: 500.0)  # a clock that stands still
     bell = wakeups.subscribe("s")
