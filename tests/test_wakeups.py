@@ -102,6 +102,18 @@ def test_a_stream_whose_readers_left_within_the_loop_turn_does_not_stop_the_othe
     assert woke.wait(TEST_TIMEOUT_S)
 
 
+def test_under_gevent_deadlines_are_kept_by_the_ticker_on_the_wakeups_clock():
+    clock = Clock()  # stands at 100.0 until moved
+    wakeups = Wakeups(cooperative=True, tick_s=0.01, clock=clock)
+    bell = wakeups.subscribe("s")
+    woke = gevent.event.Event()
+    gevent.spawn(lambda: (bell.wait(110.0), woke.set()))
+    gevent.sleep(0.05)
+    assert not woke.is_set()  # 10 s to go on the clock that counts
+    clock.now = 110.0
+    assert woke.wait(1.0)  # the ticker's next look, not a timer of 10 real seconds
+
+
 def test_the_ticker_wakes_a_reader_whose_deadline_is_now_exactly():
     wakeups = Wakeups(cooperative=True, tick_s=0.01, clock=lambda: 500.0)  # a clock that stands still
     bell = wakeups.subscribe("s")
