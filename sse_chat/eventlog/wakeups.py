@@ -86,10 +86,6 @@ class Wakeups:
         self._ticker: Any = None
         self._subscriptions_lock = threading.Lock()
 
-    @property
-    def cooperative(self) -> bool:
-        return self._cooperative
-
     def subscribe(self, stream_id: str) -> Bell:
         """A new bell, rung whenever ``stream_id`` changes, until :meth:`unsubscribe`."""
         event = gevent.event.Event() if self._cooperative else threading.Event()
@@ -131,11 +127,6 @@ class Wakeups:
         for bells in list(self._bells.values()):
             for bell in list(bells):
                 bell.ring()
-
-    def wait(self, bell: Bell, deadline: float) -> None:
-        """Block the calling reader on ``bell`` until it rings or ``deadline``
-        (monotonic seconds) passes: :meth:`Bell.wait`."""
-        bell.wait(deadline)
 
     def _flush(self) -> None:
         changed, self._changed = self._changed, set()
