@@ -62,7 +62,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -83,10 +82,10 @@ from compare import (
 from loadgen_cli import raise_nofile, summarize
 
 from sse_chat.testing.loadgen import StreamResult, resume_stream, run_stream
-from sse_chat.testing.servers import rss_kib
+from sse_chat.testing.servers import PeakRss, rss_kib
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 #: Clock ticks per second of /proc/PID/stat's utime and stime.
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -239,28 +238,6 @@ def calibrate(cpus: str) -> float:
     return float(done.stdout) * 1000
 
 
-class PeakRss:
-    """The highest summed VmRSS of ``pids`` (KiB), sampled every 100 ms in a thread."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.peak_kib = rss_kib(pids)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.peak_kib = max(self.peak_kib, rss_kib(self.pids))
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def cpu_run(name: str, log: str, load: Load, ramp_s: float, timeout_s: float, cpus: tuple[int, int],
             tmp: Path) -> dict[str, Any]:
     """One load on one server of one worker (``log`` ``"memory"`` or ``"redis"``):
@@ -277,7 +254,7 @@ def cpu_run(name: str, log: str, load: Load, ramp_s: float, timeout_s: float, cp
         workers = server.worker_pids
         calibration_ms = calibrate(server_cpus)
         cpu_before, sched_before, rss_before = cpu_s(workers), sched_times(workers), rss_kib(workers)
-        with PeakRss(workers) as peak:
+        with PeakRss(lambda: workers) as peak:
             result = run_loadgen(server.url, load, client_cpus, ramp_s, timeout_s)
         result["worker_rss_before_kib"], result["worker_rss_peak_kib"] = rss_before, peak.peak_kib
         result["calibration_ms"] = calibration_ms

@@ -16,39 +16,16 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 
 from sse_chat.testing.loadgen import percentile, run_many
-from sse_chat.testing.servers import free_port, rss_kib, start_gunicorn
-
-
-class PeakRss:
-    """Samples the summed RSS of ``pids`` every 100 ms in a thread; ``peak_kib``."""
-
-    def __init__(self, pids_of) -> None:
-        self.peak_kib = 0
-        self._pids_of = pids_of
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.peak_kib = max(self.peak_kib, rss_kib(self._pids_of()))
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+from sse_chat.testing.servers import PeakRss, free_port, start_gunicorn
 
 
 def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:

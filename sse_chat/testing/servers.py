@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,3 +134,26 @@ def rss_kib(pids: list[int]) -> int:
         except OSError:
             pass
     return total
+
+
+class PeakRss:
+    """The highest summed ``VmRSS`` (KiB) of the processes ``pids_of()`` names,
+    sampled every 100 ms in a thread while the ``with`` block runs."""
+
+    def __init__(self, pids_of: Callable[[], list[int]]) -> None:
+        self._pids_of = pids_of
+        self.peak_kib = rss_kib(pids_of())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak_kib = max(self.peak_kib, rss_kib(self._pids_of()))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
