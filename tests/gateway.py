@@ -11,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .proxy import LoopbackListener
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -50,35 +52,20 @@ class Seen:
     path: str
 
 
-class ScriptedGateway:
+class ScriptedGateway(LoopbackListener):
     """Listens on a free loopback port and forwards to ``target`` (host, port);
     connection ``i`` follows ``script[i]``, later ones :class:`Forward`. ``seen``
     lists every connection's first request, in order."""
 
     def __init__(self, target: tuple[str, int], script: list[Answer | Forward]) -> None:
+        super().__init__()
         self._target = target
         self._script = list(script)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self.seen: list[Seen] = []
-        self._closed = False
 
-    def __enter__(self):
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._closed = True
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            step = self._script.pop(0) if self._script else Forward()
-            threading.Thread(target=self._serve, args=(client, step), daemon=True).start()
+    def _handle(self, client: socket.socket) -> None:
+        step = self._script.pop(0) if self._script else Forward()
+        threading.Thread(target=self._serve, args=(client, step), daemon=True).start()
 
     def _serve(self, client: socket.socket, step: Answer | Forward) -> None:
         with client:
