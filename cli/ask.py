@@ -21,6 +21,8 @@ from sse_chat.client import (  # noqa: F401 - re-exported for the CLI's tests
 )
 from sse_chat.protocol import DispatchedEvent, EventType
 
+from .tools_file import tool_call_line
+
 
 class ExitCode(IntEnum):
     """Exit statuses of ``sse-chat ask`` (docs/cli.md, "Exit status")."""
@@ -50,7 +52,7 @@ class AskRequest:
 
 class StreamFollower:
     """Writes one stream of a :class:`ChatClient` to ``output`` (answer text, JSON
-    lines, …) and ``stderr`` (reasoning, errors, how to resume).
+    lines, …) and ``stderr`` (reasoning, tool calls, errors, how to resume).
 
     Args:
         client: the client; its ``on_chunk`` should be ``output.raw`` for ``--raw``.
@@ -112,6 +114,17 @@ class StreamFollower:
         if event.event == EventType.REASONING.value and self._show_reasoning:
             self._stderr.write(f"\x1b[2m{event.content}\x1b[0m")
             self._stderr.flush()
+        if event.event == EventType.DONE.value and payload is not None:
+            self._report_tool_calls(payload.get("tool_calls"))
+
+    def _report_tool_calls(self, calls: object) -> None:
+        """One ``tool call NAME ARGUMENTS`` line on stderr per call of ``done``."""
+        if not isinstance(calls, list):
+            return
+        for call in calls:
+            if isinstance(call, dict):
+                self._stderr.write(tool_call_line(call))
+        self._stderr.flush()
 
     def _failed(self, exc: ChatError) -> ExitCode:
         self.error = exc

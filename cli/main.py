@@ -20,6 +20,7 @@ from .completion import completion_script
 from .fake_options import fake_options
 from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput, usage_line
 from .prompt import EmptyPrompt, build_prompt
+from .tools_file import ToolsFileError, read_tools
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -96,11 +97,13 @@ Examples:
               help="Continue the most recent conversation of the log: its turns go as messages.")
 @click.option("--cid", metavar="ID", help="Continue conversation ID of the log (see sse-chat logs).")
 @click.option("--no-log", is_flag=True, help="Keep no record of this exchange in the local log [env SSE_CHAT_LOG=0].")
+@click.option("--tools", "tools_file", metavar="FILE",
+              help="A JSON file of OpenAI tools; each tool call is written to stderr: tool call NAME ARGUMENTS.")
 def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str | None,
         max_tokens: int | None, temperature: float | None, fake: bool, mode: str | None,
         resume_from: str | None, retries: int, show_reasoning: bool, markdown: bool, api_key: str | None,
         fake_pairs: tuple[str, ...], show_usage: bool, continue_last: bool, cid: str | None,
-        no_log: bool) -> None:
+        no_log: bool, tools_file: str | None) -> None:
     """Ask PROMPT and write the answer to stdout as it streams.
 
     Words are joined; piped stdin comes first; a lone - reads stdin only.
@@ -116,6 +119,9 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
                                  param_hint="--resume")
     if (continue_last or cid) and resume_from:
         raise click.UsageError("--continue and --cid ask a new question; --resume reads an existing answer")
+    if tools_file and resume_from:
+        raise click.UsageError("--tools goes with a new question; --resume reads an existing answer")
+    tools = _tools(tools_file)
     log = history.History(history.log_path()) if history.enabled(no_log) else None
     if log is None and (continue_last or cid or resume_from == "last"):
         raise click.UsageError("--continue, --cid and --resume last read the local log, "
@@ -132,6 +138,8 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
             except EmptyPrompt as exc:
                 raise click.UsageError(str(exc)) from None
             body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature, _faults(fake_pairs))
+            if tools is not None:
+                body["tools"] = tools
             conversation_id = None
             if log is not None and (continue_last or cid):
                 conversation_id, body["messages"] = log.conversation(cid)
@@ -305,6 +313,15 @@ def _faults(pairs: tuple[str, ...]) -> dict:
         return fake_options(pairs)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--fake-option") from None
+
+
+def _tools(path: str | None) -> list | None:
+    if path is None:
+        return None
+    try:
+        return read_tools(path)
+    except ToolsFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tools") from None
 
 
 def _silence_stdout() -> None:

@@ -9,10 +9,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import invalid_request
-from .models.base import DEFAULT_FAKE_ERROR_TYPE, ChatRequest, FakeFaults, Message
+from .models.base import DEFAULT_FAKE_ERROR_TYPE, ChatRequest, FakeFaults, Message, ToolCall
 from .models.registry import FAKE_MODEL
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+#: ``tool_choice`` as a string (OpenAI's); an object names one function instead.
+TOOL_CHOICES = ("none", "auto", "required")
 MAX_TOKENS_LIMIT = 1_000_000
 
 #: The largest ``delay_ms`` of the fake model: a minute per token.
@@ -32,8 +34,11 @@ def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
 
     ``{"prompt": X}`` means ``{"messages": [{"role": "user", "content": X}]}``;
     exactly one of ``prompt`` and ``messages`` is given; ``system`` is prepended as
-    a system message. ``"fake"``, an object of :data:`FAKE_OPTIONS`, asks the
-    fake model for faults. Unknown keys are ignored, except inside ``"fake"``.
+    a system message. ``"tools"`` and ``"tool_choice"`` are OpenAI's (checked
+    for shape only, then passed on as given), and ``messages`` may hold its tool
+    turns (an assistant's ``tool_calls``, ``tool`` results). ``"fake"``, an object
+    of :data:`FAKE_OPTIONS`, asks the fake model for faults. Unknown keys are
+    ignored, except inside ``"fake"``.
 
     Raises:
         ApiError: 400 ``invalid_request`` naming the field and what it must be.
@@ -52,7 +57,8 @@ def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
         messages = _messages(payload["messages"])
     return _build(payload, messages, default_model, max_tokens=payload.get("max_tokens"),
                   temperature=payload.get("temperature"), fake=_fake_object(payload.get("fake")),
-                  fake_name=lambda name: f"\"fake.{name}\"")
+                  fake_name=lambda name: f"\"fake.{name}\"", tools=_tools(payload.get("tools")),
+                  tool_choice=_tool_choice(payload.get("tool_choice")))
 
 
 def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest:
@@ -75,7 +81,8 @@ def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest
 
 def _build(fields: Mapping[str, Any], messages: list[Message], default_model: str,
            *, max_tokens: Any, temperature: Any, fake: Mapping[str, Any],
-           fake_name: Callable[[str], str]) -> ChatRequest:
+           fake_name: Callable[[str], str], tools: tuple[dict[str, Any], ...] | None = None,
+           tool_choice: str | dict[str, Any] | None = None) -> ChatRequest:
     if fields.get("system") is not None:
         messages.insert(0, Message("system", _text(fields, "system", allow_empty=True)))
     model = _text(fields, "model") if fields.get("model") is not None else default_model
@@ -85,6 +92,8 @@ def _build(fields: Mapping[str, Any], messages: list[Message], default_model: st
         max_tokens=_max_tokens(max_tokens),
         temperature=_temperature(temperature),
         fake=_fake_faults(fake, model, fake_name),
+        tools=tools,
+        tool_choice=tool_choice,
     )
 
 
@@ -152,13 +161,77 @@ def _messages(value: Any) -> list[Message]:
     for index, item in enumerate(value):
         if not isinstance(item, Mapping):
             raise invalid_request(f"messages[{index}] must be an object, not {_json_type(item)}")
-        role, content = item.get("role"), item.get("content")
-        if role not in ROLES:
-            raise invalid_request(f"messages[{index}].role must be one of {', '.join(ROLES)}; got {role!r}")
-        if not isinstance(content, str):
-            raise invalid_request(f"messages[{index}].content must be a string, not {_json_type(content)}")
-        messages.append(Message(role, content))
+        messages.append(_message(item, f"messages[{index}]"))
     return messages
+
+
+def _message(item: Mapping[str, Any], where: str) -> Message:
+    """One message: ``{"role", "content"}``; an assistant's may have ``tool_calls``
+    (then ``content`` may be null), a ``tool`` message needs ``tool_call_id``."""
+    role, content = item.get("role"), item.get("content")
+    if role not in ROLES:
+        raise invalid_request(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}")
+    tool_calls = _tool_calls(item.get("tool_calls"), where) if role == "assistant" else ()
+    if not isinstance(content, str) and not (content is None and tool_calls):
+        raise invalid_request(f"{where}.content must be a string, not {_json_type(content)} "
+                              "(null only in an assistant message with \"tool_calls\")")
+    tool_call_id = None
+    if role == "tool":
+        tool_call_id = item.get("tool_call_id")
+        if not isinstance(tool_call_id, str) or not tool_call_id:
+            raise invalid_request(f"{where}.tool_call_id must be the id of the tool call this message answers, "
+                                  f"a string; got {tool_call_id!r}")
+    return Message(role, content, tool_calls, tool_call_id)
+
+
+def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
+    """An assistant message's ``tool_calls``: ``[{"id", "type": "function",
+    "function": {"name", "arguments"}}, …]`` (absent or null: none)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise invalid_request(f"{where}.tool_calls must be a list, not {_json_type(value)}")
+    calls = []
+    for index, call in enumerate(value):
+        at = f"{where}.tool_calls[{index}]"
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or call.get("type", "function") != "function":
+            raise invalid_request(f"{at} must be {{\"id\", \"type\": \"function\", "
+                                  "\"function\": {\"name\", \"arguments\"}}")
+        fields = {"id": call.get("id"), "name": function.get("name"), "arguments": function.get("arguments")}
+        for name, field in fields.items():
+            if not isinstance(field, str):
+                raise invalid_request(f"{at}: \"{name}\" must be a string, not {_json_type(field)}")
+        calls.append(ToolCall(**fields))
+    return tuple(calls)
+
+
+def _tools(value: Any) -> tuple[dict[str, Any], ...] | None:
+    """``tools``: a list of OpenAI tool objects, kept as given; a function tool
+    (``"type": "function"``) must name its function."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(tool, Mapping) for tool in value):
+        raise invalid_request("\"tools\" must be a list of tool objects such as "
+                              "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", "
+                              "\"parameters\": {…}}}")
+    for index, tool in enumerate(value):
+        if tool.get("type") == "function":
+            function = tool.get("function")
+            if not isinstance(function, Mapping) or not isinstance(function.get("name"), str) \
+                    or not function["name"]:
+                raise invalid_request(f"tools[{index}].function.name must be the function's name, a string")
+    return tuple(dict(tool) for tool in value)
+
+
+def _tool_choice(value: Any) -> str | dict[str, Any] | None:
+    """``tool_choice``: ``"none"``, ``"auto"``, ``"required"`` or an object naming a tool."""
+    if value is None or (isinstance(value, str) and value in TOOL_CHOICES):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise invalid_request(f"\"tool_choice\" must be one of {', '.join(TOOL_CHOICES)} or an object such as "
+                          f"{{\"type\": \"function\", \"function\": {{\"name\": …}}}}; got {value!r}")
 
 
 def _max_tokens(value: Any) -> int | None:

@@ -95,10 +95,14 @@ class ChatEvent:
 
     Attributes:
         id: the last event ID after this event (``"STREAM_ID:SEQ"``; ``""`` if none).
-        event: its type: ``start``, ``token``, ``reasoning``, ``done`` or ``error``.
+        event: its type: ``start``, ``token``, ``reasoning``, ``tool_call``, ``done``
+            or ``error``.
         data: the data parsed as JSON: ``start`` ``{"stream_id", "model", "created"}``;
-            ``token``/``reasoning`` ``{"content"}``; ``done`` ``{"finish_reason",
-            "usage": {"prompt_tokens", "completion_tokens", "total_tokens"} or None}``;
+            ``token``/``reasoning`` ``{"content"}``; ``tool_call`` ``{"index", "id",
+            "name", "arguments"}`` (a fragment; :class:`~sse_chat.protocol.ToolCalls`
+            joins them); ``done`` ``{"finish_reason", "usage": {"prompt_tokens",
+            "completion_tokens", "total_tokens"} or None}``, with ``"tool_calls":
+            [{"id", "name", "arguments"}, …]`` when the answer called tools;
             ``error`` ``{"error": {"type", "message"}}``. The data string itself when
             it is not a JSON object.
         raw_data: the data string as received.
@@ -136,6 +140,14 @@ class Answer(str):
     def usage(self) -> dict | None:
         """``{"prompt_tokens", "completion_tokens", "total_tokens"}`` (counts of tokens), or ``None``."""
         return self.done.get("usage")
+
+    @property
+    def tool_calls(self) -> list[dict]:
+        """The tools the answer called, ``[{"id", "name", "arguments"}, …]`` in order
+        (``arguments`` a string of JSON), when ``finish_reason`` is
+        ``"tool_calls"``; ``[]`` otherwise. Run them and send the results back as
+        ``tool`` messages."""
+        return list(self.done.get("tool_calls") or [])
 
 
 def check_base_url(base_url: str) -> str:

@@ -32,7 +32,8 @@ class CompletionRequest:
 def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest:
     """Validate OpenAI's request shape (``messages`` required; ``model``, ``stream``,
     ``stream_options.include_usage``, ``max_tokens`` or ``max_completion_tokens``,
-    ``temperature``, and this service's ``fake`` faults for the fake model
+    ``temperature``, ``tools`` and ``tool_choice`` (passed on as given; ``messages``
+    may hold tool turns), and this service's ``fake`` faults for the fake model
     (docs/testing-clients.md; ``drop_every`` only with ``stream``); other fields
     are ignored).
 
@@ -43,7 +44,8 @@ def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest
         raise invalid_request("the JSON body must be an object with \"messages\"")
     if "messages" not in payload:
         raise invalid_request("\"messages\" is required: a list of {\"role\", \"content\"} objects")
-    fields = {key: payload[key] for key in ("messages", "model", "temperature", "fake") if key in payload}
+    fields = {key: payload[key] for key in ("messages", "model", "temperature", "fake", "tools", "tool_choice")
+              if key in payload}
     max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if max_tokens is not None:
         fields["max_tokens"] = max_tokens
@@ -101,6 +103,8 @@ class CompletionChunks:
             return [self._frame(event.id, {"content": event.data["content"]})]
         if event.type == EventType.REASONING:
             return [self._frame(event.id, {"reasoning_content": event.data["content"]})]
+        if event.type == EventType.TOOL_CALL:
+            return [self._frame(event.id, {"tool_calls": [_tool_call_delta(event.data)]})]
         self.ended = True
         if event.type == EventType.ERROR:
             error = event.data["error"]
@@ -124,9 +128,40 @@ class CompletionChunks:
         return chunk
 
 
+def _tool_call_delta(fragment: dict) -> dict:
+    """A ``tool_call`` event's data as an item of OpenAI's ``delta.tool_calls``: the
+    first fragment of a call has ``id``, ``type`` and ``function.name``, later
+    ones only ``index`` and ``function.arguments``."""
+    item: dict[str, Any] = {"index": fragment["index"]}
+    if fragment.get("id") is not None:
+        item["id"] = fragment["id"]
+        item["type"] = "function"
+    function = {"arguments": fragment.get("arguments", "")}
+    if fragment.get("name") is not None:
+        function = {"name": fragment["name"], **function}
+    item["function"] = function
+    return item
+
+
+def _message(content: list[str], reasoning: list[str], done: dict) -> dict[str, Any]:
+    """A ``chat.completion``'s ``message``: ``content`` is ``null`` when the answer
+    only called tools (``tool_calls`` from ``done``)."""
+    text = "".join(content)
+    tool_calls = [{"id": call["id"], "type": "function",
+                   "function": {"name": call["name"], "arguments": call["arguments"]}}
+                  for call in done.get("tool_calls") or ()]
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    return message
+
+
 def completion(stream_id: str, model: str, created: int, events: Iterable[Event]) -> tuple[dict | None, dict | None]:
-    """Collect a whole stream into a ``chat.completion``; returns ``(completion,
-    None)``, or ``(None, error)`` with the ``error`` event's data."""
+    """Collect a whole stream into a ``chat.completion`` (with ``message.tool_calls``
+    when the answer called tools); returns ``(completion, None)``, or ``(None,
+    error)`` with the ``error`` event's data."""
     content, reasoning = [], []
     for event in events:
         if event.type == EventType.TOKEN:
@@ -136,12 +171,9 @@ def completion(stream_id: str, model: str, created: int, events: Iterable[Event]
         elif event.type == EventType.ERROR:
             return None, event.data["error"]
         elif event.type == EventType.DONE:
-            message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-            if reasoning:
-                message["reasoning_content"] = "".join(reasoning)
             return {
                 "id": f"chatcmpl-{stream_id}", "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": message, "logprobs": None,
+                "choices": [{"index": 0, "message": _message(content, reasoning, event.data), "logprobs": None,
                              "finish_reason": event.data.get("finish_reason")}],
                 "usage": event.data.get("usage"),
             }, None

@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from .background import spawn
 from .eventlog import EventLog, StreamFull, StreamLost
 from .metrics import Metrics
 from .models import ChatModel, ChatRequest, Delta, InjectedFault, UpstreamError
-from .protocol import Event, EventId, EventType, content_frame
+from .protocol import Event, EventId, EventType, ToolCalls, content_frame
 from .protocol import error_data as error_body
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,10 @@ class _Stop(Exception):
 
 
 class Producer:
-    """Writes one stream: ``start``, then ``token``/``reasoning`` events, then exactly
-    one terminal event (``done`` or ``error``), ids ``{stream_id}:0``, ``:1``, …
+    """Writes one stream: ``start``, then ``token``/``reasoning``/``tool_call``
+    events, then exactly one terminal event (``done`` or ``error``), ids
+    ``{stream_id}:0``, ``:1``, … ``done`` also carries the assembled
+    ``tool_calls`` when the answer called tools.
 
     Call :meth:`run` (blocking) or :meth:`start` (in a new thread/greenlet).
     """
@@ -162,6 +165,7 @@ class Producer:
     def _generate(self) -> tuple[EventType, dict]:
         deltas: Iterator[Delta] = self._model.stream(self._request)
         finish_reason, usage = "stop", None
+        tool_calls = ToolCalls()
         try:
             for delta in deltas:
                 self._check_control()
@@ -170,6 +174,10 @@ class Producer:
                 if delta.content:
                     self._note_token()
                     self._append_content(EventType.TOKEN, delta.content)
+                for fragment in delta.tool_calls:
+                    data = fragment.as_event_data()
+                    tool_calls.add(data)
+                    self._append(EventType.TOOL_CALL, data)
                 if delta.finish_reason:
                     finish_reason, usage = delta.finish_reason, delta.usage
         except _Stop as stop:
@@ -189,7 +197,10 @@ class Producer:
             close = getattr(deltas, "close", None)
             if close is not None:
                 close()
-        return EventType.DONE, {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
+        done: dict[str, Any] = {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
+        if tool_calls:
+            done["tool_calls"] = tool_calls.finished()
+        return EventType.DONE, done
 
     def _backend_label(self) -> str:
         """``fake`` or ``upstream``: model names come from callers, so they would

@@ -5,15 +5,56 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A whole call of a function tool, as OpenAI's ``tool_calls[]`` items carry it:
+    the call's ``id`` (the upstream's, e.g. ``"call_…"``), the function's ``name``
+    and its ``arguments``, a string of JSON as the model wrote it (not parsed:
+    a model may write invalid JSON, and the client decides what to do with it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_openai(self) -> dict[str, Any]:
+        """``{"id", "type": "function", "function": {"name", "arguments"}}``."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+    def as_event_data(self) -> dict[str, str]:
+        """``{"id", "name", "arguments"}``: an item of ``done``'s ``tool_calls``."""
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message, as in OpenAI's Chat Completions API."""
+    """One chat message, as in OpenAI's Chat Completions API: ``role`` is
+    ``system``, ``user``, ``assistant`` or ``tool``; ``content`` is text, or
+    ``None`` for an assistant turn that only calls tools. An assistant turn's
+    ``tool_calls`` are the calls it made; a ``tool`` turn answers the call whose
+    id is ``tool_call_id`` with its result as ``content``."""
 
     role: str
-    content: str
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """``content``, or ``""`` when it is ``None``."""
+        return self.content or ""
+
+    def as_openai(self) -> dict[str, Any]:
+        """The message in OpenAI's request shape: ``{"role", "content"}``, plus
+        ``tool_calls`` (assistant) or ``tool_call_id`` (tool) when set."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [call.as_openai() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 #: The ``error`` event type of an ``error_after`` fault when the request names none.
@@ -51,14 +92,18 @@ class FakeFaults:
 class ChatRequest:
     """What a backend needs to answer: ``messages`` (system first when given),
     the ``model`` name, optional ``max_tokens`` (completion tokens) and
-    ``temperature`` (0 to 2), and ``fake``: faults for the ``fake`` model to
-    inject (only ever set for it)."""
+    ``temperature`` (0 to 2), ``tools`` and ``tool_choice`` in OpenAI's shapes
+    (JSON values, passed to the upstream as the caller gave them; ``None`` when
+    not given), and ``fake``: faults for the ``fake`` model to inject (only ever
+    set for it)."""
 
     messages: tuple[Message, ...]
     model: str
     max_tokens: int | None = None
     temperature: float | None = None
     fake: FakeFaults | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
     @property
     def drop_every(self) -> int | None:
@@ -87,20 +132,39 @@ class Usage:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a tool call, as OpenAI streams ``delta.tool_calls[]``: the call
+    is number ``index`` (0, 1, … in the answer); its first fragment carries the
+    call's ``id`` and the function's ``name`` (``None`` on later fragments); the
+    ``arguments`` fragments of one index, joined, are the call's JSON arguments."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+    def as_event_data(self) -> dict[str, Any]:
+        """``{"index", "id", "name", "arguments"}``: a ``tool_call`` event's data."""
+        return {"index": self.index, "id": self.id, "name": self.name, "arguments": self.arguments}
+
+
 class Delta(NamedTuple):
     """One step of a streamed answer, named after OpenAI's ``choices[0].delta``.
 
     ``content`` is answer text and ``reasoning`` a reasoning model's thinking (both
-    characters, possibly empty); the last delta of an answer carries its
-    ``finish_reason`` (``"stop"``, ``"length"``, …) and, when known, its ``usage``.
-    A named tuple: one is made per token, and a frozen dataclass costs several
-    times as much to build.
+    characters, possibly empty); ``tool_calls`` are fragments of tool calls; the
+    last delta of an answer carries its ``finish_reason`` (``"stop"``,
+    ``"length"``, ``"tool_calls"``, …) and, when known, its ``usage``. A named
+    tuple: one is made per token, and a frozen dataclass costs several times as
+    much to build.
     """
 
     content: str = ""
     reasoning: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 class UpstreamError(Exception):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
-from .base import ChatRequest, Delta, FakeFaults, InjectedFault, Usage
+from .base import ChatRequest, Delta, FakeFaults, InjectedFault, Message, ToolCallDelta, Usage
 
 #: Tokens of mixed length, with non-ASCII text and line breaks, so encoding bugs show.
 VOCABULARY = (
@@ -28,7 +30,7 @@ def split_tokens(text: str) -> list[str]:
 
 
 def _seed(request: ChatRequest) -> int:
-    text = "\x1e".join(f"{m.role}\x1f{m.content}" for m in request.messages)
+    text = "\x1e".join(f"{m.role}\x1f{m.text}" for m in request.messages)
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
@@ -38,11 +40,63 @@ def fake_tokens(request: ChatRequest) -> list[str]:
     rng = random.Random(_seed(request))
     if request.max_tokens is not None:
         return [rng.choice(VOCABULARY) for _ in range(request.max_tokens)]
-    prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-    echo = split_tokens(prompt) or [" …"]
+    echo = split_tokens(_last_prompt(request)) or [" …"]
     closing = [rng.choice(VOCABULARY) for _ in range(12)]
     return ["You", " asked", ":", " «", *echo, " ».", "\n\n", "**Fake", " answer**", ":", " 你好", " é", *closing, ".",
             "\n\n", "-", " one", "\n", "-", " `two`", "\n"]
+
+
+def _last_prompt(request: ChatRequest) -> str:
+    return next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+
+
+#: Characters of a tool call's JSON arguments per fragment.
+ARGUMENT_FRAGMENT_CHARS = 8
+
+
+def fake_tool_call(request: ChatRequest) -> list[ToolCallDelta] | None:
+    """The fragments of the fake model's one tool call, or ``None`` when it answers
+    in text: it calls the first function tool of ``request.tools``, unless the
+    last message is a ``tool`` result. The arguments are a JSON object holding the
+    last user prompt under the function's first required parameter (else its
+    first parameter, else ``"input"``), sent :data:`ARGUMENT_FRAGMENT_CHARS`
+    characters per fragment after a first fragment with the call's ``id`` and
+    ``name`` and no arguments, as OpenAI streams them."""
+    if not request.tools or request.messages[-1].role == "tool":
+        return None
+    function = next((tool["function"] for tool in request.tools if tool.get("type") == "function"), None)
+    if function is None:
+        return None
+    arguments = json.dumps({_first_parameter(function.get("parameters")): _last_prompt(request)},
+                           ensure_ascii=False)
+    call_id = f"call_{_seed(request):016x}"
+    pieces = [arguments[i:i + ARGUMENT_FRAGMENT_CHARS] for i in range(0, len(arguments), ARGUMENT_FRAGMENT_CHARS)]
+    return [ToolCallDelta(0, call_id, function["name"], ""), *(ToolCallDelta(0, None, None, p) for p in pieces)]
+
+
+def _first_parameter(schema: Any) -> str:
+    if isinstance(schema, dict):
+        required = schema.get("required")
+        if isinstance(required, list) and required and isinstance(required[0], str):
+            return required[0]
+        properties = schema.get("properties")
+        if isinstance(properties, dict) and properties:
+            return str(next(iter(properties)))
+    return "input"
+
+
+def tool_result_tokens(messages: tuple[Message, ...]) -> list[str]:
+    """The answer to tool results (the ``tool`` messages that end ``messages``):
+    one sentence per result, quoting it, naming the function that the assistant's
+    call with that ``tool_call_id`` named."""
+    names = {call.id: call.name for m in messages for call in m.tool_calls}
+    results = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.append(message)
+    sentences = [f"The tool {names.get(m.tool_call_id or '', 'tool')} answered: «{m.text}»." for m in reversed(results)]
+    return split_tokens("\n".join(sentences))
 
 
 #: A request that asks for no faults.
@@ -53,11 +107,13 @@ class FakeModel:
     """Streams :func:`fake_tokens` one per delta, ``delay_s`` seconds apart (0 still
     yields to other greenlets), then a final delta with ``finish_reason`` ``"length"``
     (``max_tokens`` given) or ``"stop"`` and the usage (prompt tokens counted as
-    words of all messages).
+    words of all messages). Given ``tools``, it calls one instead
+    (:func:`fake_tool_call`, ``finish_reason`` ``"tool_calls"``); after tool
+    results it quotes them (:func:`tool_result_tokens`).
 
     A request's ``fake`` faults apply here (docs/testing-clients.md): ``delay_ms``
     replaces ``delay_s``; ``error_after`` and ``stall_after`` fail the stream after
-    that many tokens (after the last one when the answer is shorter), the stall
+    that many tokens or tool-call fragments (after the last one when the answer is shorter), the stall
     after sleeping ``upstream_timeout_s`` seconds, as a silent upstream would;
     when both are due at once, the error wins. ``drop_every`` is the reader's.
     """
@@ -69,21 +125,32 @@ class FakeModel:
         self._upstream_timeout_s = upstream_timeout_s
 
     def stream(self, request: ChatRequest) -> Iterator[Delta]:
-        tokens = fake_tokens(request)
+        steps, finish_reason = self._steps(request)
         faults = request.fake or NO_FAULTS
         delay_s = self._delay_s if faults.delay_ms is None else faults.delay_ms / 1000
         faulty = faults.error_after is not None or faults.stall_after is not None
-        for position, token in enumerate(tokens):
+        for position, step in enumerate(steps):
             if faulty:
-                self._inject(faults, position, len(tokens))
+                self._inject(faults, position, len(steps))
             self._sleep(delay_s)
-            yield Delta(content=token)
-        self._inject(faults, len(tokens), len(tokens))
-        prompt_tokens = sum(len(split_tokens(m.content)) + 1 for m in request.messages)
-        yield Delta(
-            finish_reason="length" if request.max_tokens is not None else "stop",
-            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(tokens)),
-        )
+            yield step
+        self._inject(faults, len(steps), len(steps))
+        prompt_tokens = sum(len(split_tokens(m.text)) + 1 for m in request.messages)
+        yield Delta(finish_reason=finish_reason,
+                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(steps)))
+
+    @staticmethod
+    def _steps(request: ChatRequest) -> tuple[list[Delta], str]:
+        """The deltas before the last, and the ``finish_reason``: a tool call's
+        fragments (``"tool_calls"``), an answer to tool results, or
+        :func:`fake_tokens` (``"length"`` when ``max_tokens`` is given)."""
+        call = fake_tool_call(request)
+        if call is not None:
+            return [Delta(tool_calls=(fragment,)) for fragment in call], "tool_calls"
+        if request.messages[-1].role == "tool":
+            return [Delta(content=token) for token in tool_result_tokens(request.messages)], "stop"
+        finish_reason = "length" if request.max_tokens is not None else "stop"
+        return [Delta(content=token) for token in fake_tokens(request)], finish_reason
 
     def _inject(self, faults: FakeFaults, position: int, total: int) -> None:
         """Fail when a fault is due once ``position`` tokens (of ``total``) were sent.

@@ -2,8 +2,10 @@
 
 Maps Chat Completions stream chunks (``chat.completion.chunk``) onto deltas:
 ``choices[0].delta.content`` → content, ``delta.reasoning_content`` (DeepSeek,
-vLLM, llama.cpp) or ``delta.reasoning`` → reasoning, ``finish_reason`` and the final
-``usage`` chunk (``stream_options={"include_usage": True}``) → the last delta.
+vLLM, llama.cpp) or ``delta.reasoning`` → reasoning, ``delta.tool_calls`` → tool-call
+fragments, ``finish_reason`` and the final ``usage`` chunk
+(``stream_options={"include_usage": True}``) → the last delta. ``tools`` and
+``tool_choice`` go to the upstream as the caller gave them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import openai
 
-from .base import ChatRequest, Delta, UpstreamError, Usage
+from .base import ChatRequest, Delta, ToolCallDelta, UpstreamError, Usage
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ class OpenAIChatModel:
             options["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             options["temperature"] = request.temperature
+        if request.tools is not None:
+            options["tools"] = list(request.tools)
+        if request.tool_choice is not None:
+            options["tool_choice"] = request.tool_choice
         try:
             return self._client.chat.completions.create(
                 model=request.model,
@@ -97,8 +103,9 @@ class OpenAIChatModel:
             delta = choice.delta
             content = (delta.content or "") if delta is not None else ""
             reasoning = _reasoning(delta)
-            if content or reasoning:
-                yield Delta(content=content, reasoning=reasoning)
+            tool_calls = _tool_call_fragments(delta)
+            if content or reasoning or tool_calls:
+                yield Delta(content=content, reasoning=reasoning, tool_calls=tool_calls)
             if choice.finish_reason:
                 finish_reason = choice.finish_reason
         if finish_reason is None:
@@ -128,6 +135,22 @@ def _reasoning(delta: Any) -> str:
     return ""
 
 
+def _tool_call_fragments(delta: Any) -> tuple[ToolCallDelta, ...]:
+    """``delta.tool_calls`` (``[{"index", "id"?, "function": {"name"?, "arguments"?}}]``)
+    as fragments; ``()`` when there are none."""
+    calls = getattr(delta, "tool_calls", None) if delta is not None else None
+    if not calls:
+        return ()
+    fragments = []
+    for call in calls:
+        function = call.function
+        fragments.append(ToolCallDelta(
+            index=int(call.index), id=call.id or None,
+            name=(function.name or None) if function is not None else None,
+            arguments=(function.arguments or "") if function is not None else ""))
+    return tuple(fragments)
+
+
 _STATUS_TYPES = {401: "upstream_unauthorized", 403: "upstream_unauthorized", 429: "upstream_rate_limited"}
 
 
@@ -145,6 +168,7 @@ def _scrub(text: str, secret: str | None) -> str:
 
 
 def _sdk_messages(request: ChatRequest) -> Any:
-    """``messages`` for the SDK: ``[{"role", "content"}, …]`` (typed ``Any``: the SDK's
-    per-role TypedDicts cannot be told apart from a role held in a variable)."""
-    return [{"role": m.role, "content": m.content} for m in request.messages]
+    """``messages`` for the SDK: ``[{"role", "content"}, …]`` with the tool turns'
+    ``tool_calls`` and ``tool_call_id`` (typed ``Any``: the SDK's per-role
+    TypedDicts cannot be told apart from a role held in a variable)."""
+    return [m.as_openai() for m in request.messages]

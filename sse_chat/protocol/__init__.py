@@ -25,6 +25,7 @@ from .events import (
     Event,
     EventId,
     EventType,
+    ToolCalls,
     content_frame,
     error_data,
     new_stream_id,
@@ -34,7 +35,7 @@ from .events import (
 
 __all__ = [
     "EVENT_STREAM_CONTENT_TYPE", "STREAM_ID_BYTES", "TERMINAL_TYPES", "DispatchedEvent", "Event", "EventId",
-    "EventStreamDecoder", "EventType", "ServerSentEvent", "compact_json", "content_frame", "encode_comment",
-    "encode_line_event", "encode_retry", "error_data", "json_string", "new_stream_id", "read_frame",
+    "EventStreamDecoder", "EventType", "ServerSentEvent", "ToolCalls", "compact_json", "content_frame",
+    "encode_comment", "encode_line_event", "encode_retry", "error_data", "json_string", "new_stream_id", "read_frame",
     "stream_lost_frame",
 ]

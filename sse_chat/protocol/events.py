@@ -5,11 +5,15 @@ Every event of a stream is one SSE event (see :mod:`.encoding`) with three field
 * ``id: {stream_id}:{seq}``: ``stream_id`` is 22 URL-safe base64 characters (128
   random bits, never ``:``), ``seq`` counts 0, 1, 2, … without gaps. It becomes the
   client's last event ID, which resumes the stream after that event.
-* ``event:`` one of :class:`EventType`: ``start``, then ``token`` and
-  ``reasoning`` events, then exactly one terminal ``done`` or ``error``.
+* ``event:`` one of :class:`EventType`: ``start``, then ``token``,
+  ``reasoning`` and ``tool_call`` events, then exactly one terminal ``done`` or
+  ``error``.
 * ``data:`` one line of compact JSON: ``start`` ``{"stream_id", "model",
-  "created"}``; ``token``/``reasoning`` ``{"content"}``; ``done``
-  ``{"finish_reason", "usage"}``; ``error`` ``{"error": {"type", "message"}}``.
+  "created"}``; ``token``/``reasoning`` ``{"content"}``; ``tool_call``
+  ``{"index", "id", "name", "arguments"}`` (a fragment, see :class:`ToolCalls`);
+  ``done`` ``{"finish_reason", "usage"}``, plus ``"tool_calls": [{"id", "name",
+  "arguments"}, …]`` when the answer called tools; ``error`` ``{"error":
+  {"type", "message"}}``.
 
 docs/event-stream.md describes them for users.
 """
@@ -34,6 +38,7 @@ class EventType(str, Enum):
     START = "start"
     TOKEN = "token"
     REASONING = "reasoning"
+    TOOL_CALL = "tool_call"
     DONE = "done"
     ERROR = "error"
 
@@ -87,6 +92,49 @@ class Event:
     def encode(self) -> bytes:
         """The frame: ``id:``, ``event:``, one ``data:`` line of compact JSON."""
         return ServerSentEvent(compact_json(self.data), event=self.type, id=str(self.id)).encode()
+
+
+class ToolCalls:
+    """Tool calls rebuilt from ``tool_call`` fragments, as OpenAI streams
+    ``delta.tool_calls``: fragments of one call share its ``index``; the first
+    brings its ``id`` and ``name``; the ``arguments`` fragments, joined in
+    order, are its JSON arguments (a string, not parsed).
+
+    >>> calls = ToolCalls()
+    >>> calls.add({"index": 0, "id": "call_1", "name": "f", "arguments": ""})
+    >>> calls.add({"index": 0, "id": None, "name": None, "arguments": '{"a": 1}'})
+    >>> calls.finished()
+    [{'id': 'call_1', 'name': 'f', 'arguments': '{"a": 1}'}]
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, fragment: dict[str, Any]) -> None:
+        """Take one fragment: ``{"index": int, "id": str|None, "name": str|None,
+        "arguments": str}`` (a ``tool_call`` event's data). A later ``id`` or
+        ``name`` fills one not yet known, and never replaces it.
+
+        Raises:
+            ValueError: ``index`` is not a whole number >= 0, or ``arguments`` not a string.
+        """
+        index, arguments = fragment.get("index"), fragment.get("arguments", "")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0 or not isinstance(arguments, str):
+            raise ValueError(f"not a tool_call fragment: {fragment!r}")
+        call = self._calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
+        for name in ("id", "name"):
+            if call[name] is None and fragment.get(name) is not None:
+                call[name] = str(fragment[name])
+        call["arguments"] += arguments
+
+    def finished(self) -> list[dict[str, str]]:
+        """The calls in ``index`` order: ``[{"id": str, "name": str, "arguments":
+        str}, …]`` (``""`` for an ``id`` or ``name`` no fragment brought)."""
+        return [{"id": call["id"] or "", "name": call["name"] or "", "arguments": call["arguments"]}
+                for _, call in sorted(self._calls.items())]
 
 
 def error_data(error_type: str, message: str) -> dict[str, Any]:

@@ -11,7 +11,15 @@ const params = new URLSearchParams(location.search);
 const options = {
   model: params.get("model") || undefined,
   max_tokens: params.get("max_tokens") ? parseInt(params.get("max_tokens"), 10) : undefined,
+  tools: toolsParameter(params.get("tools")),
 };
+
+/** `?tools=` holds OpenAI tools as JSON, so the page can show tool calls; the
+ *  page does not run tools. */
+function toolsParameter(value) {
+  if (!value) return undefined;
+  try { return JSON.parse(value); } catch { return undefined; }
+}
 const KEY_STORAGE = "sse-chat-key";
 let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
 const messages = [];   // the conversation so far, as sent to the service
@@ -61,6 +69,27 @@ class AnswerView {
     this.frame = 0;
   }
 
+  /** A `tool_call` fragment: the call of tool number `index` is shown as its
+   *  name and its arguments as they arrive, apart from the answer text. */
+  toolCall(fragment) {
+    this.calls = this.calls || new Map();
+    let call = this.calls.get(fragment.index);
+    if (!call) {
+      const box = document.createElement("div");
+      box.className = "tool-call";
+      const name = document.createElement("span");
+      name.className = "tool-name";
+      const args = document.createElement("code");
+      args.className = "tool-arguments";
+      box.append(name, args);
+      this.li.insertBefore(box, this.markdown.container);
+      call = { name, args };
+      this.calls.set(fragment.index, call);
+    }
+    if (fragment.name) call.name.textContent = fragment.name;
+    call.args.textContent += fragment.arguments;
+  }
+
   append(text) {
     this.content += text;
     this.markdown.append(text);
@@ -106,6 +135,7 @@ function onEvent(event, view) {
   const data = JSON.parse(event.data);
   if (event.type === "start") current.streamId = data.stream_id;
   else if (event.type === "token") view.append(data.content);
+  else if (event.type === "tool_call") view.toolCall(data);
   else if (event.type === "done") return { done: data };
   else if (event.type === "error") return { error: data.error };
   return null;
@@ -119,6 +149,7 @@ function showOutcome(li, outcome) {
   li.dataset.finishReason = outcome.done.finish_reason;
   if (outcome.done.finish_reason === "cancelled") note(li, "stopped");
   else if (outcome.done.finish_reason === "length") note(li, "cut at max_tokens");
+  else if (outcome.done.finish_reason === "tool_calls") note(li, "called a tool (this page does not run tools)");
 }
 
 /**

@@ -1,0 +1,44 @@
+"""``sse-chat ask --tools FILE``: the request's OpenAI ``tools``, read from a JSON
+file, and the line that reports each tool call the answer made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class ToolsFileError(ValueError):
+    """The file cannot be read, or is not a JSON list of tool objects; the message
+    says which and how to fix it."""
+
+
+def read_tools(path: str) -> list[dict[str, Any]]:
+    """The tools in ``path``: a JSON list of OpenAI tool objects, ``[{"type":
+    "function", "function": {"name", "description", "parameters"}}, …]``, or an
+    object with such a list under ``"tools"`` (a request body). The server checks
+    each tool further (400 ``invalid_request``).
+
+    Raises:
+        ToolsFileError: unreadable, not UTF-8 JSON, or not a non-empty list of objects.
+    """
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ToolsFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ToolsFileError(f"{path} is not UTF-8 JSON: {exc}") from None
+    if isinstance(value, dict) and "tools" in value:
+        value = value["tools"]
+    if not isinstance(value, list) or not value or not all(isinstance(tool, dict) for tool in value):
+        raise ToolsFileError(f"{path} must hold a JSON list of tools, such as "
+                             '[{"type": "function", "function": {"name": "get_weather", "parameters": {…}}}]')
+    return value
+
+
+def tool_call_line(call: dict[str, Any]) -> str:
+    """``tool call NAME ARGUMENTS`` and a newline, for one item of ``done``'s
+    ``tool_calls`` (``{"id", "name", "arguments"}``); the arguments are written as
+    the model wrote them, with line breaks escaped so a call stays on one line."""
+    arguments = str(call.get("arguments", "")).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return f"tool call {call.get('name', '')} {arguments}\n"
