@@ -175,9 +175,7 @@ class Producer:
                     self._note_token()
                     self._append_content(EventType.TOKEN, delta.content)
                 for fragment in delta.tool_calls:
-                    data = fragment.as_event_data()
-                    tool_calls.add(data)
-                    self._append(EventType.TOOL_CALL, data)
+                    self._append(EventType.TOOL_CALL, tool_calls.add(fragment.as_event_data()))
                 if delta.finish_reason:
                     finish_reason, usage = delta.finish_reason, delta.usage
         except _Stop as stop:

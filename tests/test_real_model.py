@@ -99,3 +99,25 @@ def test_the_openai_sdk_reaches_the_real_model_through_the_service(service):
         max_tokens=16, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() and len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2
+
+
+def test_a_tool_call_of_the_real_model_streams_as_fragments_and_done_carries_it(service):
+    # llama-cpp-python's "gemma" chat format has no tool-call template: with
+    # tool_choice "auto" the model answers in text. A tool_choice that names a
+    # function makes the server constrain the output to that function's arguments
+    # (a JSON grammar), which it streams as delta.tool_calls, repeating the id and
+    # name in every fragment: the service streams them once, on the first.
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    response = requests.post(service.url + "/v1/chat", json={
+        "prompt": "What is the weather in Paris?", "tools": [weather], "max_tokens": 60,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, timeout=300)
+    events = events_of([response.content])
+    assert_well_formed(events)
+    fragments = [json.loads(e.data) for e in events if e.type == "tool_call"]
+    done = json.loads(events[-1].data)
+    assert len(fragments) >= 2 and [f["name"] for f in fragments if f["name"]] == ["get_weather"]
+    assert done["finish_reason"] == "tool_calls"
+    [call] = done["tool_calls"]
+    assert call["name"] == "get_weather" and call["arguments"] == "".join(f["arguments"] for f in fragments)
+    assert "city" in json.loads(call["arguments"])

@@ -1,6 +1,6 @@
 """A misbehaving OpenAI-compatible upstream for tests: the request's ``model`` picks
-what it does (``ok``, ``reasoning``, ``http401``, ``http429``, ``http500``, ``cut``,
-``malformed``, ``inband``, ``stall``)."""
+what it does (``ok``, ``reasoning``, ``tools``, ``http401``, ``http429``, ``http500``,
+``cut``, ``malformed``, ``inband``, ``stall``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 OK_TOKENS = ["Paris", " is", " the", " capital", ".\n", " 你好"]
+
+#: The two parallel calls of the ``tools`` behaviour: (id, name, argument fragments).
+TOOL_CALLS = [
+    ("call_weather_1", "get_weather", ['{"ci', 'ty": "Pa', 'ris", "unit": ', '"celsius"}']),
+    ("call_time_2", "get_time", ['{"tz": ', '"Europe/Paris"', '}']),
+]
 
 
 def _chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None) -> dict:
@@ -76,6 +82,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._event(_chunk({"reasoning_content": "ing."}))
         self._event(_chunk({"content": "Answer"}))
         self._event(_chunk({}, "stop"))
+        self._end()
+
+    def _tools(self) -> None:
+        """Two parallel tool calls in fragments, each call's first fragment with its
+        id and name, as OpenAI streams them; when the last message is a ``tool``
+        result, an answer that quotes every result instead."""
+        messages = self.server.requests[-1][1]["messages"]
+        if messages[-1]["role"] == "tool":
+            results = [m["content"] for m in messages if m["role"] == "tool"]
+            self._event(_chunk({"role": "assistant", "content": ""}))
+            for text in ["Results:", *(f" {result};" for result in results)]:
+                self._event(_chunk({"content": text}))
+            self._event(_chunk({}, "stop"))
+            return self._end()
+        self._event(_chunk({"role": "assistant", "content": None}))
+        for index, (call_id, name, pieces) in enumerate(TOOL_CALLS):
+            self._event(_chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                                "function": {"name": name, "arguments": ""}}]}))
+            for piece in pieces:
+                self._event(_chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+        self._event(_chunk({}, "tool_calls"))
+        self._event(_chunk(usage={"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}))
         self._end()
 
     def _cut(self) -> None:

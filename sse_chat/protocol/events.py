@@ -102,7 +102,9 @@ class ToolCalls:
 
     >>> calls = ToolCalls()
     >>> calls.add({"index": 0, "id": "call_1", "name": "f", "arguments": ""})
-    >>> calls.add({"index": 0, "id": None, "name": None, "arguments": '{"a": 1}'})
+    {'index': 0, 'id': 'call_1', 'name': 'f', 'arguments': ''}
+    >>> calls.add({"index": 0, "id": "call_1", "name": "f", "arguments": '{"a": 1}'})
+    {'index': 0, 'id': None, 'name': None, 'arguments': '{"a": 1}'}
     >>> calls.finished()
     [{'id': 'call_1', 'name': 'f', 'arguments': '{"a": 1}'}]
     """
@@ -113,10 +115,12 @@ class ToolCalls:
     def __bool__(self) -> bool:
         return bool(self._calls)
 
-    def add(self, fragment: dict[str, Any]) -> None:
-        """Take one fragment: ``{"index": int, "id": str|None, "name": str|None,
-        "arguments": str}`` (a ``tool_call`` event's data). A later ``id`` or
-        ``name`` fills one not yet known, and never replaces it.
+    def add(self, fragment: dict[str, Any]) -> dict[str, Any]:
+        """Take one fragment, ``{"index": int, "id": str|None, "name": str|None,
+        "arguments": str}`` (a ``tool_call`` event's data), and return it as this
+        service streams it: ``id`` and ``name`` only where they first become known,
+        ``None`` after (some upstreams, llama.cpp's among them, repeat them in
+        every fragment); a later one never replaces the first.
 
         Raises:
             ValueError: ``index`` is not a whole number >= 0, or ``arguments`` not a string.
@@ -125,10 +129,12 @@ class ToolCalls:
         if isinstance(index, bool) or not isinstance(index, int) or index < 0 or not isinstance(arguments, str):
             raise ValueError(f"not a tool_call fragment: {fragment!r}")
         call = self._calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
+        streamed: dict[str, Any] = {"index": index, "id": None, "name": None, "arguments": arguments}
         for name in ("id", "name"):
             if call[name] is None and fragment.get(name) is not None:
-                call[name] = str(fragment[name])
+                call[name] = streamed[name] = str(fragment[name])
         call["arguments"] += arguments
+        return streamed
 
     def finished(self) -> list[dict[str, str]]:
         """The calls in ``index`` order: ``[{"id": str, "name": str, "arguments":
