@@ -30,11 +30,14 @@ log = logging.getLogger(__name__)
 
 #: Longest key accepted, in characters (a UUID has 36).
 MAX_KEY_LENGTH = 255
-#: Seconds a claim is kept while its stream runs, on top of the stream TTL. The end
-#: of the stream sets the claim's expiry to the stream's own (TTL after the end),
-#: so this only bounds how long a claim whose producer died is kept, and how long
-#: a running stream is covered: a stream running longer than this is not found by
-#: a repeat until it ends (clients repeat a start within seconds of sending it).
+#: Seconds a claim is kept while its stream runs, on top of the stream TTL. Nothing
+#: bounds how long a stream runs, and a claim is one key in a slot of its own, so
+#: no write of the stream can renew it; instead the end of the stream sets the
+#: claim's expiry to the stream's own (the TTL from the end, :func:`keep_after_end`).
+#: This bound is thus what a claim whose producer died is kept for, and the
+#: generation time a key covers: a repeat sent after a stream has run longer than
+#: ``stream_ttl_s + RUNNING_S`` starts a second one. Clients repeat a start within
+#: seconds of sending it.
 RUNNING_S = 3600.0
 #: Seconds a repeat waits for the stream of a key whose first request is still
 #: creating it. Past this, the claim is taken for stale (its stream expired first,
