@@ -75,7 +75,7 @@ def _register_access(app: Flask, settings: Settings) -> None:
 
     if settings.cors_origins:
         CORS(app, resources={r"/v1/*": {"origins": list(settings.cors_origins)}},
-             allow_headers=["Content-Type", "Authorization", "Last-Event-ID"],
+             allow_headers=["Content-Type", "Authorization", "Last-Event-ID", "Idempotency-Key"],
              methods=["GET", "POST", "DELETE", "OPTIONS"], max_age=600)
 
 

@@ -3,11 +3,13 @@ share, in plain values (no request globals; see :mod:`.web` for those)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import stream_not_found
 from .eventlog import StreamInfo
-from .models import ChatRequest
+from .idempotency import KeyedStart, keep_after_end, start_once
+from .models import ChatModel, ChatRequest
 from .producer import Producer, ProducerLimits
 from .protocol import EventId, new_stream_id
 from .services import Services
@@ -24,21 +26,49 @@ class ReadFrom:
     drop_every: int | None = None
 
 
-def start_generation(services: Services, chat: ChatRequest, owner: str | None) -> str:
+def start_generation(services: Services, chat: ChatRequest, owner: str | None,
+                     keyed: KeyedStart | None = None) -> str:
     """Create a stream owned by ``owner``, write its ``start`` event and start its
-    producer; returns the stream id.
+    producer; returns the stream id. With ``keyed`` (the request's
+    ``Idempotency-Key``), the stream an earlier request of ``owner`` with that key
+    started, if it is still kept (:func:`~sse_chat.idempotency.start_once`).
 
     Raises:
         ApiError: 503 ``backend_unavailable`` when no backend serves ``chat.model``;
-            429 ``too_many_streams`` past the limits on concurrent streams.
+            429 ``too_many_streams`` past the limits on concurrent streams; 422
+            ``idempotency_key_reused`` when ``keyed`` came with another request; 409
+            ``idempotency_key_in_use`` (see :func:`~sse_chat.idempotency.start_once`).
         EventLogUnavailable: the event log's store cannot be reached.
     """
     model = services.models.resolve(chat.model)
-    stream_id = new_stream_id()
+    if keyed is None:
+        return _start(services, chat, model, owner, new_stream_id())
+    ttl_s = services.settings.stream_ttl_s
+
+    def start(stream_id: str) -> None:
+        _start(services, chat, model, owner, stream_id,
+               on_end=lambda: keep_after_end(services.event_log, owner, keyed, stream_id, ttl_s))
+
+    started = start_once(services.event_log, owner, keyed, new_stream_id(), start, stream_ttl_s=ttl_s)
+    if started.repeated:
+        services.metrics.repeated_starts.inc()
+    return started.stream_id
+
+
+def _start(services: Services, chat: ChatRequest, model: ChatModel, owner: str | None, stream_id: str,
+           on_end: Callable[[], None] | None = None) -> str:
+    """Admit, create and start stream ``stream_id``; ``on_end`` runs when its
+    producer ends (after the limiter is told)."""
     services.limiter.admit(stream_id, owner)
+
+    def ended() -> None:
+        services.limiter.release(stream_id)
+        if on_end is not None:
+            on_end()
+
     producer = Producer(services.event_log, stream_id, model, chat,
-                        ProducerLimits(abandon_s=services.settings.abandon_s),
-                        on_end=lambda: services.limiter.release(stream_id), metrics=services.metrics)
+                        ProducerLimits(abandon_s=services.settings.abandon_s), on_end=ended,
+                        metrics=services.metrics)
     try:
         producer.create_stream(owner)
     except BaseException:

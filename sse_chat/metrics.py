@@ -30,6 +30,9 @@ class Metrics:
         self.streams_ended = Counter("sse_chat_streams_ended", "Streams ended, by terminal event and reason.",
                                      ["event", "reason"], registry=registry)
         self.events_sent = Counter("sse_chat_events_sent", "Events written to clients.", registry=registry)
+        self.repeated_starts = Counter("sse_chat_repeated_starts",
+                                       "Starts answered with the stream an earlier request with the same "
+                                       "Idempotency-Key started.", registry=registry)
         self.resumes = Counter("sse_chat_resumes", "Requests that resumed a stream from a last event id.",
                                registry=registry)
         self.client_disconnects = Counter("sse_chat_client_disconnects",

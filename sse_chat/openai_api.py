@@ -25,6 +25,7 @@ from .web import (
     caller,
     event_stream_response,
     json_body,
+    requested_idempotency,
     requested_last_event_id,
     resume_response,
     services,
@@ -62,8 +63,9 @@ def chat_completions():
             return _chunk_stream(svc, position, chunks)
 
         return resume_response(svc, last_event_id, caller(), resumed)
-    request = parse_completion_body(json_body(), svc.settings.model)
-    stream_id = start_generation(svc, request.chat, caller())
+    body = json_body()
+    request = parse_completion_body(body, svc.settings.model)
+    stream_id = start_generation(svc, request.chat, caller(), requested_idempotency(body))
     if not request.stream:
         return _whole_completion(svc.event_log, svc.settings, stream_id, request.chat.model)
     chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage)

@@ -85,7 +85,9 @@ def openai_error(error_type: str, message: str) -> dict:
 @dataclass
 class CompletionChunks:
     """Turns a stream's events into ``chat.completion.chunk`` frames, each with the
-    event's ``id:`` so that ``Last-Event-ID`` resumes (docs/openai.md, "Resuming chunks")."""
+    event's ``id:`` so that ``Last-Event-ID`` resumes (docs/openai.md, "Resuming chunks").
+    ``created`` (Unix seconds) is the ``start`` event's once that is read, so that
+    every reading of a stream from its start has the same chunks."""
 
     stream_id: str
     model: str
@@ -98,6 +100,7 @@ class CompletionChunks:
         chunk, the usage chunk when asked for, and ``data: [DONE]``; an ``error``
         gives one ``{"error": …}`` frame and no ``[DONE]``."""
         if event.type == EventType.START:
+            self.created = event.data.get("created", self.created)
             return [self._frame(event.id, {"role": "assistant", "content": ""})]
         if event.type == EventType.TOKEN:
             return [self._frame(event.id, {"content": event.data["content"]})]
@@ -161,10 +164,14 @@ def _message(content: list[str], reasoning: list[str], done: dict) -> dict[str, 
 def completion(stream_id: str, model: str, created: int, events: Iterable[Event]) -> tuple[dict | None, dict | None]:
     """Collect a whole stream into a ``chat.completion`` (with ``message.tool_calls``
     when the answer called tools); returns ``(completion, None)``, or ``(None,
-    error)`` with the ``error`` event's data."""
+    error)`` with the ``error`` event's data. ``created`` (Unix seconds) gives way
+    to the ``start`` event's, so that the same stream always makes the same
+    completion."""
     content, reasoning = [], []
     for event in events:
-        if event.type == EventType.TOKEN:
+        if event.type == EventType.START:
+            created = event.data.get("created", created)
+        elif event.type == EventType.TOKEN:
             content.append(event.data["content"])
         elif event.type == EventType.REASONING:
             reasoning.append(event.data["content"])

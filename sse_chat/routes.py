@@ -10,7 +10,15 @@ from .chat_request import parse_chat_body, parse_chat_query
 from .errors import event_log_unavailable
 from .generation import ReadFrom, known_stream, start_generation
 from .reader import read_stream
-from .web import caller, event_stream_response, json_body, requested_last_event_id, resume_response, services
+from .web import (
+    caller,
+    event_stream_response,
+    json_body,
+    requested_idempotency,
+    requested_last_event_id,
+    resume_response,
+    services,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +76,15 @@ def readyz() -> Response:
 
 @bp.post("/v1/chat")
 def post_chat() -> Response:
+    """Start a stream, or with an ``Idempotency-Key`` seen before from this caller,
+    answer the stream it started from its first event."""
     resumed = _resume_if_asked()
     if resumed is not None:
         return resumed
-    chat = parse_chat_body(json_body(), services().settings.model)
-    return _event_stream(ReadFrom(start_generation(services(), chat, caller()), -1, chat.drop_every))
+    body = json_body()
+    chat = parse_chat_body(body, services().settings.model)
+    stream_id = start_generation(services(), chat, caller(), requested_idempotency(body))
+    return _event_stream(ReadFrom(stream_id, -1, chat.drop_every))
 
 
 @bp.get("/v1/chat")

@@ -1,6 +1,6 @@
 """HTTP helpers both surfaces share (``/v1/chat`` and ``/v1/chat/completions``):
-this app's services, who is asking, the last event ID, JSON bodies, and
-event-stream responses. The only module besides the blueprints that reads
+this app's services, who is asking, the last event ID, the idempotency key, JSON
+bodies, and event-stream responses. The only module besides the blueprints that reads
 Flask's request globals."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from flask import Response, current_app, g, request
 from .errors import ApiError, event_log_unavailable, invalid_request
 from .eventlog import EventLogUnavailable
 from .generation import ReadFrom, resume_position
+from .idempotency import KeyedStart, keyed_start
 from .protocol import EVENT_STREAM_CONTENT_TYPE
 from .services import Services
 
@@ -44,6 +45,20 @@ def requested_last_event_id() -> str | None:
     if value is None:
         value = request.args.get("last_event_id")
     return value or None
+
+
+def requested_idempotency(body: Any) -> KeyedStart | None:
+    """The request's ``Idempotency-Key`` header with the fingerprint of its path and
+    parsed JSON ``body``, or ``None`` without the header (keys are kept per caller:
+    see :func:`caller`).
+
+    Raises:
+        ApiError: 400 ``invalid_request`` for a malformed key.
+    """
+    header = request.headers.get("Idempotency-Key")
+    if header is None:
+        return None
+    return keyed_start(header, request.path, body)
 
 
 def resume_response(svc: Services, last_event_id: str, owner: str | None,

@@ -3,11 +3,12 @@
 import json
 import threading
 import time
+import uuid
 
 import pytest
 import redis
 
-from sse_chat.eventlog import Control, MemoryEventLog, StreamFull, StreamInfo, StreamLost, StreamNotFound
+from sse_chat.eventlog import Claim, Control, MemoryEventLog, StreamFull, StreamInfo, StreamLost, StreamNotFound
 from sse_chat.protocol import new_stream_id
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 from sse_chat.eventlog.wakeups import Wakeups
@@ -358,3 +359,107 @@ def test_a_reader_in_another_worker_follows_the_live_stream_through_the_fan_in(r
             cursor.wait(deadline)
         cursor.close()
         assert (frames, batch.finished) == ([_frame(stream_id, s) for s in range(1, 4)], True)
+
+
+# --- idempotency keys: claim and release ---------------------------------------------
+
+
+def _key():
+    """A fresh idempotency key digest (one Redis serves the whole session)."""
+    return uuid.uuid4().hex
+
+
+def test_the_first_claim_of_a_key_holds_it_and_later_ones_are_told_who_does(make_log):
+    k1 = _key()
+    log = make_log()
+    assert log.claim("alice", k1, "fp-a", "stream-a", 60) is None
+    assert log.claim("alice", k1, "fp-b", "stream-b", 60) == Claim("stream-a", "fp-a")
+    assert log.claim("alice", k1, "fp-a", "stream-c", 60) == Claim("stream-a", "fp-a")
+
+
+def test_keys_are_per_owner(make_log):
+    k1, k2 = _key(), _key()
+    log = make_log()
+    assert log.claim("alice", k1, "fp", "stream-a", 60) is None
+    assert log.claim("bob", k1, "fp", "stream-b", 60) is None
+    assert log.claim(None, k1, "fp", "stream-c", 60) is None
+    assert log.claim("alice", k2, "fp", "stream-d", 60) is None
+    assert [log.claim(owner, k1, "fp", "late", 60) for owner in ("alice", "bob", None)] == [
+        Claim("stream-a", "fp"), Claim("stream-b", "fp"), Claim("stream-c", "fp")]
+
+
+def test_claiming_again_for_the_holding_stream_renews_it(make_log):
+    k1 = _key()
+    clock = Clock()
+    log = make_log(clock=clock)
+    assert log.claim("alice", k1, "fp", "stream-a", 0.5) is None
+    assert log.claim("alice", k1, "fp", "stream-a", 60) is None
+    clock.now += 1
+    if not isinstance(log, MemoryEventLog):
+        time.sleep(1)  # Redis expires on its own clock: the first expiry has passed
+    assert log.claim("alice", k1, "fp", "stream-b", 60) == Claim("stream-a", "fp")
+
+
+def test_release_frees_the_key_only_for_the_holding_stream(make_log):
+    k1 = _key()
+    log = make_log()
+    assert log.claim("alice", k1, "fp", "stream-a", 60) is None
+    log.release("alice", k1, "stream-b")  # not the holder: nothing changes
+    log.release("bob", k1, "stream-a")  # another owner's key: nothing changes
+    assert log.claim("alice", k1, "fp", "stream-b", 60) == Claim("stream-a", "fp")
+    log.release("alice", k1, "stream-a")
+    assert log.claim("alice", k1, "fp2", "stream-b", 60) is None
+    assert log.claim("alice", k1, "fp", "stream-c", 60) == Claim("stream-b", "fp2")
+    log.release("alice", "never-claimed", "stream-a")
+
+
+def test_claims_expire_after_their_ttl_and_the_holder_can_claim_again(make_log):
+    k1, k2 = _key(), _key()
+    clock = Clock()
+    log = make_log(clock=clock)
+    assert log.claim("alice", k1, "fp", "stream-a", 0.2) is None
+    assert log.claim("alice", k2, "fp", "stream-b", 60) is None
+    if isinstance(log, MemoryEventLog):
+        clock.now += 0.1
+        assert log.claim("alice", k1, "fp", "stream-x", 0.2) == Claim("stream-a", "fp")
+        clock.now += 0.2
+    else:
+        wait_until(lambda: log.claim("alice", k1, "fp", "stream-x", 60) is None, 10, "the claim's expiry")
+        log.release("alice", k1, "stream-x")
+    assert log.claim("alice", k1, "fp", "stream-a", 60) is None  # the holder's own, after expiry
+    assert log.claim("alice", k2, "fp", "stream-y", 60) == Claim("stream-b", "fp")  # its own TTL
+
+
+def test_of_concurrent_claims_exactly_one_holds_the_key(make_log):
+    k1 = _key()
+    logs = [make_log()]
+    if not isinstance(logs[0], MemoryEventLog):  # two workers on one Redis
+        logs.append(make_log())
+    barrier = threading.Barrier(16)
+    results: dict[str, Claim | None] = {}
+
+    def claim(n):
+        barrier.wait()
+        results[f"stream-{n}"] = logs[n % len(logs)].claim("alice", k1, "fp", f"stream-{n}", 60)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [stream_id for stream_id, held in results.items() if held is None]
+    assert len(winners) == 1 and len(results) == 16
+    assert {held for held in results.values() if held is not None} == {Claim(winners[0], "fp")}
+
+
+def test_a_redis_claim_is_one_key_in_one_slot_with_the_ttl(redis_server):
+    key = _key()
+    log = _redis_log(redis_server)
+    assert log.claim("0123456789abcdef", key, "fp", "stream-a", 30) is None
+    assert log.claim(None, key, "fp", "stream-b", 30) is None
+    client = redis_server.client
+    assert client.get(f"sse-chat:{{idem:0123456789abcdef:{key}}}") == b"stream-a fp"
+    assert client.get(f"sse-chat:{{idem:-:{key}}}") == b"stream-b fp"
+    assert 29_000 < client.pttl(f"sse-chat:{{idem:0123456789abcdef:{key}}}") <= 30_000
+    log.claim("0123456789abcdef", key, "fp", "stream-a", 600)  # renewed by its holder
+    assert 599_000 < client.pttl(f"sse-chat:{{idem:0123456789abcdef:{key}}}") <= 600_000

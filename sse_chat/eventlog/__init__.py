@@ -2,6 +2,7 @@
 
 from .base import (
                    Batch,
+                   Claim,
                    Control,
                    Cursor,
                    EventLog,
@@ -14,6 +15,6 @@ from .base import (
 from .memory import MemoryEventLog
 
 __all__ = [
-    "Batch", "Control", "Cursor", "EventLog", "EventLogUnavailable", "MemoryEventLog", "StreamFull", "StreamInfo",
-    "StreamLost", "StreamNotFound",
+    "Batch", "Claim", "Control", "Cursor", "EventLog", "EventLogUnavailable", "MemoryEventLog", "StreamFull",
+    "StreamInfo", "StreamLost", "StreamNotFound",
 ]

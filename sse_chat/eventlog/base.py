@@ -49,6 +49,15 @@ class StreamInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """Who holds an idempotency key (:meth:`EventLog.claim`): the ``stream_id`` its
+    first request started, and that request's ``fingerprint``."""
+
+    stream_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Control:
     """``cancelled``: a ``DELETE`` asked to stop; ``unattended_s``: seconds since the
     last reader detached (0.0 while one is attached)."""
@@ -166,6 +175,29 @@ class EventLog(Protocol):
     def keep_alive(self, stream_id: str) -> None:
         """The producer is alive: renew its lease. Readers that find the lease
         expired end the stream with ``stream_lost``."""
+
+    def claim(self, owner: str | None, key: str, fingerprint: str, stream_id: str, ttl_s: float) -> Claim | None:
+        """Claim idempotency key ``key`` of caller ``owner`` for ``stream_id``, for
+        ``ttl_s`` seconds; returns ``None`` when this call holds it, else the live
+        :class:`Claim` of another stream (left as it is).
+
+        Atomic across every worker sharing the log: of concurrent claims of a free
+        key exactly one returns ``None``. Claiming again for the stream that holds
+        the key renews it (``fingerprint`` and expiry are set anew), also after it
+        expired. ``key`` is a digest (hex; :mod:`sse_chat.idempotency` makes it),
+        never the client's raw header.
+
+        Raises:
+            EventLogUnavailable: the store cannot be reached.
+        """
+
+    def release(self, owner: str | None, key: str, stream_id: str) -> None:
+        """Drop ``owner``'s claim of ``key`` if ``stream_id`` holds it (a start that
+        failed, or a stale claim being taken over); any other claim stays.
+
+        Raises:
+            EventLogUnavailable: the store cannot be reached.
+        """
 
     def ready(self) -> bool:
         """True when the log's store answers now (``GET /readyz``); never raises."""

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .base import Batch, Control, StreamFull, StreamInfo, StreamNotFound
+from .base import Batch, Claim, Control, StreamFull, StreamInfo, StreamNotFound
 from .wakeups import Bell, Wakeups
 
 
@@ -45,6 +45,8 @@ class MemoryEventLog:
         self._clock = clock
         self._wakeups = wakeups if wakeups is not None else Wakeups()
         self._streams: dict[str, _Stream] = {}
+        # Idempotency keys: (owner, key) -> (claim, expiry on the clock).
+        self._claims: dict[tuple[str | None, str], tuple[Claim, float]] = {}
         # Guards the dict and the per-stream counters. Readers take frames without
         # it: a list slice is atomic, and a terminal frame is appended before the
         # stream is marked finished (see _MemoryCursor.take).
@@ -99,6 +101,21 @@ class MemoryEventLog:
     def keep_alive(self, stream_id: str) -> None:
         """Nothing to renew."""
 
+    def claim(self, owner: str | None, key: str, fingerprint: str, stream_id: str, ttl_s: float) -> Claim | None:
+        with self._lock:
+            now = self._clock()
+            held = self._claims.get((owner, key))
+            if held is not None and now <= held[1] and held[0].stream_id != stream_id:
+                return held[0]
+            self._claims[(owner, key)] = (Claim(stream_id, fingerprint), now + ttl_s)
+            return None
+
+    def release(self, owner: str | None, key: str, stream_id: str) -> None:
+        with self._lock:
+            held = self._claims.get((owner, key))
+            if held is not None and held[0].stream_id == stream_id:
+                del self._claims[(owner, key)]
+
     def ready(self) -> bool:
         """Memory is always there."""
         return True
@@ -122,13 +139,16 @@ class MemoryEventLog:
         return stream.finished_at is not None and self._clock() - stream.finished_at > self._ttl_s
 
     def _sweep_expired(self) -> None:
-        """Drop expired streams, at most once per TTL (called with the lock held)."""
+        """Drop expired streams and claims, at most once per TTL (called with the
+        lock held)."""
         now = self._clock()
         if now < self._next_sweep:
             return
         self._next_sweep = now + self._ttl_s
         for stream_id in [sid for sid, s in self._streams.items() if self._expired(s)]:
             del self._streams[stream_id]
+        for claimed in [k for k, (_, expires_at) in self._claims.items() if now > expires_at]:
+            del self._claims[claimed]
 
 
 class _MemoryCursor:

@@ -12,6 +12,12 @@ Keys of one stream (the ``{stream_id}`` hash tag keeps them in one cluster slot)
   finds it gone on an unfinished stream appends the terminal ``error`` event
   ``stream_lost``.
 
+One key per idempotency key (:meth:`RedisEventLog.claim`), in a slot of its own:
+
+* ``sse-chat:{idem:OWNER:KEY}``: a string ``STREAM_ID FINGERPRINT`` with an expiry;
+  ``OWNER`` is the caller's fingerprint (``-`` on an open service), ``KEY`` the
+  digest of its ``Idempotency-Key``.
+
 What one worker does, so that its cost grows with events, not with round trips:
 
 * **One writer** (:class:`_Writer`) for all the worker's producers: what they
@@ -47,7 +53,7 @@ from redis.retry import Retry
 
 from ..background import spawn
 from ..protocol import EventId, stream_lost_frame
-from .base import Batch, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound
+from .base import Batch, Claim, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound
 from .wakeups import Bell, Wakeups
 
 log = logging.getLogger(__name__)
@@ -157,6 +163,26 @@ if readers <= 0 then
   redis.call('HSET', KEYS[1], 'readers', 0, 'unattended_since', ARGV[1])
 end
 return 1
+"""
+
+
+# Idempotency claims, one key each. Its value is "STREAM_ID FINGERPRINT" (neither
+# holds a space). KEYS: claim. ARGV: stream id, fingerprint, TTL ms. Returns the
+# value held by another stream, or nil once this stream holds the key.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+local mine = ARGV[1] .. ' '
+if held and string.sub(held, 1, #mine) ~= mine then return held end
+redis.call('SET', KEYS[1], mine .. ARGV[2], 'PX', ARGV[3])
+return false
+"""
+
+# KEYS: claim. ARGV: stream id. Deletes the claim only if that stream holds it.
+_RELEASE = """
+local held = redis.call('GET', KEYS[1])
+local mine = ARGV[1] .. ' '
+if held and string.sub(held, 1, #mine) == mine then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -333,6 +359,22 @@ class RedisEventLog:
             if not self._scripts.call(self._redis, "cancel", [_Keys(stream_id).meta], []):
                 raise StreamNotFound(stream_id)
 
+    # --- idempotency keys -------------------------------------------------------------
+
+    def claim(self, owner: str | None, key: str, fingerprint: str, stream_id: str, ttl_s: float) -> Claim | None:
+        """One script call on the key's own slot (see the module's key layout)."""
+        with _reachable("claiming an idempotency key"):
+            held = self._scripts.call(self._redis, "claim", [_claim_key(owner, key)],
+                                      [stream_id, fingerprint, max(1, int(ttl_s * 1000))])
+        if held is None:
+            return None
+        held_stream, _, held_fingerprint = held.decode().partition(" ")
+        return Claim(held_stream, held_fingerprint)
+
+    def release(self, owner: str | None, key: str, stream_id: str) -> None:
+        with _reachable("releasing an idempotency key"):
+            self._scripts.call(self._redis, "release", [_claim_key(owner, key)], [stream_id])
+
     def ready(self) -> bool:
         try:
             return bool(self._redis.ping())
@@ -461,7 +503,8 @@ class _Scripts:
     restart empties its script cache)."""
 
     _SOURCES: ClassVar[dict[str, str]] = {
-        "create": _CREATE, "append": _APPEND, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH}
+        "create": _CREATE, "append": _APPEND, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH,
+        "claim": _CLAIM, "release": _RELEASE}
 
     def __init__(self) -> None:
         self.sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._SOURCES.items()}
@@ -890,3 +933,8 @@ class _Keys:
         text = events_key.decode()
         return text[text.index("{") + 1:text.rindex("}")]
 
+
+def _claim_key(owner: str | None, key: str) -> str:
+    """The Redis key of ``owner``'s idempotency key ``key`` (a hex digest): the whole
+    name is its hash tag, so each claim is one key in one slot."""
+    return f"sse-chat:{{idem:{owner or '-'}:{key}}}"

@@ -1,7 +1,9 @@
 // The chat page: multi-turn conversation over POST /v1/chat, read with fetch and
 // an incremental event-stream parser; Stop cancels on the server; a dropped
 // connection resumes from the last event id with nothing lost or repeated, waiting
-// as the CLI does (reconnect.js). An ES module: it adds nothing to `window`.
+// as the CLI does (reconnect.js); a POST retried before its `start` arrived carries
+// the question's Idempotency-Key again, so the service answers with the stream it
+// already started. An ES module: it adds nothing to `window`.
 
 import { EventStreamParser } from "./eventstream.js";
 import { MarkdownView } from "./markdown.js";
@@ -23,7 +25,7 @@ function toolsParameter(value) {
 const KEY_STORAGE = "sse-chat-key";
 let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
 const messages = [];   // the conversation so far, as sent to the service
-let current = null;    // the answer streaming now: {streamId, lastEventId}
+let current = null;    // the answer streaming now: {streamId, lastEventId, idempotencyKey}
 
 const $ = (id) => document.getElementById(id);
 const conversation = $("conversation"), promptBox = $("prompt"), sendButton = $("send"), stopButton = $("stop");
@@ -48,6 +50,19 @@ function note(li, text) {
 }
 
 function showError(li, text) { li.classList.add("error"); note(li, "Error: " + text); setStatus(""); }
+
+/** A fresh UUID4 for a question's Idempotency-Key (IETF httpapi draft "The
+ *  Idempotency-Key HTTP Header Field"). crypto.randomUUID exists only in secure
+ *  contexts (https, localhost); a page served over plain http elsewhere makes one
+ *  from crypto.getRandomValues, as RFC 9562 (5.4) lays it out. */
+function newIdempotencyKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;  // version 4
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;  // variant 10
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
 
 function errorType(body) {
   try { return JSON.parse(body).error.type; } catch { return null; }
@@ -111,7 +126,7 @@ async function ask(text) {
   const view = new AnswerView(li);
   li.classList.add("streaming");
   sendButton.disabled = true; stopButton.disabled = false;
-  current = { streamId: null, lastEventId: "" };
+  current = { streamId: null, lastEventId: "", idempotencyKey: newIdempotencyKey() };
   try {
     const outcome = await follow((event) => onEvent(event, view));
     view.render(true);
@@ -238,7 +253,8 @@ function withKey(headers) {
   return headers;
 }
 
-/** POST the conversation, or resume the current stream after its last event. */
+/** POST the conversation (with the question's Idempotency-Key, the same on every
+ *  retry), or resume the current stream after its last event. */
 function openStream() {
   const headers = withKey({ "Accept": "text/event-stream" });
   if (current.streamId && current.lastEventId) {
@@ -246,6 +262,7 @@ function openStream() {
     return fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`, { headers, cache: "no-store" });
   }
   headers["Content-Type"] = "application/json";
+  headers["Idempotency-Key"] = current.idempotencyKey;
   return fetch("/v1/chat", { method: "POST", headers, body: JSON.stringify({ messages, ...options }) });
 }
 
