@@ -16,22 +16,26 @@ def identify(request: Request, api_keys: frozenset[str], sessions: SessionKeys,
              allowed_origins: Iterable[str]) -> str | None:
     """The caller's owner fingerprint, or ``None`` on an open service (no keys).
 
-    A request with an ``Authorization`` header, or without the session cookie, is
-    checked as a bearer request (:func:`sse_chat.auth.authenticate`). Otherwise the
-    cookie decides (:meth:`SessionKeys.verify`), for requests from this service's
-    own origin or one of ``allowed_origins`` only (:func:`check_origin`).
+    A request with an ``Authorization`` header is checked as a bearer request
+    (:func:`sse_chat.auth.authenticate`), whatever cookie it carries. Otherwise
+    the session cookie decides (:meth:`SessionKeys.verify`), for requests from
+    this service's own origin or one of ``allowed_origins`` only
+    (:func:`check_origin`).
 
     Raises:
         ApiError: 403 ``forbidden_origin`` for a cookie-only request from another
-            origin; 401 ``unauthorized`` for a bad bearer key, or for a cookie that
-            is expired, tampered with or of a removed key (that answer also
-            clears the cookie).
+            origin; 401 ``unauthorized`` without credentials, for a bad bearer
+            key, or for a cookie that is expired, tampered with or of a removed
+            key (that answer also clears the cookie).
     """
     if not api_keys:
         return None
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if "Authorization" in request.headers or cookie is None:
+    if "Authorization" in request.headers:
         return authenticate(api_keys, request.headers)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        raise unauthorized("send a valid API key as Authorization: Bearer KEY (one of SSE_CHAT_API_KEYS); "
+                           "a browser's EventSource can use the session cookie that POST /v1/session sets")
     check_origin(request.headers.get("Origin"), own_origin(request), allowed_origins)
     owner = sessions.verify(cookie)
     if owner is None:
