@@ -92,3 +92,36 @@ def test_the_browsers_cookie_is_forbidden_from_a_foreign_origin(gunicorn, browse
     assert foreign.status_code == 403 and foreign.json()["error"]["type"] == "forbidden_origin"
     assert requests.get(url, cookies=cookies, headers={"Origin": server.url}, timeout=30).status_code == 200
     assert requests.get(url, cookies=cookies, timeout=30).status_code == 200
+
+
+#: From a page of another origin, requests to the service (``arg``) that carry the
+#: cookie without a way to read the answer: an ``<img>``, a no-cors GET and POST.
+SAME_SITE_REQUESTS = """async (service) => {
+    await new Promise((done) => { const img = new Image(); img.onload = img.onerror = done;
+                                  img.src = service + "/v1/models?via=img"; });
+    await fetch(service + "/v1/models?via=get", {mode: "no-cors", credentials: "include"});
+    await fetch(service + "/v1/chat?via=post", {method: "POST", mode: "no-cors", credentials: "include", body: "{}"});
+}"""
+
+
+def test_samesite_is_not_enough_another_origin_of_the_same_site_is_refused(gunicorn, browser):
+    """Another port of the same host is another origin but the same site, so the
+    SameSite=Strict cookie goes along; the Origin and Sec-Fetch-Site rule refuses it."""
+    server = gunicorn(SSE_CHAT_API_KEYS=ALICE, SSE_CHAT_FAKE_DELAY_MS="0")
+    host, port = server.url.removeprefix("http://").split(":")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/healthz")
+    assert page.evaluate(SESSION, ["POST", ALICE]) == 204
+    page.evaluate(SAME_SITE_REQUESTS, "")  # from the service's own origin: past the check (415: not JSON)
+    with CuttingProxy((host, int(port)), 10**9, 10**9) as other_origin:  # forwards, never cuts
+        sibling = context.new_page()
+        sibling.goto(other_origin.url + "/healthz")
+        sibling.evaluate(SAME_SITE_REQUESTS, server.url)
+    context.close()
+    statuses = {}
+    for line in server.log().splitlines():
+        for via in ("img", "get", "post"):
+            if f"via={via} HTTP" in line:
+                statuses.setdefault(via, []).append(line.split('" ')[1].split()[0])
+    assert statuses == {"img": ["200", "403"], "get": ["200", "403"], "post": ["415", "403"]}, statuses

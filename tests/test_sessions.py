@@ -226,8 +226,24 @@ def test_the_cookie_from_its_own_origin_or_a_listed_one_is_accepted(server):
     assert behind_tls.status_code == 200, "behind a TLS proxy the own origin is https"
 
 
+@pytest.mark.parametrize("fetch_site,status", [("same-site", 403), ("cross-site", 403), ("same-origin", 200),
+                                               ("none", 200)])
+def test_without_origin_a_browsers_sec_fetch_site_decides(server, fetch_site, status):
+    """An ``<img>`` or link on a sibling subdomain or another port (same site, so a
+    SameSite=Strict cookie goes along) sends no Origin, only Sec-Fetch-Site."""
+    response = _chat(server, _session(server), **{"Sec-Fetch-Site": fetch_site})
+    assert response.status_code == status
+    if status == 403:
+        assert _error_type(response) == "forbidden_origin" and fetch_site in response.json()["error"]["message"]
+
+
+def test_a_listed_origin_passes_whatever_sec_fetch_site_says(server):
+    assert _chat(server, _session(server), Origin=APP_ORIGIN, **{"Sec-Fetch-Site": "cross-site"}).status_code == 200
+
+
 def test_a_bearer_key_is_not_held_to_the_origin_rule(server):
-    response = requests.get(server.url + CHAT, headers={**ALICE, "Origin": "https://evil.example"}, timeout=30)
+    response = requests.get(server.url + CHAT, timeout=30,
+                            headers={**ALICE, "Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
     assert response.status_code == 200
 
 
