@@ -9,7 +9,7 @@ from flask import Flask, g, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from .auth import authenticate
+from .access import identify
 from .config import Settings
 from .errors import ApiError, error_body
 from .eventlog import EventLog, EventLogUnavailable, MemoryEventLog
@@ -20,6 +20,8 @@ from .models import ModelRegistry
 from .openai_api import bp as openai_bp
 from .routes import bp
 from .services import Services
+from .session_routes import bp as session_bp
+from .sessions import SessionKeys
 from .web import unavailable_error
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,10 @@ def create_app(config: Settings | None = None) -> Flask:
         models=ModelRegistry(settings),
         limiter=StreamLimiter(settings.max_streams, settings.max_streams_per_key),
         metrics=Metrics(),
+        sessions=SessionKeys(settings.api_keys, settings.session_ttl_s),
     )
     app.register_blueprint(bp)
+    app.register_blueprint(session_bp)
     app.register_blueprint(openai_bp)
     _register_access(app, settings)
     _register_error_handlers(app, settings)
@@ -62,8 +66,10 @@ def create_app(config: Settings | None = None) -> Flask:
 
 
 def _register_access(app: Flask, settings: Settings) -> None:
-    """Bearer keys on ``/v1/…`` and ``/metrics`` (``/``, ``/static``, ``/healthz``
-    and ``/readyz`` stay open) and the CORS allow-list, through flask-cors."""
+    """Keys on ``/v1/…`` and ``/metrics``, as a bearer header or a session cookie
+    (``/``, ``/static``, ``/healthz`` and ``/readyz`` stay open), and the CORS
+    allow-list, through flask-cors: listed origins may send credentials (the
+    cookie), which :func:`sse_chat.access.identify` accepts from them."""
     if not settings.api_keys and settings.bound_beyond_loopback:
         log.warning("SSE_CHAT_API_KEYS is not set and the service binds %s: anyone who can reach it "
                     "can use the model and its upstream credit; set SSE_CHAT_API_KEYS=key1,key2", settings.bind)
@@ -71,12 +77,13 @@ def _register_access(app: Flask, settings: Settings) -> None:
     @app.before_request
     def require_key() -> None:
         if request.method != "OPTIONS" and (request.path.startswith("/v1/") or request.path == "/metrics"):
-            g.owner = authenticate(settings.api_keys, request.headers)
+            g.owner = identify(request, settings.api_keys, app.extensions["sse_chat"].sessions,
+                               settings.cors_origins)
 
     if settings.cors_origins:
         CORS(app, resources={r"/v1/*": {"origins": list(settings.cors_origins)}},
              allow_headers=["Content-Type", "Authorization", "Last-Event-ID", "Idempotency-Key"],
-             methods=["GET", "POST", "DELETE", "OPTIONS"], max_age=600)
+             methods=["GET", "POST", "DELETE", "OPTIONS"], max_age=600, supports_credentials=True)
 
 
 def _make_event_log(settings: Settings) -> EventLog:

@@ -38,6 +38,7 @@ class Settings:
     upstream_max_retries: int = 2
     max_events_per_stream: int = 100_000
     cors_origins: tuple[str, ...] = ()
+    session_ttl_s: int = 86400
     max_streams: int = 2000
     max_streams_per_key: int = 100
     send_timeout_s: float = 30.0
@@ -83,6 +84,8 @@ class Settings:
             upstream_max_retries=read.integer("SSE_CHAT_UPSTREAM_MAX_RETRIES", defaults.upstream_max_retries,
                                               minimum=0, unit="retries"),
             cors_origins=tuple(sorted(read.key_list("SSE_CHAT_CORS_ORIGINS"))),
+            # whole seconds: a cookie's Max-Age is a whole number (RFC 6265bis, 5.6.2)
+            session_ttl_s=read.integer("SSE_CHAT_SESSION_TTL_S", defaults.session_ttl_s, minimum=1, unit="seconds"),
             max_streams=read.integer("SSE_CHAT_MAX_STREAMS", defaults.max_streams, minimum=1, unit="streams"),
             max_streams_per_key=read.integer("SSE_CHAT_MAX_STREAMS_PER_KEY", defaults.max_streams_per_key,
                                              minimum=1, unit="streams"),

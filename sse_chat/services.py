@@ -12,6 +12,7 @@ from .eventlog import EventLog
 from .limits import StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
+from .sessions import SessionKeys
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Services:
     models: ModelRegistry
     limiter: StreamLimiter
     metrics: Metrics
+    sessions: SessionKeys
     #: Set when the process begins a graceful stop: readers end their responses
     #: (clients reconnect elsewhere) while producers finish.
     draining: threading.Event = field(default_factory=threading.Event)

@@ -3,7 +3,8 @@
 // connection resumes from the last event id with nothing lost or repeated, waiting
 // as the CLI does (reconnect.js); a POST retried before its `start` arrived carries
 // the question's Idempotency-Key again, so the service answers with the stream it
-// already started. An ES module: it adds nothing to `window`.
+// already started. A keyed service is used through a session cookie (signIn). An
+// ES module: it adds nothing to `window`.
 
 import { EventStreamParser } from "./eventstream.js";
 import { MarkdownView } from "./markdown.js";
@@ -22,8 +23,8 @@ function toolsParameter(value) {
   if (!value) return undefined;
   try { return JSON.parse(value); } catch { return undefined; }
 }
-const KEY_STORAGE = "sse-chat-key";
-let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
+// Earlier versions kept the API key in sessionStorage; the session cookie replaced it.
+sessionStorage.removeItem("sse-chat-key");
 const messages = [];   // the conversation so far, as sent to the service
 let current = null;    // the answer streaming now: {streamId, lastEventId, idempotencyKey}
 
@@ -200,7 +201,7 @@ async function connect(handle) {
   // reconnecting using the HTTP 204 No Content response code". The stream has
   // ended, but its `done` event (with finish_reason) was not received here.
   if (response.status === 204) return { outcome: { done: null } };
-  if (response.status === 401 && askForKey()) return connect(handle);
+  if (response.status === 401 && await signIn()) return connect(handle);
   if (!response.ok) return refused(response);
   return readEvents(response, handle);
 }
@@ -238,39 +239,48 @@ async function readEvents(response, handle) {
   return dropped("connection lost", { progressed, retryMs: parser.retry });
 }
 
-// A service with SSE_CHAT_API_KEYS answers 401: ask once per page for a key,
-// kept for this tab only.
-function askForKey() {
-  const key = window.prompt("This service needs an API key (SSE_CHAT_API_KEYS):");
-  if (!key) return false;
-  apiKey = key.trim();
-  sessionStorage.setItem(KEY_STORAGE, apiKey);
-  return true;
-}
-
-function withKey(headers) {
-  if (apiKey) headers["Authorization"] = "Bearer " + apiKey;
-  return headers;
+// A service with SSE_CHAT_API_KEYS answers 401: ask for a key and trade it once
+// for a session cookie (POST /v1/session; HttpOnly, so no script here can read
+// it). The page keeps no key: later requests carry only the cookie, and a 401
+// after the session ended (expired, key removed) asks again. Returns whether a
+// session was started; false when the person cancels.
+async function signIn() {
+  let question = "This service needs an API key (SSE_CHAT_API_KEYS):";
+  for (;;) {
+    const key = (window.prompt(question) || "").trim();
+    if (!key) return false;
+    const response = await fetch("/v1/session", {
+      method: "POST", headers: { "Authorization": "Bearer " + key }, credentials: "same-origin", cache: "no-store",
+    });
+    if (response.ok) return true;
+    const body = await response.text().catch(() => "");
+    if (response.status !== 401) throw new Error(errorMessage(body, `HTTP ${response.status}`));
+    question = "That key was refused. This service needs an API key (SSE_CHAT_API_KEYS):";
+  }
 }
 
 /** POST the conversation (with the question's Idempotency-Key, the same on every
  *  retry), or resume the current stream after its last event. */
 function openStream() {
-  const headers = withKey({ "Accept": "text/event-stream" });
+  const headers = { "Accept": "text/event-stream" };
   if (current.streamId && current.lastEventId) {
     headers["Last-Event-ID"] = current.lastEventId;
-    return fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`, { headers, cache: "no-store" });
+    return fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`,
+                 { headers, cache: "no-store", credentials: "same-origin" });
   }
   headers["Content-Type"] = "application/json";
   headers["Idempotency-Key"] = current.idempotencyKey;
-  return fetch("/v1/chat", { method: "POST", headers, body: JSON.stringify({ messages, ...options }) });
+  return fetch("/v1/chat", { method: "POST", headers, credentials: "same-origin",
+                             body: JSON.stringify({ messages, ...options }) });
 }
 
 async function stopAnswer() {
   if (!current || !current.streamId) return;
   stopButton.disabled = true;
-  const response = await fetch(`/v1/streams/${encodeURIComponent(current.streamId)}`,
-                               { method: "DELETE", headers: withKey({}) });
+  const url = `/v1/streams/${encodeURIComponent(current.streamId)}`;
+  const cancel = () => fetch(url, { method: "DELETE", credentials: "same-origin" });
+  let response = await cancel();
+  if (response.status === 401 && await signIn()) response = await cancel();
   if (!response.ok && response.status !== 404) setStatus("could not stop: HTTP " + response.status);
 }
 
