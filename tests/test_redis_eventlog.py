@@ -448,3 +448,85 @@ def test_a_log_whose_redis_cannot_be_reached_is_not_ready():
 def test_waits_between_attempts_double_from_50_ms_up_to_1_s():
     assert [redis_streams._retry_wait(failures) for failures in range(1, 8)] == \
         pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+
+
+# --- the writer: one round trip for many streams, and Redis going away ---------------
+
+
+def _stored(redis_server, stream_id):
+    """The frames Redis holds for ``stream_id``, read by a log of another worker."""
+    cursor = _log(redis_server.url).open(stream_id, -1)
+    try:
+        return _take_until(cursor, len(redis_server.client.xrange(_keys(stream_id)[0])))
+    finally:
+        cursor.close()
+
+
+def test_writes_gathered_during_a_round_trip_go_together_in_the_next(redis_server, monkeypatch):
+    log = _log(redis_server.url)
+    first, second = _stream(log), _stream(log)
+    out, go_on, sizes = threading.Event(), threading.Event(), []
+    round_trip = redis_streams._Writer._round_trip
+
+    def held_first_time(writer, commands):
+        sizes.append(len(commands))
+        if len(sizes) == 1:
+            out.set()
+            assert go_on.wait(WAIT_S)
+        return round_trip(writer, commands)
+
+    monkeypatch.setattr(redis_streams._Writer, "_round_trip", held_first_time)
+    log.append(first, 1, _frame(first, 1))
+    assert out.wait(WAIT_S)  # the writer is out with that one write
+    log.append(first, 2, _frame(first, 2))
+    log.append(second, 1, _frame(second, 1))
+    go_on.set()
+    log.flush(first)
+    log.flush(second)
+    assert sizes == [1, 2]  # both streams' script calls, back to back in one round trip
+    assert _stored(redis_server, first) == _frames(first, 0, 2)
+    assert _stored(redis_server, second) == _frames(second, 0, 1)
+
+
+def test_events_appended_while_redis_is_down_are_written_once_it_is_back(tmp_path, caplog):
+    server = RedisServer(tmp_path, appendonly=True)
+    try:
+        log = RedisEventLog(redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0)), ttl_s=60,
+                            max_events=100)
+        stream_id = _stream(log)
+        with caplog.at_level("WARNING", logger=redis_streams.__name__):
+            assert not [r for r in caplog.records if "back" in r.getMessage()]  # no outage, no "back"
+            server.stop()
+            for seq in range(1, 4):
+                log.append(stream_id, seq, _frame(stream_id, seq))
+            wait_until(lambda: any("cannot be reached" in r.getMessage() for r in caplog.records), WAIT_S,
+                       "the writer to meet the outage")
+            server.start()
+            log.flush(stream_id)
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("cannot be reached" in m for m in messages) == 1  # said once, however many retries
+        assert sum("Redis is back" in m for m in messages) == 1
+        assert _stored(server, stream_id) == _frames(stream_id, 0, 3)
+    finally:
+        server.stop()
+
+
+def test_an_unexpected_failure_of_a_round_trip_fails_its_streams_and_the_writer_goes_on(redis_server, monkeypatch):
+    log = _log(redis_server.url)
+    broken, later = _stream(log), _stream(log)
+    round_trip = redis_streams._Writer._round_trip
+    calls = []
+
+    def fails_once(writer, commands):
+        calls.append(len(commands))
+        if len(calls) == 1:
+            raise ValueError("an unexpected reply")
+        return round_trip(writer, commands)
+
+    monkeypatch.setattr(redis_streams._Writer, "_round_trip", fails_once)
+    log.append(broken, 1, _frame(broken, 1))
+    with pytest.raises(ValueError, match="an unexpected reply"):
+        log.flush(broken)
+    log.append(later, 1, _frame(later, 1))
+    log.flush(later)
+    assert _stored(redis_server, later) == _frames(later, 0, 1)
