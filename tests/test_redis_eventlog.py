@@ -488,27 +488,36 @@ def test_writes_gathered_during_a_round_trip_go_together_in_the_next(redis_serve
     assert _stored(redis_server, second) == _frames(second, 0, 1)
 
 
-def test_events_appended_while_redis_is_down_are_written_once_it_is_back(tmp_path, caplog):
+def test_events_appended_while_redis_is_down_are_written_once_it_is_back(tmp_path, monkeypatch):
+    """Two outages in a row: each is said once, at its first failed attempt, before
+    the writer waits to retry; its end is said once; nothing appended meanwhile is lost."""
     server = RedisServer(tmp_path, appendonly=True)
+    happened = []  # ("said", message) and ("wait", failures), in order
+    retry_wait = redis_streams._retry_wait
+    monkeypatch.setattr(redis_streams, "_retry_wait",
+                        lambda failures: happened.append(("wait", failures)) or retry_wait(failures) / 10)
+    monkeypatch.setattr(redis_streams.log, "warning", lambda message, *args: happened.append(("said", message)))
     try:
         log = RedisEventLog(redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0)), ttl_s=60,
                             max_events=100)
         stream_id = _stream(log)
-        with caplog.at_level("WARNING", logger=redis_streams.__name__):
-            assert not [r for r in caplog.records if "back" in r.getMessage()]  # no outage, no "back"
+        for outage, seqs in enumerate((range(1, 4), range(4, 6))):
             server.stop()
-            for seq in range(1, 4):
+            for seq in seqs:
                 log.append(stream_id, seq, _frame(stream_id, seq))
-            wait_until(lambda: any("cannot be reached" in r.getMessage() for r in caplog.records), WAIT_S,
-                       "the writer to meet the outage")
+            wait_until(lambda: happened.count(("wait", 3)) == outage + 1, WAIT_S, "three attempts in the outage")
             server.start()
             log.flush(stream_id)
-        messages = [r.getMessage() for r in caplog.records]
-        assert sum("cannot be reached" in m for m in messages) == 1  # said once, however many retries
-        assert sum("Redis is back" in m for m in messages) == 1
-        assert _stored(server, stream_id) == _frames(stream_id, 0, 3)
+        assert _stored(server, stream_id) == _frames(stream_id, 0, 5)
     finally:
         server.stop()
+    writers = [(i, message) for i, (kind, message) in enumerate(happened)
+               if kind == "said" and "followed streams" not in message]  # not the fan-in's
+    assert [message.split(" ", 3)[:3] for _, message in writers] == [["Redis", "cannot", "be"],
+                                                                     ["Redis", "is", "back;"]] * 2
+    for i, message in writers:
+        if "cannot" in message:
+            assert happened[i + 1] == ("wait", 1)  # said at the first failure, before the first wait
 
 
 def test_an_unexpected_failure_of_a_round_trip_fails_its_streams_and_the_writer_goes_on(redis_server, monkeypatch):
