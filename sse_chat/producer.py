@@ -233,7 +233,7 @@ class Producer:
     def _append_content(self, event_type: EventType, text: str) -> None:
         """Append a ``token`` or ``reasoning`` event, ``{"content": text}``: the hot
         path, one per token, encoded without building a dict or an event object."""
-        frame = content_frame(event_type, EventId(self._stream_id, self._seq), text)
+        frame = content_frame(event_type, self._stream_id, self._seq, text)
         self._log.append(self._stream_id, self._seq, frame)
         self._seq += 1
 

@@ -5,6 +5,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sse_chat.protocol import (
     STREAM_ID_BYTES,
@@ -64,7 +66,7 @@ def test_read_frame_gives_back_the_event_that_was_encoded(event):
 
 
 def test_read_frame_reads_the_producers_fast_frames():
-    frame = content_frame(EventType.REASONING, EventId("s", 4), "a: b")
+    frame = content_frame(EventType.REASONING, "s", 4, "a: b")
     assert read_frame(frame) == Event(EventId("s", 4), "reasoning", {"content": "a: b"})
 
 
@@ -77,3 +79,10 @@ def test_read_frame_reads_the_producers_fast_frames():
 def test_read_frame_refuses_what_is_not_a_frame_of_this_service(frame):
     with pytest.raises(ValueError, match="not a frame of this service"):
         read_frame(frame)
+
+
+@given(st.sampled_from([EventType.TOKEN, EventType.REASONING]), st.text(alphabet=st.characters(
+    blacklist_characters=":\r\n\0"), min_size=1), st.integers(min_value=0, max_value=10**9), st.text())
+def test_content_frames_are_byte_for_byte_the_events_encoding(event_type, stream_id, seq, text):
+    expected = Event(EventId(stream_id, seq), event_type.value, {"content": text}).encode()
+    assert content_frame(event_type, stream_id, seq, text) == expected
