@@ -46,8 +46,9 @@ def chat_page() -> Response:
 
 @bp.after_app_request
 def static_file_headers(response: Response) -> Response:
-    """:data:`PAGE_HEADERS` on ``/static/…`` answers (served by Flask's app-level view)."""
-    if request.path.startswith(f"{current_app.static_url_path}/"):
+    """:data:`PAGE_HEADERS` on ``/static/…`` answers (served by Flask's app-level
+    view, endpoint ``static``)."""
+    if request.endpoint == "static":
         response.headers.update(PAGE_HEADERS)
     return response
 
@@ -82,8 +83,9 @@ def post_chat() -> Response:
     if resumed is not None:
         return resumed
     body = json_body()
-    chat = parse_chat_body(body, services().settings.model)
-    stream_id = start_generation(services(), chat, caller(), requested_idempotency(body))
+    svc = services()
+    chat = parse_chat_body(body, svc.settings.model)
+    stream_id = start_generation(svc, chat, caller(), requested_idempotency(body))
     return _event_stream(ReadFrom(stream_id, -1, chat.drop_every))
 
 
@@ -122,8 +124,9 @@ def _resume_if_asked() -> Response | None:
 
 
 def _event_stream(position: ReadFrom) -> Response:
-    settings = services().settings
-    body = read_stream(services().event_log, position.stream_id, position.after_seq, retry_ms=settings.retry_ms,
-                       heartbeat_s=settings.heartbeat_s, metrics=services().metrics,
-                       draining=services().draining, drop_every=position.drop_every)
+    svc = services()
+    settings = svc.settings
+    body = read_stream(svc.event_log, position.stream_id, position.after_seq, retry_ms=settings.retry_ms,
+                       heartbeat_s=settings.heartbeat_s, metrics=svc.metrics,
+                       draining=svc.draining, drop_every=position.drop_every)
     return event_stream_response(body)

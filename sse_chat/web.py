@@ -42,7 +42,7 @@ def requested_last_event_id() -> str | None:
     """The request's last event id: the ``Last-Event-ID`` header, else the
     ``last_event_id`` query parameter (for clients that cannot set headers)."""
     value = request.headers.get("Last-Event-ID")
-    if value is None:
+    if value is None and request.query_string:  # parsing an empty query costs a MultiDict
         value = request.args.get("last_event_id")
     return value or None
 
