@@ -39,6 +39,8 @@ def read_tools(path: str) -> list[dict[str, Any]]:
 def tool_call_line(call: dict[str, Any]) -> str:
     """``tool call NAME ARGUMENTS`` and a newline, for one item of ``done``'s
     ``tool_calls`` (``{"id", "name", "arguments"}``); the arguments are written as
-    the model wrote them, with line breaks escaped so a call stays on one line."""
-    arguments = str(call.get("arguments", "")).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    the model wrote them, but for raw line breaks, which become spaces so that a
+    call stays on one line (outside a JSON string they are only whitespace, and a
+    JSON string cannot hold one raw)."""
+    arguments = str(call.get("arguments", "")).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
     return f"tool call {call.get('name', '')} {arguments}\n"

@@ -86,6 +86,9 @@ def _build(fields: Mapping[str, Any], messages: list[Message], default_model: st
     if fields.get("system") is not None:
         messages.insert(0, Message("system", _text(fields, "system", allow_empty=True)))
     model = _text(fields, "model") if fields.get("model") is not None else default_model
+    if tool_choice is not None and tools is None:
+        raise invalid_request("\"tool_choice\" says how to use \"tools\", and none were given; "
+                              "send \"tools\" too, or remove \"tool_choice\"")
     return ChatRequest(
         messages=tuple(messages),
         model=model,
@@ -208,8 +211,9 @@ def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
 
 def _tools(value: Any) -> tuple[dict[str, Any], ...] | None:
     """``tools``: a list of OpenAI tool objects, kept as given; a function tool
-    (``"type": "function"``) must name its function."""
-    if value is None:
+    (``"type": "function"``) must name its function. An empty list is no tools
+    (OpenAI refuses ``[]``)."""
+    if value is None or value == []:
         return None
     if not isinstance(value, list) or not all(isinstance(tool, Mapping) for tool in value):
         raise invalid_request("\"tools\" must be a list of tool objects such as "

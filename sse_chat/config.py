@@ -16,6 +16,11 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
 
+
+#: The longest session a cookie may stand for, in seconds: 400 days, the cap
+#: browsers put on a cookie's Max-Age (RFC 6265bis, 5.6.2).
+MAX_SESSION_TTL_S = 400 * 86400
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the service. Durations carry their unit in their name.
@@ -85,7 +90,8 @@ class Settings:
                                               minimum=0, unit="retries"),
             cors_origins=tuple(sorted(read.key_list("SSE_CHAT_CORS_ORIGINS"))),
             # whole seconds: a cookie's Max-Age is a whole number (RFC 6265bis, 5.6.2)
-            session_ttl_s=read.integer("SSE_CHAT_SESSION_TTL_S", defaults.session_ttl_s, minimum=1, unit="seconds"),
+            session_ttl_s=read.integer("SSE_CHAT_SESSION_TTL_S", defaults.session_ttl_s, minimum=1,
+                                       maximum=MAX_SESSION_TTL_S, unit="seconds"),
             max_streams=read.integer("SSE_CHAT_MAX_STREAMS", defaults.max_streams, minimum=1, unit="streams"),
             max_streams_per_key=read.integer("SSE_CHAT_MAX_STREAMS_PER_KEY", defaults.max_streams_per_key,
                                              minimum=1, unit="streams"),
@@ -138,7 +144,7 @@ class _Reader:
             )
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int, unit: str) -> int:
+    def integer(self, name: str, default: int, *, minimum: int, unit: str, maximum: int | None = None) -> int:
         raw = self.optional(name)
         if raw is None:
             return default
@@ -146,9 +152,10 @@ class _Reader:
             value = int(raw)
         except ValueError:
             value = None
-        if value is None or value < minimum:
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
             raise ConfigError(
-                f"{name}={raw!r} is not a whole number of {unit} >= {minimum}; "
+                f"{name}={raw!r} is not a whole number of {unit} {bounds}; "
                 f"set it to one, or unset it for the default {default}"
             )
         return value

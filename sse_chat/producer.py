@@ -195,6 +195,8 @@ class Producer:
             close = getattr(deltas, "close", None)
             if close is not None:
                 close()
+        if tool_calls and finish_reason == "stop":
+            finish_reason = "tool_calls"  # OpenAI (named tool_choice), vLLM and Ollama say "stop"
         done: dict[str, Any] = {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
         if tool_calls:
             done["tool_calls"] = tool_calls.finished()

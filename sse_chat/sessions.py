@@ -23,6 +23,9 @@ from .auth import owner_of
 
 #: The cookie's name.
 SESSION_COOKIE = "sse_chat_session"
+#: Seconds a cookie may seem to come from the future: hosts' clocks differ a little,
+#: and a cookie issued on one host must pass on another whose clock is behind.
+MAX_CLOCK_SKEW_S = 60
 #: The salt of the signing key's derivation: a session signature can be checked
 #: only as one, never mistaken for another use of the same API key.
 _SALT = b"sse-chat.session-cookie.v1"
@@ -63,16 +66,20 @@ class SessionKeys:
     def verify(self, value: str) -> str | None:
         """The owner fingerprint (as :func:`owner_of` gives it) that the cookie
         ``value`` stands for; ``None`` when it is malformed, tampered with, issued
-        more than ``ttl_s`` seconds ago (or in the future), or signed for a key
-        that is no longer configured."""
+        more than ``ttl_s`` seconds ago (or more than :data:`MAX_CLOCK_SKEW_S`
+        seconds in the future: another host's clock may be ahead), or signed for a
+        key that is no longer configured."""
         owner = value.split(".", 1)[0]
         signer = self._signers.get(owner)
         if signer is None:
             return None
         try:
             # signed is everything before the time; only issue() signs, and only a fingerprint
-            signer.unsign(value, max_age=self.ttl_s)
-        except BadSignature:  # also SignatureExpired
+            _, signed_at = signer.unsign(value, return_timestamp=True)
+        except BadSignature:
+            return None
+        age_s = signer.get_timestamp() - int(signed_at.timestamp())
+        if not -MAX_CLOCK_SKEW_S <= age_s <= self.ttl_s:
             return None
         return owner
 

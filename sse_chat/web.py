@@ -118,3 +118,5 @@ def json_body() -> Any:
         raise invalid_request("the body is not UTF-8 encoded JSON") from None
     except ValueError as exc:
         raise invalid_request(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise invalid_request("the body's JSON is nested too deeply") from None

@@ -58,6 +58,7 @@ def test_retry_comes_from_settings(make_app):
 
 @pytest.mark.parametrize("data,content_type,status,error_type", [
     (b"{", "application/json", 400, "invalid_request"),
+    (b"[" * 200_000, "application/json", 400, "invalid_request"),  # nested too deeply for the parser
     (b"\xff\xfe", "application/json", 400, "invalid_request"),
     (b'{"prompt": 1}', "application/json", 400, "invalid_request"),
     (b"{}", "application/json", 400, "invalid_request"),

@@ -61,10 +61,30 @@ def test_fragments_of_parallel_calls_join_per_index_in_index_order():
 def test_an_id_and_name_repeated_in_every_fragment_are_streamed_once_and_never_replaced():
     calls = ToolCalls()
     first = calls.add({"index": 0, "id": "call_1", "name": "f", "arguments": "{"})
-    again = calls.add({"index": 0, "id": "call_other", "name": "g", "arguments": "}"})
+    again = calls.add({"index": 0, "id": "call_1", "name": "f", "arguments": "}"})
     assert (first["id"], first["name"]) == ("call_1", "f")
     assert (again["id"], again["name"], again["arguments"]) == (None, None, "}")
     assert calls.finished() == [{"id": "call_1", "name": "f", "arguments": "{}"}]
+
+
+def test_a_new_id_at_an_index_already_taken_begins_another_call():
+    # Ollama streams parallel calls all at index 0, each whole in one fragment.
+    calls = ToolCalls()
+    first = calls.add({"index": 0, "id": "a", "name": "f", "arguments": '{"x": 1}'})
+    second = calls.add({"index": 0, "id": "b", "name": "g", "arguments": '{"y": 2}'})
+    assert (first["index"], second["index"]) == (0, 1)
+    assert calls.finished() == [{"id": "a", "name": "f", "arguments": '{"x": 1}'},
+                                {"id": "b", "name": "g", "arguments": '{"y": 2}'}]
+
+
+def test_a_fragment_without_an_index_continues_the_last_call_begun():
+    calls = ToolCalls()
+    calls.add({"index": None, "id": "a", "name": "f", "arguments": "{"})
+    calls.add({"index": None, "id": None, "name": None, "arguments": "}"})
+    calls.add({"index": 3, "id": "b", "name": "g", "arguments": "{}"})
+    assert calls.add({"id": None, "arguments": ""})["index"] == 3  # the last call begun
+    assert calls.finished() == [{"id": "a", "name": "f", "arguments": "{}"},
+                                {"id": "b", "name": "g", "arguments": "{}"}]
 
 
 @pytest.mark.parametrize("fragment", [{"index": -1, "arguments": ""}, {"index": True, "arguments": ""},
@@ -105,7 +125,24 @@ def test_malformed_tool_turns_and_tools_are_400_naming_the_field(body, says):
     assert caught.value.status == 400 and says in caught.value.message
 
 
+def test_no_tools_and_a_tool_choice_without_tools():
+    assert parse_chat_body({"prompt": "x", "tools": []}, "fake").tools is None  # OpenAI refuses []
+    with pytest.raises(ApiError) as caught:
+        parse_chat_body({"prompt": "x", "tool_choice": "auto"}, "fake")
+    assert caught.value.status == 400 and "\"tool_choice\"" in caught.value.message
+
+
 # -- the fake model --------------------------------------------------------------------------
+
+
+def test_the_fake_model_honours_tool_choice_none_and_a_named_function():
+    question = (Message("user", "Lyon"),)
+    none = ChatRequest(question, "fake", tools=(WEATHER_TOOL, TIME_TOOL), tool_choice="none")
+    assert fake_tool_call(none) is None
+    named = ChatRequest(question, "fake", tools=(WEATHER_TOOL, TIME_TOOL),
+                        tool_choice={"type": "function", "function": {"name": "get_time"}})
+    call = fake_tool_call(named)
+    assert call is not None and call[0].name == "get_time"
 
 
 def test_the_fake_model_calls_the_first_tool_in_fragments_with_arguments_from_the_prompt():
@@ -195,6 +232,21 @@ def test_native_tool_call_fragments_rebuild_the_same_calls_and_done_carries_them
     assert not _data(events, "token")
 
 
+def test_parallel_calls_all_at_index_0_with_stop_become_two_calls_and_tool_calls(tool_server):
+    body = {"model": "ollama_tools", "messages": QUESTION, "tools": [WEATHER_TOOL, TIME_TOOL]}
+    events = events_of([requests.post(tool_server.url + "/v1/chat", json=body, timeout=30).content])
+    assert [f["index"] for f in _data(events, "tool_call")] == [0, 1]
+    [done] = _data(events, "done")
+    assert done["finish_reason"] == "tool_calls" and done["tool_calls"] == UPSTREAM_CALLS
+
+
+def test_a_malformed_tool_call_fragment_is_an_upstream_error_in_the_stream(tool_server):
+    body = {"model": "bad_tool_index", "messages": QUESTION, "tools": [WEATHER_TOOL]}
+    events = events_of([requests.post(tool_server.url + "/v1/chat", json=body, timeout=30).content])
+    assert events[-1].type == "error"
+    assert json.loads(events[-1].data)["error"]["type"] == "upstream_malformed_chunk"
+
+
 # -- the fake model's whole loop, offline ------------------------------------------------------
 
 
@@ -228,6 +280,15 @@ def test_ask_tools_writes_each_call_to_stderr_and_no_text_to_stdout(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == b""
     assert result.stderr.decode().splitlines()[-1] == 'tool call get_weather {"city": "Weather in Paris?"}'
+
+
+def test_a_tool_call_line_keeps_the_json_and_stays_on_one_line():
+    from cli.tools_file import tool_call_line
+
+    arguments = json.dumps({"text": "line1\nline2", "q": 'say "hi"', "path": "C:\\tmp"})
+    line = tool_call_line({"id": "c", "name": "note", "arguments": arguments + "\n"})
+    assert line.count("\n") == 1 and line.startswith("tool call note ")
+    assert json.loads(line.removeprefix("tool call note ")) == json.loads(arguments)
 
 
 @pytest.mark.parametrize(("content", "says"), [

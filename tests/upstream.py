@@ -1,6 +1,6 @@
 """A misbehaving OpenAI-compatible upstream for tests: the request's ``model`` picks
-what it does (``ok``, ``reasoning``, ``tools``, ``http401``, ``http429``, ``http500``,
-``cut``, ``malformed``, ``inband``, ``stall``)."""
+what it does (``ok``, ``reasoning``, ``tools``, ``ollama_tools``, ``bad_tool_index``,
+``http401``, ``http429``, ``http500``, ``cut``, ``malformed``, ``inband``, ``stall``)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(_chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
         self._event(_chunk({}, "tool_calls"))
         self._event(_chunk(usage={"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}))
+        self._end()
+
+    def _ollama_tools(self) -> None:
+        """Parallel calls as Ollama streams them: every call at index 0, whole in
+        one fragment each, then ``finish_reason`` ``"stop"``."""
+        for call_id, name, pieces in TOOL_CALLS:
+            self._event(_chunk({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                                "function": {"name": name, "arguments": "".join(pieces)}}]}))
+        self._event(_chunk({}, "stop"))
+        self._end()
+
+    def _bad_tool_index(self) -> None:
+        self._event(_chunk({"tool_calls": [{"index": -1, "id": "call_x", "type": "function",
+                                            "function": {"name": "f", "arguments": "{}"}}]}))
+        self._event(_chunk({}, "tool_calls"))
         self._end()
 
     def _cut(self) -> None:

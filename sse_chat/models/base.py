@@ -135,11 +135,12 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A fragment of a tool call, as OpenAI streams ``delta.tool_calls[]``: the call
-    is number ``index`` (0, 1, … in the answer); its first fragment carries the
+    is number ``index`` (0, 1, … in the answer; ``None`` when the upstream sent
+    none); its first fragment carries the
     call's ``id`` and the function's ``name`` (``None`` on later fragments); the
     ``arguments`` fragments of one index, joined, are the call's JSON arguments."""
 
-    index: int
+    index: int | None
     id: str | None
     name: str | None
     arguments: str

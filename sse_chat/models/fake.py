@@ -56,15 +56,19 @@ ARGUMENT_FRAGMENT_CHARS = 8
 
 def fake_tool_call(request: ChatRequest) -> list[ToolCallDelta] | None:
     """The fragments of the fake model's one tool call, or ``None`` when it answers
-    in text: it calls the first function tool of ``request.tools``, unless the
-    last message is a ``tool`` result. The arguments are a JSON object holding the
+    in text: it calls the function ``tool_choice`` names, else the first function
+    tool of ``request.tools``, unless the last message is a ``tool`` result or
+    ``tool_choice`` is ``"none"``. The arguments are a JSON object holding the
     last user prompt under the function's first required parameter (else its
     first parameter, else ``"input"``), sent :data:`ARGUMENT_FRAGMENT_CHARS`
     characters per fragment after a first fragment with the call's ``id`` and
     ``name`` and no arguments, as OpenAI streams them."""
-    if not request.tools or request.messages[-1].role == "tool":
+    if not request.tools or request.messages[-1].role == "tool" or request.tool_choice == "none":
         return None
-    function = next((tool["function"] for tool in request.tools if tool.get("type") == "function"), None)
+    functions = [tool["function"] for tool in request.tools if tool.get("type") == "function"]
+    chosen = request.tool_choice.get("function") if isinstance(request.tool_choice, dict) else None
+    name = chosen.get("name") if isinstance(chosen, dict) else None
+    function = next((f for f in functions if f["name"] == name), functions[0] if functions else None)
     if function is None:
         return None
     arguments = json.dumps({_first_parameter(function.get("parameters")): _last_prompt(request)},

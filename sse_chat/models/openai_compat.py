@@ -137,17 +137,28 @@ def _reasoning(delta: Any) -> str:
 
 def _tool_call_fragments(delta: Any) -> tuple[ToolCallDelta, ...]:
     """``delta.tool_calls`` (``[{"index", "id"?, "function": {"name"?, "arguments"?}}]``)
-    as fragments; ``()`` when there are none."""
+    as fragments; ``()`` when there are none. ``index`` may be missing (older
+    Ollama): :class:`~sse_chat.protocol.ToolCalls` then continues the last call.
+
+    Raises:
+        ValueError: an ``index`` that is not a whole number >= 0, or ``arguments``
+            that are not a string (the stream ends with ``upstream_malformed_chunk``).
+    """
     calls = getattr(delta, "tool_calls", None) if delta is not None else None
     if not calls:
         return ()
     fragments = []
     for call in calls:
         function = call.function
-        fragments.append(ToolCallDelta(
-            index=int(call.index), id=call.id or None,
-            name=(function.name or None) if function is not None else None,
-            arguments=(function.arguments or "") if function is not None else ""))
+        arguments = (function.arguments or "") if function is not None else ""
+        index = getattr(call, "index", None)
+        if (index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0)) \
+                or not isinstance(arguments, str):
+            raise ValueError(f"a delta.tool_calls item with index {index!r} and arguments of type "
+                             f"{type(arguments).__name__}")
+        fragments.append(ToolCallDelta(index=index, id=call.id or None,
+                                       name=(function.name or None) if function is not None else None,
+                                       arguments=arguments))
     return tuple(fragments)
 
 

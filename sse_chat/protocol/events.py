@@ -110,31 +110,62 @@ class ToolCalls:
     """
 
     def __init__(self) -> None:
-        self._calls: dict[int, dict[str, Any]] = {}
+        self._calls: dict[int, dict[str, Any]] = {}  # by the index this service streams
+        self._by_index: dict[int, int] = {}  # the upstream's index -> ours
+        self._last: int | None = None
 
     def __bool__(self) -> bool:
         return bool(self._calls)
 
     def add(self, fragment: dict[str, Any]) -> dict[str, Any]:
-        """Take one fragment, ``{"index": int, "id": str|None, "name": str|None,
-        "arguments": str}`` (a ``tool_call`` event's data), and return it as this
-        service streams it: ``id`` and ``name`` only where they first become known,
-        ``None`` after (some upstreams, llama.cpp's among them, repeat them in
-        every fragment); a later one never replaces the first.
+        """Take one fragment, ``{"index": int|None, "id": str|None, "name":
+        str|None, "arguments": str}`` (as an upstream streams it), and return it
+        as this service streams it (a ``tool_call`` event's data):
+
+        * ``id`` and ``name`` only where they first become known, ``None`` after
+          (llama.cpp repeats them in every fragment);
+        * ``index`` as the upstream gave it, except that a fragment with a new
+          ``id`` at an index whose call already has another ``id`` begins a new
+          call, numbered after the others (Ollama streams parallel calls all at
+          index 0), and a fragment without an index continues the last call
+          (older Ollama sends none).
 
         Raises:
-            ValueError: ``index`` is not a whole number >= 0, or ``arguments`` not a string.
+            ValueError: ``index`` is not ``None`` nor a whole number >= 0, or
+                ``arguments`` is not a string.
         """
-        index, arguments = fragment.get("index"), fragment.get("arguments", "")
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0 or not isinstance(arguments, str):
-            raise ValueError(f"not a tool_call fragment: {fragment!r}")
-        call = self._calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
-        streamed: dict[str, Any] = {"index": index, "id": None, "name": None, "arguments": arguments}
+        index, arguments = fragment.get("index"), fragment.get("arguments") or ""
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+            raise ValueError(f"a tool call's index must be a whole number >= 0: {fragment!r}")
+        if not isinstance(arguments, str):
+            raise ValueError(f"a tool call's arguments must be a string: {fragment!r}")
+        ours = self._place(index, fragment.get("id"))
+        call = self._calls[ours]
+        streamed: dict[str, Any] = {"index": ours, "id": None, "name": None, "arguments": arguments}
         for name in ("id", "name"):
             if call[name] is None and fragment.get(name) is not None:
                 call[name] = streamed[name] = str(fragment[name])
         call["arguments"] += arguments
         return streamed
+
+    def _place(self, index: int | None, call_id: Any) -> int:
+        """The index (ours) of the call a fragment belongs to; opens a new call when needed."""
+        if index is None:
+            ours = self._last if self._last is not None else self._open(0)
+        elif index not in self._by_index:
+            ours = self._open(index)
+        else:
+            ours = self._by_index[index]
+            if call_id is not None and self._calls[ours]["id"] not in (None, call_id):
+                ours = self._open(index)  # another call at the same index
+        self._last = ours
+        return ours
+
+    def _open(self, index: int) -> int:
+        ours = index if index not in self._calls else max(self._calls) + 1
+        self._calls[ours] = {"id": None, "name": None, "arguments": ""}
+        self._by_index[index] = ours
+        return ours
 
     def finished(self) -> list[dict[str, str]]:
         """The calls in ``index`` order: ``[{"id": str, "name": str, "arguments":
