@@ -53,6 +53,9 @@ RETRIED_STATUSES = frozenset({502, 503, 504})
 #: Error types of such answers that no retry changes: 503 ``backend_unavailable``
 #: means no upstream is configured for the model.
 PERMANENT_ERROR_TYPES = frozenset({"backend_unavailable"})
+#: Error types retried whatever their status: 409 ``idempotency_key_in_use`` (the
+#: first request with this question's key is still starting its stream).
+RETRIED_ERROR_TYPES = frozenset({"idempotency_key_in_use"})
 
 #: :attr:`ChatError.type` of the client's own failures (the others are the server's).
 CONNECTION_REFUSED = "connection_refused"
@@ -311,7 +314,8 @@ class ChatStream:
         else:
             error_type, message = "http_error", response.text.strip()[:300] or response.reason
             detail = message
-        if response.status_code in RETRIED_STATUSES and error_type not in PERMANENT_ERROR_TYPES:
+        if (response.status_code in RETRIED_STATUSES and error_type not in PERMANENT_ERROR_TYPES) \
+                or error_type in RETRIED_ERROR_TYPES:
             return _Retry(f"the server answered HTTP {response.status_code} {detail}",
                           retry_after_ms(response.headers.get("Retry-After")))
         return ChatError(error_type, message, response.status_code,

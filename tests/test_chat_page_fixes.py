@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from cli.ask import backoff_ms, retry_after_ms
+from sse_chat.client import PERMANENT_ERROR_TYPES, RETRIED_ERROR_TYPES, RETRIED_STATUSES
 
 from .event_reading import answer_text, events_of
 from .test_chat_page import ANSWER, _answers, _ask, _normal, _wait_until_idle
@@ -91,6 +92,10 @@ def test_the_reconnection_policy_is_the_clis(gunicorn, page):
         == {"retryMs": 1000, "failures": 1, "giveUp": False, "waitMs": 1000}
     assert _import(page, "reconnect.js", "return [m.MAX_RECONNECTIONS, m.MAX_BACKOFF_MS, m.DEFAULT_RETRY_MS];") \
         == [5, 30000, 1000]
+    answers = [(status, kind) for status in (400, 409, 422, 500, 502, 503, 504)
+               for kind in ("event_log_unavailable", "backend_unavailable", "idempotency_key_in_use", "x")]
+    assert _import(page, "reconnect.js", "return arg.map(([s, t]) => m.isRetriedAnswer(s, t));", answers) == \
+        [(s in RETRIED_STATUSES and t not in PERMANENT_ERROR_TYPES) or t in RETRIED_ERROR_TYPES for s, t in answers]
 
 
 def _frames(body):

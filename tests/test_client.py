@@ -15,7 +15,7 @@ from sse_chat.testing.servers import base_env, free_port
 
 from .event_reading import events_of, seq_of
 from .proxy import CuttingProxy
-from .gateway import Forward, ScriptedGateway, unavailable
+from .gateway import Answer, Forward, ScriptedGateway, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_MODULES = ("flask", "gevent", "openai", "werkzeug", "redis", "sse_chat.app", "sse_chat.routes")
@@ -125,6 +125,18 @@ def test_idempotency_key_is_fresh_per_question_and_kept_on_retries(sse_chat_serv
     keys = [headers["Idempotency-Key"] for method, _, headers in sent if method == "POST"]
     assert len(keys) == 3 and keys[0] == keys[1] != keys[2] and len(waits) == 1
     assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", k) for k in keys)
+
+
+def test_a_409_idempotency_key_in_use_is_retried_with_the_same_key(sse_chat_server):
+    waits, kwargs = _no_sleep()
+    session, sent = _recording_session()
+    in_use = Answer(409, (("Content-Type", "application/json"), ("Retry-After", "1")), json.dumps(
+        {"error": {"type": "idempotency_key_in_use", "message": "still starting"}}).encode())
+    with ScriptedGateway(_address(sse_chat_server.url), [in_use, Forward()]) as gateway:
+        answer = ChatClient(gateway.url, session=session, **kwargs).ask("one", max_tokens=2)
+    keys = [headers["Idempotency-Key"] for method, _, headers in sent if method == "POST"]
+    assert len(keys) == 2 and keys[0] == keys[1] and waits == [1.0]
+    assert answer.finish_reason == "length"
 
 
 def test_gives_up_after_retries_in_a_row():

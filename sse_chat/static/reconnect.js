@@ -19,6 +19,9 @@ export const MAX_RECONNECTIONS = 5;
 const RETRIED_STATUSES = new Set([502, 503, 504]);
 /** Error types of such answers that no retry changes (no upstream for the model). */
 const PERMANENT_ERROR_TYPES = new Set(["backend_unavailable"]);
+/** Error types retried whatever their status: 409 idempotency_key_in_use (the first
+ *  request with this question's key is still starting its stream). */
+const RETRIED_ERROR_TYPES = new Set(["idempotency_key_in_use"]);
 
 /** The policy before the first connection: no failure yet. */
 export const FIRST_CONNECTION = Object.freeze({ retryMs: DEFAULT_RETRY_MS, failures: 0 });
@@ -45,7 +48,7 @@ export function retryAfterMs(value) {
 
 /** Whether an HTTP error answer counts as a dropped connection (to retry). */
 export function isRetriedAnswer(status, errorType) {
-  return RETRIED_STATUSES.has(status) && !PERMANENT_ERROR_TYPES.has(errorType);
+  return (RETRIED_STATUSES.has(status) && !PERMANENT_ERROR_TYPES.has(errorType)) || RETRIED_ERROR_TYPES.has(errorType);
 }
 
 /**
