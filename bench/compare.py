@@ -509,6 +509,7 @@ METRICS = (
     ("first_event_p99_ms", "first event p99 (ms)", "{:.1f}"),
     ("gap_p50_ms", "gap p50 (ms)", "{:.1f}"),
     ("gap_p99_ms", "gap p99 (ms)", "{:.1f}"),
+    ("gap_p99_settled_ms", "gap p99 after ramp (ms)", "{:.1f}"),
     ("server_cpu_us_per_event", "server CPU/event (us)", "{:.1f}"),
     ("redis_cpu_us_per_event", "redis CPU/event (us)", "{:.1f}"),
     ("server_cpu_pct", "server CPU (% of a core)", "{:.0f}"),

@@ -13,7 +13,10 @@ examples), ``events``, ``wall_s`` (seconds from the first connect to the last
 stream's end, ramp included), ``events_per_s``, ``first_event_p50_ms`` /
 ``first_event_p99_ms`` (from connect to the first event, milliseconds),
 ``gap_p50_ms`` / ``gap_p99_ms`` (between consecutive events of a stream,
-milliseconds), ``client_cpu_s`` (this process's user + system CPU seconds).
+milliseconds), ``gap_p99_settled_ms`` (the same, of the events that arrived
+:data:`SETTLE_S` seconds or more after the ramp ended: the steady state, without
+the backlog that starting every stream leaves), ``client_cpu_s`` (this process's
+user + system CPU seconds).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from sse_chat.testing.loadgen import StreamResult, percentile, run_stream
 #: Open files wanted: one socket per stream plus slack.
 NOFILE_SLACK = 256
 MAX_FAILURE_EXAMPLES = 5
+#: Seconds after the ramp from which gaps count as the steady state's.
+SETTLE_S = 1.0
 
 
 def raise_nofile(needed: int) -> int:
@@ -67,11 +72,16 @@ async def run_all(url: str, bodies: list[dict], ramp_s: float, timeout_s: float)
     return results
 
 
-def summarize(results: list[StreamResult], wall_s: float, client_cpu_s: float) -> dict[str, Any]:
-    """The JSON summary described in the module docstring."""
+def summarize(results: list[StreamResult], wall_s: float, client_cpu_s: float,
+              settled_after_s: float | None = None) -> dict[str, Any]:
+    """The JSON summary described in the module docstring; ``settled_after_s``
+    (seconds from the first stream's start) is where the steady state begins
+    (``None``: no ``gap_p99_settled_ms``)."""
     events = sum(len(r.seqs) for r in results)
     first = [(r.first_event - r.started) * 1000 for r in results if r.first_event is not None]
-    gaps = [(b - a) * 1000 for r in results for a, b in zip(r.event_times, r.event_times[1:])]
+    gaps = _gaps_ms(results)
+    starts = [r.started for r in results if r.started]
+    settled = _gaps_ms(results, min(starts) + settled_after_s) if settled_after_s is not None and starts else []
     failed = [r for r in results if not r.gap_free]
     return {
         "streams": len(results),
@@ -84,8 +94,16 @@ def summarize(results: list[StreamResult], wall_s: float, client_cpu_s: float) -
         "first_event_p99_ms": percentile(first, 99),
         "gap_p50_ms": percentile(gaps, 50),
         "gap_p99_ms": percentile(gaps, 99),
+        "gap_p99_settled_ms": percentile(settled, 99) if settled else None,
         "client_cpu_s": client_cpu_s,
     }
+
+
+def _gaps_ms(results: list[StreamResult], since: float = float("-inf")) -> list[float]:
+    """Milliseconds between consecutive events of each stream, for the events that
+    arrived at ``since`` (``time.perf_counter()`` seconds) or later."""
+    return [(b - a) * 1000 for r in results for a, b in zip(r.event_times, r.event_times[1:], strict=False)
+            if b >= since]
 
 
 def _describe_failure(result: StreamResult) -> str:
@@ -116,7 +134,7 @@ def main() -> None:
     cpu_before, began = _cpu_s(), time.perf_counter()
     results = asyncio.run(run_all(args.url, bodies, args.ramp_s, args.timeout_s))
     wall_s = time.perf_counter() - began
-    json.dump(summarize(results, wall_s, _cpu_s() - cpu_before), sys.stdout)
+    json.dump(summarize(results, wall_s, _cpu_s() - cpu_before, args.ramp_s + SETTLE_S), sys.stdout)
     sys.stdout.write("\n")
 
 
