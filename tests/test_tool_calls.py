@@ -79,7 +79,9 @@ def test_a_new_id_at_an_index_already_taken_begins_another_call():
 
 def test_a_fragment_without_an_index_continues_the_last_call_begun():
     calls = ToolCalls()
-    calls.add({"index": None, "id": "a", "name": "f", "arguments": "{"})
+    assert not calls
+    assert calls.add({"index": None, "id": "a", "name": "f", "arguments": "{"})["index"] == 0
+    assert calls
     calls.add({"index": None, "id": None, "name": None, "arguments": "}"})
     calls.add({"index": 3, "id": "b", "name": "g", "arguments": "{}"})
     assert calls.add({"id": None, "arguments": ""})["index"] == 3  # the last call begun
@@ -90,8 +92,14 @@ def test_a_fragment_without_an_index_continues_the_last_call_begun():
 @pytest.mark.parametrize("fragment", [{"index": -1, "arguments": ""}, {"index": True, "arguments": ""},
                                       {"index": "0", "arguments": ""}, {"index": 0, "arguments": 5}])
 def test_a_fragment_without_a_whole_index_or_string_arguments_is_refused(fragment):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="index must be a whole number|arguments must be a string"):
         ToolCalls().add(fragment)
+
+
+def test_a_call_whose_fragments_brought_no_id_or_name_has_empty_ones():
+    calls = ToolCalls()
+    calls.add({"index": 0, "id": None, "name": None, "arguments": "{}"})
+    assert calls.finished() == [{"id": "", "name": "", "arguments": "{}"}]
 
 
 # -- requests ----------------------------------------------------------------------------------

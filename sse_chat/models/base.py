@@ -23,10 +23,6 @@ class ToolCall:
         """``{"id", "type": "function", "function": {"name", "arguments"}}``."""
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
-    def as_event_data(self) -> dict[str, str]:
-        """``{"id", "name", "arguments"}``: an item of ``done``'s ``tool_calls``."""
-        return {"id": self.id, "name": self.name, "arguments": self.arguments}
-
 
 @dataclass(frozen=True, slots=True)
 class Message:
