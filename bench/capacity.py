@@ -74,6 +74,7 @@ from compare import (
     Setup,
     _finite,
     pick_cpus,
+    run_json_command,
     run_loadgen,
     running_redis,
     running_server,
@@ -85,7 +86,7 @@ from sse_chat.testing.loadgen import StreamResult, resume_stream, run_stream
 from sse_chat.testing.servers import PeakRss, rss_kib
 
 if TYPE_CHECKING:
-    pass
+    from compare import Gunicorn
 
 #: Clock ticks per second of /proc/PID/stat's utime and stime.
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -210,13 +211,7 @@ def redis_per_event(raw: dict[str, Any], events: int, streams: int) -> dict[str,
 def run_client(args: list[str], cpus: str, timeout_s: float) -> dict[str, Any]:
     """This script's ``--client`` mode pinned to ``cpus``; its JSON summary."""
     command = ["taskset", "-c", cpus, sys.executable, str(Path(__file__).resolve()), *args]
-    try:
-        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout_s + LOADGEN_GRACE_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the client did not finish within {timeout_s + LOADGEN_GRACE_S:g} s") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"the client failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_command(command, timeout_s + LOADGEN_GRACE_S, "the client")
 
 
 #: A fixed pure-Python workload; its CPU time on the server's core, taken before each
@@ -238,6 +233,18 @@ def calibrate(cpus: str) -> float:
     return float(done.stdout) * 1000
 
 
+def project_server(stack: ExitStack, setup: Setup, load: Load, tmp: Path) -> tuple[Gunicorn, RedisStats | None]:
+    """Start, on ``stack``, the project's server for ``setup`` and, when it uses
+    Redis, a redis-server on ``setup.redis_cpus``; the server, and the Redis
+    figures' collector (``None`` without Redis)."""
+    redis = stack.enter_context(running_redis(setup.redis_cpus or setup.client_cpus, tmp)) if setup.redis else None
+    server = stack.enter_context(running_server(setup, load, tmp, redis.url if redis else None))
+    stats = RedisStats(redis) if redis else None
+    if stats:
+        stack.callback(stats.close)
+    return server, stats
+
+
 def cpu_run(name: str, log: str, load: Load, ramp_s: float, timeout_s: float, cpus: tuple[int, int],
             tmp: Path) -> dict[str, Any]:
     """One load on one server of one worker (``log`` ``"memory"`` or ``"redis"``):
@@ -245,11 +252,8 @@ def cpu_run(name: str, log: str, load: Load, ramp_s: float, timeout_s: float, cp
     server_cpus, client_cpus = str(cpus[0]), str(cpus[1])
     setup = Setup(name, "project", server_cpus, client_cpus, redis=log == "redis", redis_cpus=client_cpus)
     with ExitStack() as stack:
-        redis = stack.enter_context(running_redis(client_cpus, tmp)) if setup.redis else None
-        server = stack.enter_context(running_server(setup, load, tmp, redis.url if redis else None))
-        stats = RedisStats(redis) if redis else None
+        server, stats = project_server(stack, setup, load, tmp)
         if stats:
-            stack.callback(stats.close)
             stats.reset()
         workers = server.worker_pids
         calibration_ms = calibrate(server_cpus)
@@ -324,11 +328,7 @@ def hold_run(name: str, log: str, streams: int, timeout_s: float, cpus: tuple[in
     load = Load(sum(steps) + 100, 60, HOLD_DELAY_MS)  # streams: the server's SSE_CHAT_MAX_STREAMS
     record: dict[str, Any] = {"steps": []}
     with ExitStack() as stack:
-        redis = stack.enter_context(running_redis(client_cpus, tmp)) if setup.redis else None
-        server = stack.enter_context(running_server(setup, load, tmp, redis.url if redis else None))
-        stats = RedisStats(redis) if redis else None
-        if stats:
-            stack.callback(stats.close)
+        server, stats = project_server(stack, setup, load, tmp)
         record["worker_rss_idle_kib"] = rss_kib(server.worker_pids)
         client = subprocess.Popen(
             ["taskset", "-c", client_cpus, sys.executable, str(Path(__file__).resolve()), "--client", "hold",

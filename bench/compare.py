@@ -405,12 +405,22 @@ def run_loadgen(url: str, load: Load, cpus: str, ramp_s: float, timeout_s: float
     command = ["taskset", "-c", cpus, sys.executable, str(BENCH / "loadgen_cli.py"), "--url", url,
                "--streams", str(load.streams), "--tokens", str(load.tokens),
                "--ramp-s", str(ramp_s), "--timeout-s", str(timeout_s)]
+    return run_json_command(command, timeout_s + LOADGEN_GRACE_S, "the load generator")
+
+
+def run_json_command(command: list[str], timeout_s: float, what: str) -> dict[str, Any]:
+    """Run ``command`` (``what`` names it in errors) for at most ``timeout_s``
+    seconds; the JSON object on the last line of its stdout.
+
+    Raises:
+        RuntimeError: when it fails or outlives its time limit.
+    """
     try:
-        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout_s + LOADGEN_GRACE_S)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"the load generator did not finish within {timeout_s + LOADGEN_GRACE_S:g} s") from None
+        raise RuntimeError(f"{what} did not finish within {timeout_s:g} s") from None
     if done.returncode != 0:
-        raise RuntimeError(f"the load generator failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"{what} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
