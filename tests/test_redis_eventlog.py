@@ -88,14 +88,15 @@ def _counting_client(url):
     return redis.Redis(connection_pool=pool), sent
 
 
-def _named_fanin(url):
-    """A single-connection client for a log's fan-in, named so CLIENT LIST finds it; it
-    does not retry, so a cut connection reaches the fan-in, and its reads time out
-    after 60 s only (a test may make the fan-in block for 30 s)."""
+def _log_with_named_fanin(url):
+    """A log (another worker's) whose fan-in has a single-connection client named so
+    CLIENT LIST finds it, and that name. The client does not retry, so a cut
+    connection reaches the fan-in, and its reads time out after 60 s only (a test
+    may make the fan-in block for 30 s)."""
     name = f"fanin-{next(_names)}"
-    client = redis.Redis.from_url(url, single_connection_client=True, client_name=name,
-                                  retry=Retry(NoBackoff(), 0), socket_timeout=60)
-    return client, name
+    fanin = redis.Redis.from_url(url, single_connection_client=True, client_name=name,
+                                 retry=Retry(NoBackoff(), 0), socket_timeout=60)
+    return _log(url, fanin_client=fanin), name
 
 
 def _fanin_state(redis_server, name):
@@ -255,9 +256,8 @@ def test_a_reader_in_another_worker_gets_events_appended_one_at_a_time(redis_ser
 def test_a_stream_followed_while_the_fan_in_blocks_is_read_at_once(redis_server, monkeypatch):
     # Were the blocked XREAD not cut short, the new stream would wait 30 s for it.
     monkeypatch.setattr(redis_streams, "FANIN_BLOCK_MS", 30_000)
-    fanin, name = _named_fanin(redis_server.url)
+    readers, name = _log_with_named_fanin(redis_server.url)
     producer = _log(redis_server.url)
-    readers = RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, fanin_client=fanin)
     first = readers.open(_stream(producer), 0)
     wait_until(lambda: _blocked(redis_server, name), WAIT_S, "the fan-in to block in its XREAD")
     stream_id = _stream(producer)
@@ -270,9 +270,8 @@ def test_a_stream_followed_while_the_fan_in_blocks_is_read_at_once(redis_server,
 
 def test_the_fan_in_reconnects_after_its_connection_is_cut(redis_server, monkeypatch):
     monkeypatch.setattr(redis_streams, "FANIN_BLOCK_MS", 30_000)
-    fanin, name = _named_fanin(redis_server.url)
+    readers, name = _log_with_named_fanin(redis_server.url)
     producer = _log(redis_server.url)
-    readers = RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, fanin_client=fanin)
     stream_id = _stream(producer)
     cursor = readers.open(stream_id, 0)
     for seq in (1, 2):  # twice: a second cut after a recovery
@@ -291,9 +290,8 @@ def test_the_fan_in_reconnects_after_its_connection_is_cut(redis_server, monkeyp
 
 
 def test_the_fan_in_rests_with_nothing_to_follow_and_serves_the_next_stream(redis_server):
-    fanin, name = _named_fanin(redis_server.url)
+    readers, name = _log_with_named_fanin(redis_server.url)
     producer = _log(redis_server.url)
-    readers = RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, fanin_client=fanin)
     stream_id = _stream(producer)
     cursor = readers.open(stream_id, 0)
     producer.append(stream_id, 1, _frame(stream_id, 1, "done"), terminal=True)
