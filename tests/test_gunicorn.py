@@ -4,6 +4,7 @@ import asyncio
 import json
 import subprocess
 import socket
+import sys
 
 import pytest
 import requests
@@ -143,3 +144,28 @@ def test_the_readmes_gunicorn_conf_py_holds_the_projects_settings():
     settings = {name.strip(): value.strip() for name, value in settings.items()}
     assert settings["worker_class"] == "gevent"
     assert settings["wsgi_app"] == "sse_chat.app:create_app()"
+
+
+def test_a_worker_freezes_what_it_loaded_and_raises_the_collector_thresholds():
+    """``post_worker_init`` ends with ``tune_garbage_collector``: what the worker
+    loaded sits in the permanent generation and the thresholds are
+    ``GC_THRESHOLDS`` (run in a fresh interpreter: ``gc`` state is process-wide)."""
+    from sse_chat.testing.servers import ROOT, base_env
+
+    script = """
+import gc, json, tempfile, types
+from sse_chat import gunicorn_config
+from sse_chat.app import create_app
+before = gc.get_threshold()
+worker = types.SimpleNamespace(wsgi=create_app(), tmp=tempfile.TemporaryFile(), handle_exit=lambda sig, frame: None)
+gunicorn_config.post_worker_init(worker)
+print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(),
+                  "wanted": gunicorn_config.GC_THRESHOLDS}))
+"""
+    ran = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=base_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    state = json.loads(ran.stdout)
+    assert state["before"] == [700, 10, 10]
+    assert state["after"] == list(state["wanted"])
+    assert state["frozen"] > 10_000  # Flask, werkzeug, the openai SDK, the app
