@@ -160,6 +160,59 @@ def test_a_busy_producer_learns_its_control_fields_from_its_writes(redis_server)
     assert "HMGET" in sent[before:]
 
 
+def test_starting_a_stream_sends_no_control_read(redis_server):
+    """The producer's first look at its control fields comes an interval after the
+    start, like every later one, by when its writes have brought them back: a new
+    stream costs the create and the writes, no HMGET."""
+    from sse_chat.models import ChatRequest, Delta, Message
+    from sse_chat.producer import CONTROL_INTERVAL_S, Producer, ProducerLimits
+
+    client, sent = _counting_client(redis_server.url)
+    log, clock, stream_id = RedisEventLog(client, ttl_s=60, max_events=1000), Clock(now=0.0), new_stream_id()
+
+    class StoredTokens:
+        def stream(self, request):
+            for _ in range(10):
+                clock.now += CONTROL_INTERVAL_S / 2
+                yield Delta(content="x")
+                log.flush(stream_id)  # the write of that token came back
+
+    producer = Producer(log, stream_id, StoredTokens(), ChatRequest((Message("user", "q"),), "fake"),
+                        ProducerLimits(abandon_s=60), clock=clock)
+    producer.create_stream(owner=None)
+    log.open(stream_id, 0)
+    producer.run()
+    assert log.info(stream_id).finished
+    assert "EVALSHA" in sent
+    assert "HMGET" not in sent[:-1]  # the last one is info()
+
+
+def test_while_a_write_is_on_its_way_control_waits_for_what_it_brings_back(redis_server, monkeypatch):
+    client, sent = _counting_client(redis_server.url)
+    log, other = RedisEventLog(client, ttl_s=60, max_events=1000), _log(redis_server.url)
+    stream_id = _stream(log, 2)
+    log.control(stream_id)  # uses up the fields event 1's write brought
+    other.request_cancel(stream_id)
+    out, go_on = threading.Event(), threading.Event()
+    round_trip = redis_streams._Writer._round_trip
+
+    def held(writer, commands):
+        out.set()
+        assert go_on.wait(WAIT_S)
+        return round_trip(writer, commands)
+
+    monkeypatch.setattr(redis_streams._Writer, "_round_trip", held)
+    log.append(stream_id, 2, _frame(stream_id, 2))
+    assert out.wait(WAIT_S)  # event 2's write is out
+    before = len(sent)
+    assert not log.control(stream_id).cancelled  # the last known fields, not a read of its own
+    assert sent[before:] == []
+    go_on.set()
+    log.flush(stream_id)
+    assert log.control(stream_id).cancelled  # the write brought the cancel back
+    assert sent[before:] == []
+
+
 def test_while_redis_is_unreachable_control_answers_what_was_last_known(tmp_path):
     server = RedisServer(tmp_path)
 

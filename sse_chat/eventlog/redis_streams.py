@@ -288,14 +288,18 @@ class RedisEventLog:
 
     def control(self, stream_id: str) -> Control:
         """The fields that came back with the last write (a busy producer asks Redis
-        nothing more), else read now; while Redis is away, the last known ones."""
+        nothing more); while a write of the stream is on its way, the last known
+        ones (it brings fresh ones back); else read now, and while Redis is away
+        the last known ones. Nothing known yet counts as not cancelled, attended."""
         mirror = self._mirrors.get(stream_id)
         fields = mirror.take_control() if mirror is not None else None
+        if fields is None and mirror is not None and mirror.local and not mirror.stored.is_set():
+            fields = mirror.control or _UNKNOWN_CONTROL
         if fields is None:
             try:
                 reply: Any = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
             except _UNREACHABLE:
-                fields = mirror.control if mirror is not None and mirror.control else (False, 1, 0.0)
+                fields = mirror.control if mirror is not None and mirror.control else _UNKNOWN_CONTROL
             else:
                 if reply[1] is None:
                     raise StreamNotFound(stream_id)
@@ -492,6 +496,11 @@ def _single_connection_client(client: redis.Redis) -> redis.Redis:
     pool = redis.ConnectionPool(connection_class=client.connection_pool.connection_class, max_connections=1,
                                 **kwargs)
     return redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+
+#: Control fields (cancel, readers, unattended since) when none are known yet: not
+#: cancelled, and attended, so that no producer gives up for want of an answer.
+_UNKNOWN_CONTROL = (False, 1, 0.0)
 
 
 def _control_fields(cancel: bytes | None, readers: bytes | None, since: bytes | None) -> tuple[bool, int, float]:
