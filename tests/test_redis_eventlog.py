@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import sse_chat.eventlog.redis_streams as redis_streams
-from sse_chat.eventlog import Control, StreamFull, StreamInfo, StreamNotFound
+from sse_chat.eventlog import Control, EventLogUnavailable, StreamFull, StreamInfo, StreamNotFound
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 from sse_chat.eventlog.wakeups import Wakeups
 from sse_chat.protocol import new_stream_id
@@ -182,8 +182,8 @@ def test_starting_a_stream_sends_no_control_read(redis_server):
     producer.create_stream(owner=None)
     log.open(stream_id, 0)
     producer.run()
-    assert log.info(stream_id).finished
-    assert "EVALSHA" in sent
+    info = log.info(stream_id)
+    assert info.finished and info.last_seq == 11  # start, 10 tokens, done
     assert "HMGET" not in sent[:-1]  # the last one is info()
 
 
@@ -537,6 +537,70 @@ def test_writes_gathered_during_a_round_trip_go_together_in_the_next(redis_serve
     assert sizes == [1, 2]  # both streams' script calls, back to back in one round trip
     assert _stored(redis_server, first) == _frames(first, 0, 2)
     assert _stored(redis_server, second) == _frames(second, 0, 1)
+
+
+def test_streams_created_during_a_round_trip_are_created_together_in_the_next(redis_server, monkeypatch):
+    log = _log(redis_server.url)
+    first = _stream(log)
+    out, go_on, sizes = threading.Event(), threading.Event(), []
+    round_trip = redis_streams._Writer._round_trip
+
+    def held_first_time(writer, commands):
+        sizes.append(len(commands))
+        if len(sizes) == 1:
+            out.set()
+            assert go_on.wait(WAIT_S)
+        return round_trip(writer, commands)
+
+    monkeypatch.setattr(redis_streams._Writer, "_round_trip", held_first_time)
+    log.append(first, 1, _frame(first, 1))
+    assert out.wait(WAIT_S)  # the writer is out with that one write
+    created = [new_stream_id() for _ in range(2)]
+    requests = [threading.Thread(target=log.create, args=(stream_id, "alice", _frame(stream_id, 0, "start")))
+                for stream_id in created]
+    for request in requests:
+        request.start()
+    wait_until(lambda: len(log._writer._creations) == 2, WAIT_S, "both creations to wait for the writer")
+    go_on.set()
+    for request in requests:
+        request.join(WAIT_S)
+    assert sizes == [1, 2]  # both create script calls in one round trip
+    for stream_id in created:
+        assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 0)
+        assert log.info(stream_id) == StreamInfo("alice", 0, False, None)
+
+
+def test_a_creation_whose_reply_was_lost_is_made_again_by_its_request_and_stored_once(redis_server, monkeypatch):
+    log = _log(redis_server.url)
+    _stream(log)  # the scripts are loaded
+    round_trip = redis_streams._Writer._round_trip
+
+    def reply_lost(writer, commands):
+        round_trip(writer, commands)
+        raise redis.ConnectionError("the connection closed before the reply")
+
+    monkeypatch.setattr(redis_streams._Writer, "_round_trip", reply_lost)
+    stream_id = new_stream_id()
+    log.create(stream_id, "alice", _frame(stream_id, 0, "start"))
+    assert redis_server.client.xlen(_keys(stream_id)[0]) == 1
+    assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 0)
+
+
+def test_while_redis_is_down_creating_fails_at_once_and_works_as_soon_as_it_is_back(tmp_path):
+    server = RedisServer(tmp_path, appendonly=True)
+    try:
+        log = RedisEventLog(redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 1)), ttl_s=60,
+                            max_events=100)
+        _stream(log)  # the writer is running
+        server.stop()
+        stream_id = new_stream_id()
+        with pytest.raises(EventLogUnavailable):
+            log.create(stream_id, "alice", _frame(stream_id, 0, "start"))
+        server.start()
+        log.create(stream_id, "alice", _frame(stream_id, 0, "start"))  # no write has told the writer yet
+        assert _stored(server, stream_id) == _frames(stream_id, 0, 0)
+    finally:
+        server.stop()
 
 
 def test_events_appended_while_redis_is_down_are_written_once_it_is_back(tmp_path, monkeypatch):
