@@ -89,8 +89,11 @@ def tune_garbage_collector():
     that no collection walks it again, and raise the thresholds to
     :data:`GC_THRESHOLDS`. Cyclic garbage is still collected, in larger batches.
 
-    Python's documentation of :func:`gc.freeze` recommends freezing in forked
-    servers; bench/compare.py ``--scenario many`` shows the effect (docs/capacity.md).
+    (Python's documentation of :func:`gc.freeze` describes freezing in a server's
+    parent before it forks, to spare copy-on-write; with ``preload_app`` off
+    each worker freezes what it loaded itself, for the CPU the collections no
+    longer spend.) bench/compare.py ``--scenario many`` shows the effect
+    (docs/deployment.md).
     """
     import gc
 

@@ -166,6 +166,5 @@ print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.ge
                          text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr
     state = json.loads(ran.stdout)
-    assert state["before"] == [700, 10, 10]
-    assert state["after"] == list(state["wanted"])
+    assert state["before"] != state["after"] == list(state["wanted"])
     assert state["frozen"] > 10_000  # Flask, werkzeug, the openai SDK, the app

@@ -80,7 +80,7 @@ def _counting_client(url):
             sent.append(str(args[0]).upper())
             return super().send_command(*args, **kwargs)
 
-        def pack_commands(self, commands):  # a pipeline, or the writer's script calls
+        def pack_commands(self, commands):  # a pipeline (the writer packs its own)
             sent.extend(str(command[0]).upper() for command in commands)
             return super().pack_commands(commands)
 
@@ -564,6 +564,7 @@ def test_streams_created_during_a_round_trip_are_created_together_in_the_next(re
     go_on.set()
     for request in requests:
         request.join(WAIT_S)
+        assert not request.is_alive()
     assert sizes == [1, 2]  # both create script calls in one round trip
     for stream_id in created:
         assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 0)
@@ -586,20 +587,90 @@ def test_a_creation_whose_reply_was_lost_is_made_again_by_its_request_and_stored
     assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 0)
 
 
-def test_while_redis_is_down_creating_fails_at_once_and_works_as_soon_as_it_is_back(tmp_path):
+def _create_in_thread(log, stream_id):
+    """Create ``stream_id`` from another thread, as a request would; the list gets
+    "created" or "unavailable" once ``create`` returns."""
+    answers = []
+
+    def create():
+        try:
+            log.create(stream_id, "alice", _frame(stream_id, 0, "start"))
+            answers.append("created")
+        except EventLogUnavailable:
+            answers.append("unavailable")
+
+    request = threading.Thread(target=create, daemon=True)  # a hung one must not hang the tests
+    request.start()
+    return request, answers
+
+
+def test_a_creation_queued_while_a_round_trip_fails_is_answered_at_once(tmp_path, monkeypatch):
+    """Redis goes away while the writer is out with a round trip and a new stream
+    waits for the next: its request gets EventLogUnavailable (a 503) at once, not
+    once Redis is back."""
     server = RedisServer(tmp_path, appendonly=True)
+    out, go_on = threading.Event(), threading.Event()
+    round_trip = redis_streams._Writer._round_trip
+
+    def held_first_time(writer, commands):
+        if not out.is_set():
+            out.set()
+            assert go_on.wait(WAIT_S)
+        return round_trip(writer, commands)
+
+    try:
+        log = RedisEventLog(redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0)), ttl_s=60,
+                            max_events=100)
+        stream_id = _stream(log)
+        monkeypatch.setattr(redis_streams._Writer, "_round_trip", held_first_time)
+        log.append(stream_id, 1, _frame(stream_id, 1))
+        assert out.wait(WAIT_S)  # the writer is out with event 1
+        request, answers = _create_in_thread(log, new_stream_id())
+        wait_until(lambda: len(log._writer._creations) == 1, WAIT_S, "the creation to wait for the writer")
+        server.stop()
+        go_on.set()  # the round trip fails; the writer retries event 1 until Redis is back
+        request.join(WAIT_S)
+        assert not request.is_alive()
+        assert answers == ["unavailable"]
+        server.start()
+        log.flush(stream_id)
+        assert _stored(server, stream_id) == _frames(stream_id, 0, 1)
+    finally:
+        go_on.set()
+        server.stop()
+
+
+def test_while_redis_is_down_creating_fails_at_once_and_works_as_soon_as_it_is_back(tmp_path, monkeypatch):
+    server = RedisServer(tmp_path, appendonly=True)
+    waiting, go_on = threading.Event(), threading.Event()
+
+    def held_retry_wait(failures):  # the writer waits to retry until told
+        waiting.set()
+        go_on.wait(WAIT_S)
+        return 0.0
+
+    monkeypatch.setattr(redis_streams, "_retry_wait", held_retry_wait)
     try:
         log = RedisEventLog(redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 1)), ttl_s=60,
                             max_events=100)
-        _stream(log)  # the writer is running
+        stream_id = _stream(log)
         server.stop()
-        stream_id = new_stream_id()
-        with pytest.raises(EventLogUnavailable):
-            log.create(stream_id, "alice", _frame(stream_id, 0, "start"))
+        log.append(stream_id, 1, _frame(stream_id, 1))
+        assert waiting.wait(WAIT_S)  # the writer failed and waits to retry event 1
+        created = new_stream_id()
+        request, answers = _create_in_thread(log, created)
+        request.join(WAIT_S)
+        assert answers == ["unavailable"]  # without waiting for the writer's retry
         server.start()
-        log.create(stream_id, "alice", _frame(stream_id, 0, "start"))  # no write has told the writer yet
-        assert _stored(server, stream_id) == _frames(stream_id, 0, 0)
+        request, answers = _create_in_thread(log, created)  # the writer has not retried yet
+        request.join(WAIT_S)
+        assert answers == ["created"]
+        assert _stored(server, created) == _frames(created, 0, 0)
+        go_on.set()
+        log.flush(stream_id)
+        assert _stored(server, stream_id) == _frames(stream_id, 0, 1)
     finally:
+        go_on.set()
         server.stop()
 
 

@@ -678,12 +678,13 @@ class _Writer:
 
     def create(self, mirror: _Mirror, args: list[Any]) -> bool:
         """Create ``mirror``'s stream (the create script's ``args``) in the next round
-        trip and wait until it is stored. False, at once, while Redis is
-        unreachable, and when that round trip failed: the caller then creates the
-        stream itself (the script is idempotent), and so learns whether Redis is back."""
-        if self._failures:
-            return False
+        trip and wait until it is stored. False, at once, while the writer's last
+        round trip failed (Redis may be away), and as soon as the round trip that
+        would carry it fails: the caller then creates the stream itself (the script
+        is idempotent), and so learns at once whether Redis is back."""
         with self._lock:
+            if self._failures:
+                return False
             mirror.stored.clear()
             self._creations.append((mirror, args))
             self._work.set()
@@ -713,9 +714,11 @@ class _Writer:
         self._start()
 
     def _start(self) -> None:
-        if not self._started:
+        with self._lock:
+            if self._started:
+                return
             self._started = True
-            spawn(self._run, "sse-chat-redis-writer")
+        spawn(self._run, "sse-chat-redis-writer")
 
     def _enqueue(self, mirror: _Mirror, seq: int, frame: bytes, terminal: bool) -> None:
         if not mirror.pending:
@@ -744,10 +747,15 @@ class _Writer:
         while True:
             if not batch and not creations:
                 batch, creations = self._take()
+                if not batch and not creations:  # the creations were failed meanwhile
+                    continue
             try:
                 created, results = self._write(batch, creations)
             except _UNREACHABLE as exc:
-                self._failures += 1
+                with self._lock:  # no creation waits for the retries, which may last the whole outage
+                    self._failures += 1
+                    creations += self._creations
+                    self._creations = []
                 self._settle_creations(creations, [exc] * len(creations))
                 creations = []
                 if self._failures == 1:
