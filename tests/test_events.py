@@ -81,8 +81,11 @@ def test_read_frame_refuses_what_is_not_a_frame_of_this_service(frame):
         read_frame(frame)
 
 
+# Stream ids without lone surrogates (category Cs): no UTF-8 text holds one, and
+# the characters() strategy offers them unless told not to.
 @given(st.sampled_from([EventType.TOKEN, EventType.REASONING]), st.text(alphabet=st.characters(
-    blacklist_characters=":\r\n\0"), min_size=1), st.integers(min_value=0, max_value=10**9), st.text())
+    exclude_categories=("Cs",), exclude_characters=":\r\n\0"), min_size=1), st.integers(min_value=0, max_value=10**9),
+    st.text())
 def test_content_frames_are_byte_for_byte_the_events_encoding(event_type, stream_id, seq, text):
     expected = Event(EventId(stream_id, seq), event_type.value, {"content": text}).encode()
     assert content_frame(event_type, stream_id, seq, text) == expected

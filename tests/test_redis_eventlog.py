@@ -189,10 +189,12 @@ def test_starting_a_stream_sends_no_control_read(redis_server):
 
 def test_while_a_write_is_on_its_way_control_waits_for_what_it_brings_back(redis_server, monkeypatch):
     client, sent = _counting_client(redis_server.url)
-    log, other = RedisEventLog(client, ttl_s=60, max_events=1000), _log(redis_server.url)
-    stream_id = _stream(log, 2)
+    clock = Clock()
+    log, other = RedisEventLog(client, ttl_s=60, max_events=1000, clock=clock), _log(redis_server.url)
+    stream_id = _stream(log, 2)  # no reader: unattended since its creation
     log.control(stream_id)  # uses up the fields event 1's write brought
     other.request_cancel(stream_id)
+    clock.now += 5
     out, go_on = threading.Event(), threading.Event()
     round_trip = redis_streams._Writer._round_trip
 
@@ -205,7 +207,7 @@ def test_while_a_write_is_on_its_way_control_waits_for_what_it_brings_back(redis
     log.append(stream_id, 2, _frame(stream_id, 2))
     assert out.wait(WAIT_S)  # event 2's write is out
     before = len(sent)
-    assert not log.control(stream_id).cancelled  # the last known fields, not a read of its own
+    assert log.control(stream_id) == Control(False, 5.0)  # the last known fields, not a read of its own
     assert sent[before:] == []
     go_on.set()
     log.flush(stream_id)
@@ -540,7 +542,8 @@ def test_writes_gathered_during_a_round_trip_go_together_in_the_next(redis_serve
 
 
 def test_streams_created_during_a_round_trip_are_created_together_in_the_next(redis_server, monkeypatch):
-    log = _log(redis_server.url)
+    client, sent = _counting_client(redis_server.url)
+    log = RedisEventLog(client, ttl_s=60, max_events=1000)
     first = _stream(log)
     out, go_on, sizes = threading.Event(), threading.Event(), []
     round_trip = redis_streams._Writer._round_trip
@@ -565,7 +568,8 @@ def test_streams_created_during_a_round_trip_are_created_together_in_the_next(re
     for request in requests:
         request.join(WAIT_S)
         assert not request.is_alive()
-    assert sizes == [1, 2]  # both create script calls in one round trip
+    assert sizes == [1, 2]  # both create script calls in one round trip ...
+    assert "EVALSHA" not in sent  # ... which stored them: no request created its stream alone
     for stream_id in created:
         assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 0)
         assert log.info(stream_id) == StreamInfo("alice", 0, False, None)
@@ -634,7 +638,8 @@ def test_a_creation_queued_while_a_round_trip_fails_is_answered_at_once(tmp_path
         assert answers == ["unavailable"]
         server.start()
         log.flush(stream_id)
-        assert _stored(server, stream_id) == _frames(stream_id, 0, 1)
+        log.append(stream_id, 2, _frame(stream_id, 2))  # the writer goes on after the failed creation
+        wait_until(lambda: _stored(server, stream_id) == _frames(stream_id, 0, 2), WAIT_S, "event 2 to be stored")
     finally:
         go_on.set()
         server.stop()
