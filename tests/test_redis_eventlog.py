@@ -88,6 +88,23 @@ def _counting_client(url):
     return redis.Redis(connection_pool=pool), sent
 
 
+def _hold_first_round_trip(monkeypatch):
+    """Make the writer's next round trip wait until ``go_on`` is set (``out`` is set
+    once it waits); ``sizes`` gets the command count of each round trip from then on."""
+    out, go_on, sizes = threading.Event(), threading.Event(), []
+    round_trip = redis_streams._Writer._round_trip
+
+    def held_first_time(writer, commands):
+        sizes.append(len(commands))
+        if len(sizes) == 1:
+            out.set()
+            go_on.wait(WAIT_S)
+        return round_trip(writer, commands)
+
+    monkeypatch.setattr(redis_streams._Writer, "_round_trip", held_first_time)
+    return out, go_on, sizes
+
+
 def _log_with_named_fanin(url):
     """A log (another worker's) whose fan-in has a single-connection client named so
     CLIENT LIST finds it, and that name. The client does not retry, so a cut
@@ -195,15 +212,7 @@ def test_while_a_write_is_on_its_way_control_waits_for_what_it_brings_back(redis
     log.control(stream_id)  # uses up the fields event 1's write brought
     other.request_cancel(stream_id)
     clock.now += 5
-    out, go_on = threading.Event(), threading.Event()
-    round_trip = redis_streams._Writer._round_trip
-
-    def held(writer, commands):
-        out.set()
-        assert go_on.wait(WAIT_S)
-        return round_trip(writer, commands)
-
-    monkeypatch.setattr(redis_streams._Writer, "_round_trip", held)
+    out, go_on, _ = _hold_first_round_trip(monkeypatch)
     log.append(stream_id, 2, _frame(stream_id, 2))
     assert out.wait(WAIT_S)  # event 2's write is out
     before = len(sent)
@@ -518,17 +527,7 @@ def _stored(redis_server, stream_id):
 def test_writes_gathered_during_a_round_trip_go_together_in_the_next(redis_server, monkeypatch):
     log = _log(redis_server.url)
     first, second = _stream(log), _stream(log)
-    out, go_on, sizes = threading.Event(), threading.Event(), []
-    round_trip = redis_streams._Writer._round_trip
-
-    def held_first_time(writer, commands):
-        sizes.append(len(commands))
-        if len(sizes) == 1:
-            out.set()
-            assert go_on.wait(WAIT_S)
-        return round_trip(writer, commands)
-
-    monkeypatch.setattr(redis_streams._Writer, "_round_trip", held_first_time)
+    out, go_on, sizes = _hold_first_round_trip(monkeypatch)
     log.append(first, 1, _frame(first, 1))
     assert out.wait(WAIT_S)  # the writer is out with that one write
     log.append(first, 2, _frame(first, 2))
@@ -545,17 +544,7 @@ def test_streams_created_during_a_round_trip_are_created_together_in_the_next(re
     client, sent = _counting_client(redis_server.url)
     log = RedisEventLog(client, ttl_s=60, max_events=1000)
     first = _stream(log)
-    out, go_on, sizes = threading.Event(), threading.Event(), []
-    round_trip = redis_streams._Writer._round_trip
-
-    def held_first_time(writer, commands):
-        sizes.append(len(commands))
-        if len(sizes) == 1:
-            out.set()
-            assert go_on.wait(WAIT_S)
-        return round_trip(writer, commands)
-
-    monkeypatch.setattr(redis_streams._Writer, "_round_trip", held_first_time)
+    out, go_on, sizes = _hold_first_round_trip(monkeypatch)
     log.append(first, 1, _frame(first, 1))
     assert out.wait(WAIT_S)  # the writer is out with that one write
     created = [new_stream_id() for _ in range(2)]
@@ -613,20 +602,11 @@ def test_a_creation_queued_while_a_round_trip_fails_is_answered_at_once(tmp_path
     waits for the next: its request gets EventLogUnavailable (a 503) at once, not
     once Redis is back."""
     server = RedisServer(tmp_path, appendonly=True)
-    out, go_on = threading.Event(), threading.Event()
-    round_trip = redis_streams._Writer._round_trip
-
-    def held_first_time(writer, commands):
-        if not out.is_set():
-            out.set()
-            assert go_on.wait(WAIT_S)
-        return round_trip(writer, commands)
-
     try:
         log = RedisEventLog(redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0)), ttl_s=60,
                             max_events=100)
         stream_id = _stream(log)
-        monkeypatch.setattr(redis_streams._Writer, "_round_trip", held_first_time)
+        out, go_on, _ = _hold_first_round_trip(monkeypatch)
         log.append(stream_id, 1, _frame(stream_id, 1))
         assert out.wait(WAIT_S)  # the writer is out with event 1
         request, answers = _create_in_thread(log, new_stream_id())
