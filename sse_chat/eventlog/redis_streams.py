@@ -1,28 +1,12 @@
 """The Redis Streams event log: streams shared by every worker and host.
 
-Keys of one stream (the ``{stream_id}`` hash tag keeps them in one cluster slot):
-
-* ``sse-chat:{id}:events``: a Redis Stream; event ``seq`` is entry ``0-(seq+1)``
-  with fields ``f`` (the encoded frame) and ``t`` (``1`` for the terminal event).
-  Entry ids never leave this module; the public id stays ``{stream_id}:{seq}``.
-* ``sse-chat:{id}:meta``: a hash: ``owner``, ``last_seq``, ``finished``, ``cancel``,
-  ``readers``, ``unattended_since`` (Unix seconds), ``drop_every`` (events per
-  response, 0 for none).
-* ``sse-chat:{id}:lease``: exists while the producer lives. A reader's worker that
-  finds it gone on an unfinished stream appends the terminal ``error`` event
-  ``stream_lost``.
-
-One key per idempotency key (:meth:`RedisEventLog.claim`), in a slot of its own:
-
-* ``sse-chat:{idem:OWNER:KEY}``: a string ``STREAM_ID FINGERPRINT`` with an expiry;
-  ``OWNER`` is the caller's fingerprint (``-`` on an open service), ``KEY`` the
-  digest of its ``Idempotency-Key``.
+Its keys and Lua scripts are in :mod:`.redis_layout`.
 
 What one worker does, so that its cost grows with events, not with round trips:
 
-* **One writer** (:class:`_Writer`) for all the worker's producers: what they
-  appended while the previous round trip was in flight goes in the next one, one
-  script call per stream, all streams pipelined together.
+* **One writer** (:class:`_Writer`) for all the worker's producers: the streams
+  they start and what they appended while the previous round trip was in flight
+  go in the next one, one script call per stream, all streams pipelined together.
 * **Mirrors**: the worker keeps the events of the streams its readers follow
   (:class:`_Mirror`). A stream produced here is fed by the writer once Redis has
   stored its events, and read from there: no read from Redis at all.
@@ -37,13 +21,12 @@ https://redis.io/docs/latest/develop/data-types/streams/
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, ClassVar
+from typing import Any
 
 import hiredis
 import redis
@@ -54,6 +37,7 @@ from redis.retry import Retry
 from ..background import spawn
 from ..protocol import EventId, stream_lost_frame
 from .base import Batch, Claim, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound
+from .redis_layout import Scripts, StreamKeys, claim_key
 from .wakeups import Bell, Wakeups
 
 log = logging.getLogger(__name__)
@@ -85,109 +69,6 @@ CONNECT_TIMEOUT_S = 2.0
 RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
-
-# KEYS: events, meta, lease. ARGV: owner, frame, TTL ms, lease ms, now, drop_every (0: none).
-# Idempotent: a stream that exists already (stream ids are random, so created by an
-# earlier attempt of this very call whose reply was lost) is left as it is.
-_CREATE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'last_seq', 0, 'finished', 0, 'cancel', 0,
-           'readers', 0, 'unattended_since', ARGV[5], 'drop_every', ARGV[6])
-redis.call('XADD', KEYS[1], '0-1', 'f', ARGV[2], 't', 0)
-redis.call('SET', KEYS[3], 1, 'PX', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
-
-# KEYS: events, meta, lease. ARGV: first seq, 1 if the last frame is terminal, TTL in
-# ms, MAXLEN, 1 to append only when the lease is gone, lease in ms (0: do not renew
-# lease and expiry), then the frames in order. Idempotent: frames already stored (a
-# retry after a connection cut mid-reply) are skipped.
-# Returns a negative status, or the producer's control fields (cancel, readers,
-# unattended_since), so that a busy producer learns them without asking.
-_APPEND = """
-local events, meta, lease = KEYS[1], KEYS[2], KEYS[3]
-local first, terminal, ttl_ms, maxlen = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local only_if_lost, lease_ms = ARGV[5], tonumber(ARGV[6])
-local state = redis.call('HMGET', meta, 'last_seq', 'finished', 'cancel', 'readers', 'unattended_since')
-if not state[1] then return -3 end
-local control = {state[3], state[4], state[5]}
-local last = tonumber(state[1])
-local count = #ARGV - 6
-if state[2] == '1' then
-  -- Ended. Only the retry of our own terminal batch (its reply was lost) succeeds.
-  if terminal == '1' and first + count - 1 == last and only_if_lost ~= '1' then
-    local stored = redis.call('XRANGE', events, '0-' .. (last + 1), '0-' .. (last + 1))
-    if stored[1] and stored[1][2][2] == ARGV[6 + count] then return control end
-  end
-  return -2
-end
-if first + count - 1 <= last and only_if_lost ~= '1' then return control end  -- a retry: all stored
-if only_if_lost == '1' and redis.call('EXISTS', lease) == 1 then return -4 end
-if first > last + 1 then return -1 end
-for i = last - first + 2, count do
-  local seq = first + i - 1
-  local flag = (i == count and terminal == '1') and '1' or '0'
-  redis.call('XADD', events, 'MAXLEN', maxlen, '0-' .. (seq + 1), 'f', ARGV[6 + i], 't', flag)
-end
-redis.call('HSET', meta, 'last_seq', first + count - 1)
-if terminal == '1' then
-  redis.call('HSET', meta, 'finished', '1')
-  redis.call('PEXPIRE', events, ttl_ms)
-  redis.call('PEXPIRE', meta, ttl_ms)
-  redis.call('DEL', lease)
-elseif lease_ms > 0 then
-  redis.call('SET', lease, 1, 'PX', lease_ms)  -- a producer that writes is alive
-  redis.call('PEXPIRE', events, ttl_ms)
-  redis.call('PEXPIRE', meta, ttl_ms)
-end
-return control
-"""
-
-# Each of these changes a stream's meta hash only if it exists (HSET or HINCRBY on
-# a missing key would create one that never expires); 0 means it does not.
-_SET_CANCEL = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'cancel', 1)
-return 1
-"""
-
-_ATTACH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'readers', 1)
-return 1
-"""
-
-_DETACH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local readers = redis.call('HINCRBY', KEYS[1], 'readers', -1)
-if readers <= 0 then
-  redis.call('HSET', KEYS[1], 'readers', 0, 'unattended_since', ARGV[1])
-end
-return 1
-"""
-
-
-# Idempotency claims, one key each. Its value is "STREAM_ID FINGERPRINT" (neither
-# holds a space). KEYS: claim. ARGV: stream id, fingerprint, TTL ms. Returns the
-# value held by another stream, or nil once this stream holds the key.
-_CLAIM = """
-local held = redis.call('GET', KEYS[1])
-local mine = ARGV[1] .. ' '
-if held and string.sub(held, 1, #mine) ~= mine then return held end
-redis.call('SET', KEYS[1], mine .. ARGV[2], 'PX', ARGV[3])
-return false
-"""
-
-# KEYS: claim. ARGV: stream id. Deletes the claim only if that stream holds it.
-_RELEASE = """
-local held = redis.call('GET', KEYS[1])
-local mine = ARGV[1] .. ' '
-if held and string.sub(held, 1, #mine) == mine then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 @contextmanager
 def _reachable(what: str) -> Iterator[None]:
@@ -225,7 +106,7 @@ class RedisEventLog:
         self._clock = clock
         self._monotonic = monotonic
         self._wakeups = wakeups if wakeups is not None else Wakeups()
-        self._scripts = _Scripts()
+        self._scripts = Scripts()
         self._mirrors: dict[str, _Mirror] = {}
         self._mirrors_lock = threading.Lock()
         self._writer = _Writer(self)
@@ -306,7 +187,7 @@ class RedisEventLog:
             fields = mirror.control or _UNKNOWN_CONTROL
         if fields is None:
             try:
-                reply: Any = self._redis.hmget(_Keys(stream_id).meta, "cancel", "readers", "unattended_since")
+                reply: Any = self._redis.hmget(StreamKeys(stream_id).meta, "cancel", "readers", "unattended_since")
             except _UNREACHABLE:
                 fields = mirror.control if mirror is not None and mirror.control else _UNKNOWN_CONTROL
             else:
@@ -325,7 +206,7 @@ class RedisEventLog:
         mirror = self._mirrors.get(stream_id)
         if mirror is not None and self._monotonic() - mirror.renewed_at < LEASE_RENEWAL_S:
             return
-        keys = _Keys(stream_id)
+        keys = StreamKeys(stream_id)
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(keys.lease, 1, px=int(LEASE_S * 1000))
@@ -345,7 +226,7 @@ class RedisEventLog:
                 mirror.local_readers += 1
         if mirror is not None and mirror.local:
             return _RedisCursor(self, mirror, after_seq, [], self._wakeups.subscribe(stream_id))
-        keys = _Keys(stream_id)
+        keys = StreamKeys(stream_id)
         with _reachable("attaching a reader"):
             if not self._scripts.call(self._redis, "attach", [keys.meta], []):
                 raise StreamNotFound(stream_id)
@@ -358,7 +239,7 @@ class RedisEventLog:
 
     def info(self, stream_id: str) -> StreamInfo | None:
         with _reachable("reading a stream's state"):
-            reply: Any = self._redis.hmget(_Keys(stream_id).meta, "owner", "last_seq", "finished", "drop_every")
+            reply: Any = self._redis.hmget(StreamKeys(stream_id).meta, "owner", "last_seq", "finished", "drop_every")
         owner, last_seq, finished, drop_every = reply
         if last_seq is None:
             return None
@@ -369,7 +250,7 @@ class RedisEventLog:
         if mirror is not None:
             mirror.forget_control()
         with _reachable("cancelling a stream"):
-            if not self._scripts.call(self._redis, "cancel", [_Keys(stream_id).meta], []):
+            if not self._scripts.call(self._redis, "cancel", [StreamKeys(stream_id).meta], []):
                 raise StreamNotFound(stream_id)
 
     # --- idempotency keys -------------------------------------------------------------
@@ -377,7 +258,7 @@ class RedisEventLog:
     def claim(self, owner: str | None, key: str, fingerprint: str, stream_id: str, ttl_s: float) -> Claim | None:
         """One script call on the key's own slot (see the module's key layout)."""
         with _reachable("claiming an idempotency key"):
-            held = self._scripts.call(self._redis, "claim", [_claim_key(owner, key)],
+            held = self._scripts.call(self._redis, "claim", [claim_key(owner, key)],
                                       [stream_id, fingerprint, max(1, int(ttl_s * 1000))])
         if held is None:
             return None
@@ -386,7 +267,7 @@ class RedisEventLog:
 
     def release(self, owner: str | None, key: str, stream_id: str) -> None:
         with _reachable("releasing an idempotency key"):
-            self._scripts.call(self._redis, "release", [_claim_key(owner, key)], [stream_id])
+            self._scripts.call(self._redis, "release", [claim_key(owner, key)], [stream_id])
 
     def ready(self) -> bool:
         try:
@@ -443,7 +324,7 @@ class RedisEventLog:
 
     def _detach(self, stream_id: str) -> None:
         try:
-            self._scripts.call(self._redis, "detach", [_Keys(stream_id).meta], [self._clock()])
+            self._scripts.call(self._redis, "detach", [StreamKeys(stream_id).meta], [self._clock()])
         except _UNREACHABLE as exc:
             log.warning("stream %s: could not record that a reader left: %s", stream_id, exc)
 
@@ -453,7 +334,7 @@ class RedisEventLog:
         while first_seq + len(frames) <= last_seq:
             start = first_seq + len(frames)
             with _reachable("replaying a stream"):
-                entries: Any = self._redis.xrange(_Keys(stream_id).events, f"0-{start + 1}", f"0-{last_seq + 1}",
+                entries: Any = self._redis.xrange(StreamKeys(stream_id).events, f"0-{start + 1}", f"0-{last_seq + 1}",
                                              count=READ_COUNT)
             if not entries:
                 break
@@ -462,7 +343,7 @@ class RedisEventLog:
 
     def _range_to_end(self, stream_id: str, first_seq: int) -> tuple[list[bytes], bool]:
         """Every frame from ``first_seq`` on, and whether the last one is terminal."""
-        keys = _Keys(stream_id)
+        keys = StreamKeys(stream_id)
         frames: list[bytes] = []
         while True:
             start = first_seq + len(frames)
@@ -479,7 +360,7 @@ class RedisEventLog:
     def _declare_lost(self, stream_id: str, last_seq: int) -> None:
         """Append the terminal ``stream_lost`` error after ``last_seq``, unless the
         producer renewed its lease or someone ended the stream first."""
-        keys = _Keys(stream_id)
+        keys = StreamKeys(stream_id)
         frame = stream_lost_frame(EventId(stream_id, last_seq + 1),
                                   "the server generating this stream stopped (its worker died); ask again")
         result = self._scripts.call(
@@ -516,29 +397,6 @@ def _control_fields(cancel: bytes | None, readers: bytes | None, since: bytes | 
     return cancel == b"1", int(readers or 0), float(since or 0)
 
 
-class _Scripts:
-    """The Lua scripts, called by SHA; loaded again when Redis forgot them (a
-    restart empties its script cache)."""
-
-    _SOURCES: ClassVar[dict[str, str]] = {
-        "create": _CREATE, "append": _APPEND, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH,
-        "claim": _CLAIM, "release": _RELEASE}
-
-    def __init__(self) -> None:
-        self.sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._SOURCES.items()}
-
-    def call(self, client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return client.evalsha(self.sha[name], len(keys), *keys, *args)
-        except NoScriptError:
-            self.load(client)
-            return client.evalsha(self.sha[name], len(keys), *keys, *args)
-
-    def load(self, client: redis.Redis) -> None:
-        for source in self._SOURCES.values():
-            client.script_load(source)
-
-
 class _Mirror:
     """What this worker holds of one stream: events ``base``, ``base + 1``, … in
     ``frames``; ``local`` when its producer runs here (the writer feeds it once
@@ -551,7 +409,7 @@ class _Mirror:
 
     def __init__(self, stream_id: str, base: int, *, local: bool) -> None:
         self.stream_id = stream_id
-        self.keys = _Keys(stream_id)
+        self.keys = StreamKeys(stream_id)
         self.base = base
         self.frames: list[bytes] = []
         self.finished = False
@@ -950,7 +808,7 @@ class _FanIn:
             self._blocked = False
         wakeups = self._log._wakeups
         for key, entries in reply or []:
-            stream_id = _Keys.stream_of(key)
+            stream_id = StreamKeys.stream_of(key)
             mirror = self._followed.get(stream_id)
             if mirror is None or not entries:
                 continue
@@ -969,7 +827,7 @@ class _FanIn:
             return
         with self._log._redis.pipeline(transaction=False) as pipe:
             for mirror in quiet:
-                keys = _Keys(mirror.stream_id)
+                keys = StreamKeys(mirror.stream_id)
                 pipe.hmget(keys.meta, "finished", "last_seq")
                 pipe.exists(keys.lease)
             replies = pipe.execute()
@@ -980,28 +838,3 @@ class _FanIn:
                 self._log._wakeups.changed(mirror.stream_id)
             elif finished != b"1" and not lease:
                 self._log._declare_lost(mirror.stream_id, int(last_seq))
-
-
-class _Keys:
-    __slots__ = ("stream_id", "events", "meta", "lease", "triple")
-
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        prefix = f"sse-chat:{{{stream_id}}}"
-        self.events = f"{prefix}:events"
-        self.meta = f"{prefix}:meta"
-        self.lease = f"{prefix}:lease"
-        #: The keys of an append script call, in its order.
-        self.triple = [self.events, self.meta, self.lease]
-
-    @staticmethod
-    def stream_of(events_key: bytes) -> str:
-        """The stream id inside an events key (``sse-chat:{ID}:events``)."""
-        text = events_key.decode()
-        return text[text.index("{") + 1:text.rindex("}")]
-
-
-def _claim_key(owner: str | None, key: str) -> str:
-    """The Redis key of ``owner``'s idempotency key ``key`` (a hex digest): the whole
-    name is its hash tag, so each claim is one key in one slot."""
-    return f"sse-chat:{{idem:{owner or '-'}:{key}}}"
