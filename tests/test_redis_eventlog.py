@@ -659,9 +659,30 @@ def test_while_redis_is_down_creating_fails_at_once_and_works_as_soon_as_it_is_b
         server.stop()
 
 
+def test_a_writer_connection_cut_while_idle_is_replaced_at_once_without_an_outage(redis_server, monkeypatch):
+    """Redis closes idle connections (its ``timeout``, a restart, a proxy): the
+    writer's next round trip fails once and goes again at once on a new connection.
+    The creation it carries is made by the writer, and no outage is said."""
+    said = []  # the writer's warnings (not other tests' fan-ins')
+    monkeypatch.setattr(redis_streams.log, "warning",
+                        lambda message, *args: "followed streams" in message or said.append(message))
+    client, sent = _counting_client(redis_server.url)
+    log = RedisEventLog(client, ttl_s=60, max_events=1000)
+    _stream(log)  # the writer holds a connection
+    host, port = log._writer._connection._sock.getsockname()[:2]
+    assert redis_server.client.client_kill(f"{host}:{port}")
+    stream_id = new_stream_id()
+    before = len(sent)
+    log.create(stream_id, "alice", _frame(stream_id, 0, "start"))
+    assert "EVALSHA" not in sent[before:]  # no request created its stream alone
+    assert said == []
+    assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 0)
+
+
 def test_events_appended_while_redis_is_down_are_written_once_it_is_back(tmp_path, monkeypatch):
-    """Two outages in a row: each is said once, at its first failed attempt, before
-    the writer waits to retry; its end is said once; nothing appended meanwhile is lost."""
+    """Two outages in a row: each is said once, when the writer's attempt at once on
+    a new connection failed too, before it waits to retry; its end is said once;
+    nothing appended meanwhile is lost."""
     server = RedisServer(tmp_path, appendonly=True)
     happened = []  # ("said", message) and ("wait", failures), in order
     retry_wait = redis_streams._retry_wait

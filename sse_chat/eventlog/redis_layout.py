@@ -143,9 +143,17 @@ class Scripts:
         "claim": _CLAIM, "release": _RELEASE}
 
     def __init__(self) -> None:
+        #: Each script's SHA1 (hex), by name: what ``EVALSHA`` is given.
         self.sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._SOURCES.items()}
 
     def call(self, client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
+        """``EVALSHA`` of script ``name`` with ``keys`` and ``args``; its reply as
+        redis-py parses it. Loads every script first when Redis does not know it.
+
+        Raises:
+            redis.RedisError: as ``client.evalsha`` (an error reply, a connection
+                failure).
+        """
         try:
             return client.evalsha(self.sha[name], len(keys), *keys, *args)
         except NoScriptError:
@@ -153,6 +161,11 @@ class Scripts:
             return client.evalsha(self.sha[name], len(keys), *keys, *args)
 
     def load(self, client: redis.Redis) -> None:
+        """``SCRIPT LOAD`` every script (a restart empties Redis's script cache).
+
+        Raises:
+            redis.RedisError: as ``client.script_load``.
+        """
         for source in self._SOURCES.values():
             client.script_load(source)
 

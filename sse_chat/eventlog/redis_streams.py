@@ -70,6 +70,7 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
+
 @contextmanager
 def _reachable(what: str) -> Iterator[None]:
     """Turn a connection failure into :class:`EventLogUnavailable`."""
@@ -256,7 +257,7 @@ class RedisEventLog:
     # --- idempotency keys -------------------------------------------------------------
 
     def claim(self, owner: str | None, key: str, fingerprint: str, stream_id: str, ttl_s: float) -> Claim | None:
-        """One script call on the key's own slot (see the module's key layout)."""
+        """One script call on the key's own slot (:func:`.redis_layout.claim_key`)."""
         with _reachable("claiming an idempotency key"):
             held = self._scripts.call(self._redis, "claim", [claim_key(owner, key)],
                                       [stream_id, fingerprint, max(1, int(ttl_s * 1000))])
@@ -602,6 +603,7 @@ class _Writer:
     def _run(self) -> None:
         batch: list[tuple[_Mirror, int, list[bytes], bool]] = []
         creations: list[tuple[_Mirror, list[Any]]] = []
+        reconnect = True
         while True:
             if not batch and not creations:
                 batch, creations = self._take()
@@ -610,27 +612,36 @@ class _Writer:
             try:
                 created, results = self._write(batch, creations)
             except _UNREACHABLE as exc:
-                with self._lock:  # no creation waits for the retries, which may last the whole outage
-                    self._failures += 1
-                    creations += self._creations
-                    self._creations = []
-                self._settle_creations(creations, [exc] * len(creations))
+                if reconnect:  # a connection Redis closed while idle fails at its first use: once more, at once
+                    reconnect = False
+                    continue
+                self._unreachable(exc, creations, len(batch))
                 creations = []
-                if self._failures == 1:
-                    log.warning("Redis cannot be reached (%s); %d streams' events wait and are retried", exc,
-                                len(batch))
                 if batch:
                     time.sleep(_retry_wait(self._failures))
                 continue
             except Exception as exc:  # a bug or an unexpected reply: fail these streams, keep the writer
                 log.exception("writing to Redis failed")
                 created, results = [exc] * len(creations), [exc] * len(batch)
+            reconnect = True
             if self._failures:
                 log.warning("Redis is back; the waiting events were written")
                 self._failures = 0
             self._settle_creations(creations, created)
             self._settle(batch, results)
             batch, creations = [], []
+
+    def _unreachable(self, exc: Exception, creations: list[tuple[_Mirror, list[Any]]], waiting: int) -> None:
+        """Count a failed round trip, and answer every creation waiting for the
+        writer, in it or queued since: its request creates the stream alone, for the
+        retries may last the whole outage. Say the outage once, at its first failure."""
+        with self._lock:
+            self._failures += 1
+            creations = creations + self._creations
+            self._creations = []
+        self._settle_creations(creations, [exc] * len(creations))
+        if self._failures == 1:
+            log.warning("Redis cannot be reached (%s); %d streams' events wait and are retried", exc, waiting)
 
     def _take(self) -> tuple[list[tuple[_Mirror, int, list[bytes], bool]], list[tuple[_Mirror, list[Any]]]]:
         self._work.wait()
