@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import openai
 import pytest
 
 from sse_chat.app import create_app
@@ -40,6 +41,20 @@ def gunicorn(tmp_path):
 def upstream():
     with FakeUpstream(stall_s=5.0) as server:
         yield server
+
+
+@pytest.fixture
+def upstream_server(gunicorn, upstream):
+    """gunicorn with the fake model at full speed, its OpenAI-compatible backend
+    pointed at ``upstream`` (no upstream retries)."""
+    return gunicorn(SSE_CHAT_FAKE_DELAY_MS="0", OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY="sk-up",
+                    SSE_CHAT_UPSTREAM_MAX_RETRIES="0")
+
+
+@pytest.fixture
+def openai_sdk(upstream_server):
+    """The official ``openai`` client for ``upstream_server``'s ``/v1`` (no retries)."""
+    return openai.OpenAI(base_url=upstream_server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
 
 
 @pytest.fixture(scope="session")

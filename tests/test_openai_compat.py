@@ -11,78 +11,67 @@ from .event_reading import answer_text, events_of
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"}]
 
 
-@pytest.fixture
-def server(gunicorn, upstream):
-    return gunicorn(SSE_CHAT_FAKE_DELAY_MS="0", OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY="sk-up",
-                    SSE_CHAT_UPSTREAM_MAX_RETRIES="0")
-
-
-@pytest.fixture
-def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
-
-
-def _chat_text(server, max_tokens=None):
+def _chat_text(upstream_server, max_tokens=None):
     body = {"messages": MESSAGES, "model": "fake", **({"max_tokens": max_tokens} if max_tokens else {})}
-    return answer_text(events_of([requests.post(server.url + "/v1/chat", json=body, timeout=30).content]))
+    return answer_text(events_of([requests.post(upstream_server.url + "/v1/chat", json=body, timeout=30).content]))
 
 
-def test_streaming_gives_the_same_text_as_v1_chat_and_usage(client, server):
-    stream = client.chat.completions.create(model="fake", messages=MESSAGES, max_tokens=60, stream=True,
-                                            stream_options={"include_usage": True})
+def test_streaming_gives_the_same_text_as_v1_chat_and_usage(openai_sdk, upstream_server):
+    stream = openai_sdk.chat.completions.create(model="fake", messages=MESSAGES, max_tokens=60, stream=True,
+                                                stream_options={"include_usage": True})
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == _chat_text(server, 60)
+    assert text == _chat_text(upstream_server, 60)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 60
     assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].object == "chat.completion.chunk"
 
 
-def test_non_streaming_gives_the_same_text_and_usage(client, server):
-    completion = client.chat.completions.create(model="fake", messages=MESSAGES)
+def test_non_streaming_gives_the_same_text_and_usage(openai_sdk, upstream_server):
+    completion = openai_sdk.chat.completions.create(model="fake", messages=MESSAGES)
     assert completion.object == "chat.completion"
-    assert completion.choices[0].message.content == _chat_text(server)
+    assert completion.choices[0].message.content == _chat_text(upstream_server)
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens > 0
 
 
-def test_models_list_shows_fake(client):
-    assert "fake" in [model.id for model in client.models.list()]
+def test_models_list_shows_fake(openai_sdk):
+    assert "fake" in [model.id for model in openai_sdk.models.list()]
 
 
-def test_bad_request_is_an_openai_error_before_the_stream(client):
+def test_bad_request_is_an_openai_error_before_the_stream(openai_sdk):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="fake", messages=[{"role": "robot", "content": "x"}])
+        openai_sdk.chat.completions.create(model="fake", messages=[{"role": "robot", "content": "x"}])
     assert caught.value.status_code == 400 and "role" in caught.value.message
     body = caught.value.body
     assert set(body) >= {"message", "type", "param", "code"}
 
 
-def test_upstream_failure_during_a_stream_is_an_error_frame_without_done(client, server):
+def test_upstream_failure_during_a_stream_is_an_error_frame_without_done(openai_sdk, upstream_server):
     with pytest.raises(openai.APIError) as caught:
-        list(client.chat.completions.create(model="http429", messages=MESSAGES, stream=True))
+        list(openai_sdk.chat.completions.create(model="http429", messages=MESSAGES, stream=True))
     assert "HTTP 429" in caught.value.message
-    raw = requests.post(server.url + "/v1/chat/completions", timeout=30,
+    raw = requests.post(upstream_server.url + "/v1/chat/completions", timeout=30,
                         json={"model": "http500", "messages": MESSAGES, "stream": True}).text
     assert '"error":{"message":"the upstream answered HTTP 500' in raw and "[DONE]" not in raw
 
 
-def test_upstream_failure_without_streaming_is_502(client):
+def test_upstream_failure_without_streaming_is_502(openai_sdk):
     with pytest.raises(openai.InternalServerError) as caught:
-        client.chat.completions.create(model="http500", messages=MESSAGES)
+        openai_sdk.chat.completions.create(model="http500", messages=MESSAGES)
     assert caught.value.status_code == 502
 
 
-def test_upstream_answer_passes_through(client):
-    completion = client.chat.completions.create(model="ok", messages=MESSAGES)
+def test_upstream_answer_passes_through(openai_sdk):
+    completion = openai_sdk.chat.completions.create(model="ok", messages=MESSAGES)
     assert completion.choices[0].message.content == "Paris is the capital.\n 你好"
 
 
-def test_chunks_carry_ids_and_last_event_id_resumes(server):
+def test_chunks_carry_ids_and_last_event_id_resumes(upstream_server):
     body = {"model": "fake", "messages": MESSAGES, "max_tokens": 20, "stream": True}
-    whole = events_of([requests.post(server.url + "/v1/chat/completions", json=body, timeout=30).content])
+    whole = events_of([requests.post(upstream_server.url + "/v1/chat/completions", json=body, timeout=30).content])
     assert whole[-1].data == "[DONE]"
-    resumed = events_of([requests.post(server.url + "/v1/chat/completions", json=body, timeout=30,
+    resumed = events_of([requests.post(upstream_server.url + "/v1/chat/completions", json=body, timeout=30,
                                        headers={"Last-Event-ID": whole[10].last_event_id}).content])
     contents = lambda events: [json.loads(e.data)["choices"][0]["delta"].get("content")  # noqa: E731
                                for e in events if e.data.startswith("{") and json.loads(e.data)["choices"]]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import openai
 import pytest
 import requests
 
@@ -182,20 +181,9 @@ def test_after_tool_results_the_fake_model_answers_quoting_each_result():
 # -- over gunicorn, against an upstream that calls two tools in parallel -----------------------
 
 
-@pytest.fixture
-def tool_server(gunicorn, upstream):
-    return gunicorn(SSE_CHAT_FAKE_DELAY_MS="0", OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY="sk-up",
-                    SSE_CHAT_UPSTREAM_MAX_RETRIES="0")
-
-
-@pytest.fixture
-def sdk(tool_server):
-    return openai.OpenAI(base_url=tool_server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
-
-
-def test_the_sdk_streams_both_calls_exactly_and_the_tools_reach_the_upstream_as_given(sdk, upstream):
-    chunks = list(sdk.chat.completions.create(model="tools", messages=QUESTION, tools=[WEATHER_TOOL, TIME_TOOL],
-                                              tool_choice="auto", stream=True))
+def test_the_sdk_streams_both_calls_exactly_and_the_tools_reach_the_upstream_as_given(openai_sdk, upstream):
+    chunks = list(openai_sdk.chat.completions.create(model="tools", messages=QUESTION,
+                                                     tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="auto", stream=True))
     calls = ToolCalls()
     for chunk in chunks:
         for fragment in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
@@ -208,8 +196,8 @@ def test_the_sdk_streams_both_calls_exactly_and_the_tools_reach_the_upstream_as_
     assert sent["tools"] == [WEATHER_TOOL, TIME_TOOL] and sent["tool_choice"] == "auto"
 
 
-def test_the_sdk_gets_both_calls_in_message_tool_calls_when_not_streaming(sdk):
-    completion = sdk.chat.completions.create(model="tools", messages=QUESTION, tools=[WEATHER_TOOL, TIME_TOOL])
+def test_the_sdk_gets_both_calls_in_message_tool_calls_when_not_streaming(openai_sdk):
+    completion = openai_sdk.chat.completions.create(model="tools", messages=QUESTION, tools=[WEATHER_TOOL, TIME_TOOL])
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     assert [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
@@ -217,16 +205,16 @@ def test_the_sdk_gets_both_calls_in_message_tool_calls_when_not_streaming(sdk):
     assert {c.type for c in choice.message.tool_calls} == {"function"}
 
 
-def test_the_second_turn_reaches_the_upstream_intact_and_its_answer_uses_the_results(sdk, upstream):
-    completion = sdk.chat.completions.create(model="tools", messages=_second_turn(UPSTREAM_CALLS),
-                                             tools=[WEATHER_TOOL, TIME_TOOL])
+def test_the_second_turn_reaches_the_upstream_intact_and_its_answer_uses_the_results(openai_sdk, upstream):
+    completion = openai_sdk.chat.completions.create(model="tools", messages=_second_turn(UPSTREAM_CALLS),
+                                                    tools=[WEATHER_TOOL, TIME_TOOL])
     assert completion.choices[0].message.content == "Results: result of get_weather; result of get_time;"
     assert upstream.requests[-1][1]["messages"] == _second_turn(UPSTREAM_CALLS)
 
 
-def test_native_tool_call_fragments_rebuild_the_same_calls_and_done_carries_them(tool_server):
+def test_native_tool_call_fragments_rebuild_the_same_calls_and_done_carries_them(upstream_server):
     body = {"model": "tools", "messages": QUESTION, "tools": [WEATHER_TOOL, TIME_TOOL]}
-    events = events_of([requests.post(tool_server.url + "/v1/chat", json=body, timeout=30).content])
+    events = events_of([requests.post(upstream_server.url + "/v1/chat", json=body, timeout=30).content])
     assert_well_formed(events)
     fragments = _data(events, "tool_call")
     calls = ToolCalls()
@@ -240,17 +228,17 @@ def test_native_tool_call_fragments_rebuild_the_same_calls_and_done_carries_them
     assert not _data(events, "token")
 
 
-def test_parallel_calls_all_at_index_0_with_stop_become_two_calls_and_tool_calls(tool_server):
+def test_parallel_calls_all_at_index_0_with_stop_become_two_calls_and_tool_calls(upstream_server):
     body = {"model": "ollama_tools", "messages": QUESTION, "tools": [WEATHER_TOOL, TIME_TOOL]}
-    events = events_of([requests.post(tool_server.url + "/v1/chat", json=body, timeout=30).content])
+    events = events_of([requests.post(upstream_server.url + "/v1/chat", json=body, timeout=30).content])
     assert [f["index"] for f in _data(events, "tool_call")] == [0, 1]
     [done] = _data(events, "done")
     assert done["finish_reason"] == "tool_calls" and done["tool_calls"] == UPSTREAM_CALLS
 
 
-def test_a_malformed_tool_call_fragment_is_an_upstream_error_in_the_stream(tool_server):
+def test_a_malformed_tool_call_fragment_is_an_upstream_error_in_the_stream(upstream_server):
     body = {"model": "bad_tool_index", "messages": QUESTION, "tools": [WEATHER_TOOL]}
-    events = events_of([requests.post(tool_server.url + "/v1/chat", json=body, timeout=30).content])
+    events = events_of([requests.post(upstream_server.url + "/v1/chat", json=body, timeout=30).content])
     assert events[-1].type == "error"
     assert json.loads(events[-1].data)["error"]["type"] == "upstream_malformed_chunk"
 
