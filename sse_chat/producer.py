@@ -71,7 +71,7 @@ class Producer:
         self._started_at = clock()
         # The first look, too, comes an interval after the start: by then a Redis
         # log's writes have brought the fields back, so starting a stream costs no
-        # extra round trip (at 1,000 new streams a second, 9% of a worker's CPU).
+        # HMGET of its own (one per stream before: ~1,000 in a 1,000-stream run).
         self._next_control_check = self._started_at + CONTROL_INTERVAL_S
         self._first_token_s: float | None = None
         self._tokens = 0
