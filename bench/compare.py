@@ -4,18 +4,23 @@ Each scenario loads two server set-ups (A and B) one after the other with the
 same streams and prints both figures and the ratio A / B. The machine is shared
 and noisy; the ratio of two runs taken a minute apart is the stable figure.
 
-    python bench/compare.py                        # every scenario, full size (2 to 3 minutes)
+    python bench/compare.py                        # every scenario, full size (3 to 4 minutes)
     python bench/compare.py --scale 0.2            # fewer streams, for a quick look
-    python bench/compare.py --scenario fast --scenario many --json out.json
+    python bench/compare.py --scenario chat --repeat 3   # steady and crowd: the cost of chat streams
+    python bench/compare.py --scenario fast --scenario crowd --json out.json
     python bench/compare.py --repeat 3             # A, B, A, B, A, B: medians, steadier on a busy machine
+    python bench/compare.py --before /tmp/before   # also the project from another checkout, alternated
 
 Scenarios (A / B):
 
 * ``fast``: 100 streams x 2,000 tokens, no delay; the project (memory log) /
   the baseline (bench/baseline_app.py: one gevent generator per response, no
   event log, no producer greenlet). Headline: events per second.
-* ``many``: 3,000 streams x 60 tokens at 20 tokens/s (50 ms delay); project /
-  baseline. Headline: wall time.
+* ``steady``: 1,000 streams x 60 tokens at 20 tokens/s (50 ms delay), one
+  worker carrying chat streams; project / baseline. Headline: server CPU per
+  event.
+* ``crowd``: 3,000 streams x 60 tokens at 20 tokens/s, more than one core
+  carries; project / baseline. Headline: wall time.
 * ``redis``: 1,000 streams x 60 tokens at 20 tokens/s; the project with the Redis
   Streams log / with the memory log, one worker each. Headline: wall time.
 * ``redis-workers``: 100 x 2,000, no delay, Redis log; 2 workers / 1 worker.
@@ -36,6 +41,16 @@ run also shows the server's CPU time per event (microseconds), which depends
 less on the machine's other load than rates and walls do, how busy the server
 and the load generator were, and how long the server was runnable but waited for
 a CPU that other processes held (then its rates say little about the project).
+
+``--scenario chat`` runs ``steady`` and ``crowd``. ``--before DIR`` adds a third
+server to the project-against-baseline scenarios: the project run from another
+checkout (a ``git worktree`` of the commit before a change), loaded in turn with
+the other two (before, A, B, before, A, B, ...), so that a change is measured
+against the code before it in the same invocation (A / before).
+
+The server's CPU is that of its whole process group (gunicorn is started in a
+session of its own: master, workers and anything they start), from
+``/proc/PID/schedstat``.
 
 Stream starts are spread over ``--ramp-s`` seconds (as bench/throughput.py does;
 times ``--scale``, so that streams start at the same rate at any scale); wall
@@ -86,6 +101,8 @@ STOP_TIMEOUT_S = 10.0
 LOADGEN_GRACE_S = 30.0
 #: Lines of a server's log shown when a run failed.
 LOG_TAIL_LINES = 12
+#: ``--scenario`` names that stand for several scenarios.
+SCENARIO_GROUPS = {"chat": ("steady", "crowd")}
 
 
 # --- what to run -------------------------------------------------------------------------------
@@ -112,7 +129,8 @@ class Load:
 @dataclass(frozen=True)
 class Setup:
     """One server under load: ``app`` is ``"project"`` or ``"baseline"``; ``*_cpus``
-    are ``taskset -c`` lists (``redis_cpus`` only with ``redis``)."""
+    are ``taskset -c`` lists (``redis_cpus`` only with ``redis``); ``project_dir``:
+    the checkout the project runs from (``None``: this one, or ``--project-dir``)."""
 
     label: str
     app: str
@@ -121,6 +139,7 @@ class Setup:
     workers: int = 1
     redis: bool = False
     redis_cpus: str | None = None
+    project_dir: str | None = None
 
     def layout(self) -> str:
         parts = [f"gunicorn ({self.workers} worker{'s' if self.workers > 1 else ''}) taskset -c {self.server_cpus}",
@@ -133,7 +152,8 @@ class Setup:
 @dataclass(frozen=True)
 class Scenario:
     """Load ``a`` and ``b`` with ``load``; ``headline`` is the metric whose ratio A / B
-    is the scenario's answer; ``note`` says why the layout is fair."""
+    is the scenario's answer; ``note`` says why the layout is fair; ``before``: the
+    same as ``a`` from another checkout (``--before``), loaded in turn with them."""
 
     name: str
     load: Load
@@ -141,12 +161,20 @@ class Scenario:
     b: Setup
     headline: str
     note: str = ""
+    before: Setup | None = None
+
+    def sides(self) -> list[tuple[str, Setup]]:
+        """(record key, setup) in the order each round loads them."""
+        first = [("before", self.before)] if self.before is not None else []
+        return [*first, ("a", self.a), ("b", self.b)]
 
 
-def scenarios(scale: float, cpus: tuple[int, int], redis_core: str) -> dict[str, Scenario]:
+def scenarios(scale: float, cpus: tuple[int, int], redis_core: str,
+              before_dir: Path | None = None) -> dict[str, Scenario]:
     """Every scenario, stream counts multiplied by ``scale``; ``cpus`` are the
     server's and the load generator's cores; ``redis_core`` is ``"server"`` or
-    ``"client"``."""
+    ``"client"``; ``before_dir``: a checkout whose project the project-against-baseline
+    scenarios also load, as ``before``."""
     server, client = str(cpus[0]), str(cpus[1])
     both = f"{cpus[0]},{cpus[1]}"
     redis_cpus = server if redis_core == "server" else client
@@ -155,6 +183,8 @@ def scenarios(scale: float, cpus: tuple[int, int], redis_core: str) -> dict[str,
         return Load(max(1, round(streams * scale)), tokens, delay_ms)
 
     project = Setup("project", "project", server, client)
+    before = (replace(project, label=f"project before ({before_dir.name})", project_dir=str(before_dir))
+              if before_dir is not None else None)
     baseline = Setup("baseline", "baseline", server, client)
     redis_log = replace(project, label="project, Redis log", redis=True, redis_cpus=redis_cpus)
     memory_log = replace(project, label="project, memory log")
@@ -167,8 +197,10 @@ def scenarios(scale: float, cpus: tuple[int, int], redis_core: str) -> dict[str,
     shared_note = (f"server, Redis and load generator share cores {both} in both runs, "
                    "so only the worker count differs")
     return {
-        "fast": Scenario("fast", load(100, 2000, 0), project, baseline, "events_per_s"),
-        "many": Scenario("many", load(3000, 60, 50), project, baseline, "wall_s"),
+        "fast": Scenario("fast", load(100, 2000, 0), project, baseline, "events_per_s", before=before),
+        "steady": Scenario("steady", load(1000, 60, 50), project, baseline, "server_cpu_us_per_event",
+                           before=before),
+        "crowd": Scenario("crowd", load(3000, 60, 50), project, baseline, "wall_s", before=before),
         "redis": Scenario("redis", load(1000, 60, 50), redis_log, memory_log, "wall_s", redis_note),
         "redis-workers": Scenario("redis-workers", load(100, 2000, 0),
                                   replace(shared, label="Redis log, 2 workers", workers=2),
@@ -201,6 +233,22 @@ def sched_times(pids: list[int]) -> SchedTimes:
             continue
         cpu_ns, wait_ns = cpu_ns + int(on_cpu), wait_ns + int(waiting)
     return SchedTimes(cpu_ns / 1e9, wait_ns / 1e9)
+
+
+def process_group(pgid: int) -> list[int]:
+    """The pids of every live process in process group ``pgid``, from /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid:
+            pids.append(int(entry.name))
+    return pids
 
 
 def free_port() -> int:
@@ -250,7 +298,8 @@ def _alive(pid: int) -> bool:
 
 @dataclass
 class Gunicorn:
-    """A gunicorn master started by this script, and its workers."""
+    """A gunicorn master started by this script in a session (and process group) of
+    its own, and its workers."""
 
     url: str
     process: subprocess.Popen
@@ -262,8 +311,9 @@ class Gunicorn:
         return [int(pid) for pid in out.stdout.split()]
 
     def sched_times(self) -> SchedTimes:
-        """CPU and run-queue seconds of the master and its workers so far."""
-        return sched_times([self.process.pid, *self.worker_pids])
+        """CPU and run-queue seconds so far of the server's process group: the master,
+        its workers and whatever else they started."""
+        return sched_times(process_group(self.process.pid))
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -331,12 +381,11 @@ def running_server(setup: Setup, load: Load, tmp: Path, redis_url: str | None) -
     log_path = tmp / f"{setup.app}-{port}.log"
     with log_path.open("wb") as log:
         env = server_env(setup, load, port, tmp, redis_url)
-        project_dir = Path(os.environ.get(PROJECT_DIR_ENV, ROOT))
+        project_dir = Path(setup.project_dir or os.environ.get(PROJECT_DIR_ENV) or ROOT)
         if setup.app == "project" and project_dir != ROOT:  # another checkout's code, e.g. the code before a change
             env["PYTHONPATH"] = str(project_dir)
         process = subprocess.Popen(server_command(setup, port), cwd=project_dir if setup.app == "project" else ROOT,
-                                   env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Gunicorn(f"http://127.0.0.1:{port}", process, log_path)
     try:
         server.wait_ready(setup.workers)
@@ -449,26 +498,35 @@ def measure(setup: Setup, load: Load, ramp_s: float, timeout_s: float, tmp: Path
 
 
 def run_scenario(scenario: Scenario, ramp_s: float, timeout_s: float, repeat: int, tmp: Path) -> dict[str, Any]:
-    """Load A, then B, ``repeat`` times; a JSON-ready record with every run's
-    result (``runs``), their medians (``result``; stream counts summed), the
-    errors that stopped runs, and per metric the median of the pairs' ratios A / B."""
+    """Load (before,) A, then B, ``repeat`` times; a JSON-ready record with every
+    run's result (``runs``), their medians (``result``; stream counts summed), the
+    errors that stopped runs, and per metric the median of the rounds' ratios A / B
+    (``ratios``) and, with a ``before`` side, A / before (``ratios_before``)."""
     record: dict[str, Any] = {"scenario": scenario.name, "load": asdict(scenario.load), "ramp_s": ramp_s,
                               "ideal_wall_s": scenario.load.ideal_wall_s(ramp_s), "headline": scenario.headline,
-                              "note": scenario.note, "repeat": repeat,
-                              "a": {**asdict(scenario.a), "runs": [], "errors": []},
-                              "b": {**asdict(scenario.b), "runs": [], "errors": []}}
-    pairs = []
+                              "note": scenario.note, "repeat": repeat}
+    sides = scenario.sides()
+    for key, setup in sides:
+        record[key] = {**asdict(setup), "runs": [], "errors": []}
+    rounds = []
     for _ in range(repeat):
-        pair = [_measure_or_record(record[key], setup, scenario.load, ramp_s, timeout_s, tmp)
-                for key, setup in (("a", scenario.a), ("b", scenario.b))]
-        pairs.append(pair)
-    for key in ("a", "b"):
+        rounds.append({key: _measure_or_record(record[key], setup, scenario.load, ramp_s, timeout_s, tmp)
+                       for key, setup in sides})
+    for key, _ in sides:
         if record[key]["runs"]:
             record[key]["result"] = aggregate(record[key]["runs"])
-    record["ratios"] = {k: _median([ratio(a.get(k), b.get(k)) for a, b in pairs if a and b]) for k, *_ in METRICS}
+    record["ratios"] = _round_ratios(rounds, "a", "b")
+    if scenario.before is not None:
+        record["ratios_before"] = _round_ratios(rounds, "a", "before")
     record["all_gap_free"] = all(not record[key]["errors"] and record[key]["result"]["gap_free"]
-                                 == record[key]["result"]["streams"] for key in ("a", "b"))
+                                 == record[key]["result"]["streams"] for key, _ in sides)
     return record
+
+
+def _round_ratios(rounds: list[dict[str, dict[str, Any] | None]], top: str, bottom: str) -> dict[str, float | None]:
+    """Per metric, the median over the rounds in which both ran of ``top`` / ``bottom``."""
+    return {k: _median([ratio(r[top].get(k), r[bottom].get(k)) for r in rounds if r[top] and r[bottom]])  # type: ignore[union-attr]
+            for k, *_ in METRICS}
 
 
 def _measure_or_record(side: dict[str, Any], setup: Setup, load: Load, ramp_s: float, timeout_s: float,
@@ -528,7 +586,6 @@ METRICS = (
 )
 #: Above this share of its core (percent) the load generator may be what limits a run.
 CLIENT_BUSY_PCT = 90.0
-HEADLINE_WORDS = {"events_per_s": "events/s", "wall_s": "wall time"}
 
 
 def _cell(value: float | None, fmt: str) -> str:
@@ -544,28 +601,35 @@ def _completion(run: dict[str, Any]) -> str:
 
 
 def print_scenario(record: dict[str, Any]) -> None:
-    """A small table: one row per metric, columns A, B and A / B."""
+    """A small table: one row per metric, columns A, B and A / B (and before and
+    A / before with a ``before`` side)."""
     load = Load(**record["load"])
-    a, b = record["a"], record["b"]
+    sides = [key for key in ("before", "a", "b") if key in record]
     print(f"\n== {record['scenario']}: {load.describe()}; ramp {record['ramp_s']:g} s, "
           f"ideal wall {record['ideal_wall_s']:.2f} s")
-    print(f"   A: {a['label']}: {Setup(**_setup_fields(a)).layout()}")
-    print(f"   B: {b['label']}: {Setup(**_setup_fields(b)).layout()}")
+    for key in sides:
+        print(f"   {_side_name(key)}: {record[key]['label']}: "
+              f"{Setup(**_setup_fields(record[key])).layout()}")
     if record["note"]:
         print(f"   layout: {record['note']}")
     if record["repeat"] > 1:
-        print(f"   figures: medians of {record['repeat']} runs each (A, B, A, B, ...); "
-              "A / B: the median of the pairs' ratios; streams: summed")
-    width = max(14, len(a["label"]), len(b["label"]))
-    print(f"   {'':26} {'A':>{width}} {'B':>{width}} {'A / B':>8}")
-    for key, label, fmt in METRICS:
-        values = [run.get("result", {}).get(key) for run in (a, b)]
+        order = ", ".join(_side_name(key) for key in sides)
+        print(f"   figures: medians of {record['repeat']} runs each ({order}, ...); "
+              "ratios: the median of the rounds' ratios; streams: summed")
+    width = 14
+    ratio_columns = [("A / before", "ratios_before")] if "before" in record else []
+    ratio_columns.append(("A / B", "ratios"))
+    heads = "".join(f" {_side_name(key):>{width}}" for key in sides)
+    print(f"   {'':26}{heads}" + "".join(f" {title:>10}" for title, _ in ratio_columns))
+    for metric, label, fmt in METRICS:
+        values = [record[side].get("result", {}).get(metric) for side in sides]
         if all(v is None for v in values):
             continue
-        mark = "  <- headline" if key == record["headline"] else ""
-        print(f"   {label:26} {_cell(values[0], fmt):>{width}} {_cell(values[1], fmt):>{width}} "
-              f"{_cell(record['ratios'].get(key), '{:.2f}'):>8}{mark}")
-    print(f"   {'streams gap-free':26} {_completion(a):>{width}} {_completion(b):>{width}}")
+        mark = "  <- headline" if metric == record["headline"] else ""
+        cells = "".join(f" {_cell(v, fmt):>{width}}" for v in values)
+        ratios = "".join(f" {_cell(record[field].get(metric), '{:.2f}'):>10}" for _, field in ratio_columns)
+        print(f"   {label:26}{cells}{ratios}{mark}")
+    print(f"   {'streams gap-free':26}" + "".join(f" {_completion(record[side]):>{width}}" for side in sides))
     print_failures(record)
     print_client_bound(record)
 
@@ -573,7 +637,7 @@ def print_scenario(record: dict[str, Any]) -> None:
 def print_client_bound(record: dict[str, Any]) -> None:
     """Warn when the load generator was busier than the server (on a CPU or waiting
     for one): the run measured the client as much as the server."""
-    for run in (record["a"], record["b"]):
+    for run in _runs(record):
         result = run.get("result") or {}
         client, server = result.get("client_cpu_pct"), result.get("server_cpu_pct")
         if server is not None:
@@ -590,7 +654,7 @@ def _setup_fields(run: dict[str, Any]) -> dict[str, Any]:
 
 def print_failures(record: dict[str, Any]) -> None:
     """Say loudly which runs failed or lost streams, and how."""
-    for run in (record["a"], record["b"]):
+    for run in _runs(record):
         result = run.get("result")
         for error in run["errors"]:
             print(f"   !!! RUN FAILED: {run['label']}: {error}")
@@ -602,18 +666,47 @@ def print_failures(record: dict[str, Any]) -> None:
             print("\n".join(f"     | {line}" for line in result.get("server_log_tail", "").splitlines()))
 
 
+def _side_name(key: str) -> str:
+    """``A``, ``B`` or ``before``: how a side's column is headed."""
+    return key if key == "before" else key.upper()
+
+
+def _runs(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sides of a scenario's record: (before,) A, B."""
+    return [record[key] for key in ("before", "a", "b") if key in record]
+
+
+#: (key, label, format) of the summary's figures per scenario.
+SUMMARY_METRICS = (
+    ("server_cpu_us_per_event", "CPU/event (us)", "{:.1f}"),
+    ("gap_p99_ms", "gap p99 (ms)", "{:.0f}"),
+    ("first_event_p99_ms", "first p99 (ms)", "{:.0f}"),
+    ("wall_s", "wall (s)", "{:.2f}"),
+    ("events_per_s", "events/s", "{:,.0f}"),
+)
+
+
 def print_summary(records: list[dict[str, Any]]) -> None:
-    """One line per scenario: the headline figures and their ratio."""
-    print("\n== summary (A / B of the headline metric; events/s: above 1 is A faster, wall: below 1 is A faster)")
-    print(f"   {'scenario':14} {'metric':10} {'A':>12} {'B':>12} {'A / B':>7}  all streams gap-free")
+    """Per scenario, the figures a deployment pays for and feels (CPU per event, gap
+    and first-event p99, wall, events/s), each side's and their ratios."""
+    print("\n== summary (medians; ratios below 1 mean A costs or waits less, except events/s)")
+    with_before = any("before" in record for record in records)
+    heads = (f"{'before':>10} " if with_before else "") + f"{'A':>10} {'B':>10} " + \
+        (f"{'A/before':>8} " if with_before else "") + f"{'A / B':>7}"
+    print(f"   {'scenario':14} {'metric':16} {heads}")
     for record in records:
-        key = record["headline"]
-        fmt = {k: f for k, _, f in METRICS}[key]
-        values = [run.get("result", {}).get(key) for run in (record["a"], record["b"])]
+        for key, label, fmt in SUMMARY_METRICS:
+            values = {side: record[side].get("result", {}).get(key) for side in ("before", "a", "b")
+                      if side in record}
+            mark = " <- headline" if key == record["headline"] else ""
+            before = f"{_cell(values.get('before'), fmt):>10} " if with_before else ""
+            before_ratio = (f"{_cell(record.get('ratios_before', {}).get(key), '{:.2f}'):>8} "
+                            if with_before else "")
+            print(f"   {record['scenario']:14} {label:16} {before}{_cell(values['a'], fmt):>10} "
+                  f"{_cell(values['b'], fmt):>10} {before_ratio}{_cell(record['ratios'].get(key), '{:.2f}'):>7}{mark}")
         verdict = "yes" if record["all_gap_free"] else "NO  <-- FAILED STREAMS OR RUNS, figures not comparable"
-        print(f"   {record['scenario']:14} {HEADLINE_WORDS[key]:10} {_cell(values[0], fmt):>12} "
-              f"{_cell(values[1], fmt):>12} {_cell(record['ratios'].get(key), '{:.2f}'):>7}  {verdict}")
-        print(f"   {'':14} A = {record['a']['label']}, B = {record['b']['label']}")
+        names = ", ".join(f"{side} = {record[side]['label']}" for side in ("before", "a", "b") if side in record)
+        print(f"   {'':14} {names}; all streams gap-free: {verdict}")
 
 
 def _finite(value: Any) -> Any:
@@ -638,8 +731,9 @@ def machine() -> dict[str, Any]:
 
 def parse_args(names: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", action="append", choices=names,
-                        help="run only this scenario (repeatable; default: all, in the order listed)")
+    parser.add_argument("--scenario", action="append", choices=[*names, *SCENARIO_GROUPS],
+                        help="run only this scenario (repeatable; default: all, in the order listed); "
+                             "chat: steady and crowd")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stream count by this (e.g. 0.2)")
     parser.add_argument("--ramp-s", type=float, default=1.0,
                         help="spread stream starts over this many seconds at full scale (times --scale)")
@@ -654,7 +748,15 @@ def parse_args(names: list[str]) -> argparse.Namespace:
     parser.add_argument("--project-dir", type=Path, metavar="DIR",
                         help="run the project's server from this checkout (e.g. a `git worktree` of the commit "
                              "before a change), with this venv's packages; the baseline stays this checkout's")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="also load the project run from this checkout (e.g. a `git worktree` of the commit "
+                             "before a change), alternated with A and B in the project-against-baseline "
+                             "scenarios; prints A / before")
     args = parser.parse_args()
+    if args.before is not None:
+        args.before = args.before.resolve()
+        if not (args.before / "sse_chat").is_dir():
+            parser.error(f"--before {args.before}: no sse_chat package there")
     if args.project_dir is not None:
         os.environ[PROJECT_DIR_ENV] = str(args.project_dir.resolve())
     if args.scale <= 0:
@@ -662,6 +764,13 @@ def parse_args(names: list[str]) -> argparse.Namespace:
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     return args
+
+
+def expand_scenarios(names: list[str]) -> list[str]:
+    """``names`` with groups (:data:`SCENARIO_GROUPS`) replaced by their members,
+    each scenario once, in the order given."""
+    expanded = [member for name in names for member in SCENARIO_GROUPS.get(name, (name,))]
+    return list(dict.fromkeys(expanded))
 
 
 def pick_cpus() -> tuple[int, int]:
@@ -675,13 +784,13 @@ def pick_cpus() -> tuple[int, int]:
 def main() -> int:
     names = list(scenarios(1.0, (0, 1), "client"))
     args = parse_args(names)
-    chosen = scenarios(args.scale, pick_cpus(), args.redis_core)
+    chosen = scenarios(args.scale, pick_cpus(), args.redis_core, args.before)
     info = machine()
     print(f"sse-chat vs baseline: cpus {info['cpus']}, load average {info['loadavg_1min']:.2f} at start, "
           f"python {info['python']}, scale {args.scale:g}")
     records = []
     with tempfile.TemporaryDirectory(prefix="sse-chat-compare-") as tmp:
-        for name in args.scenario or names:
+        for name in expand_scenarios(args.scenario or names):
             print(f"[{name}]", file=sys.stderr, flush=True)
             record = run_scenario(chosen[name], args.ramp_s * args.scale, args.run_timeout_s, args.repeat, Path(tmp))
             print_scenario(record)

@@ -92,7 +92,7 @@ def tune_garbage_collector():
     (Python's documentation of :func:`gc.freeze` describes freezing in a server's
     parent before it forks, to spare copy-on-write; with ``preload_app`` off
     each worker freezes what it loaded itself, for the CPU the collections no
-    longer spend.) bench/compare.py ``--scenario many`` shows the effect
+    longer spend.) bench/compare.py ``--scenario crowd`` shows the effect
     (docs/deployment.md).
     """
     import gc
