@@ -21,7 +21,7 @@ from sse_chat.client import (  # noqa: F401 - re-exported for the CLI's tests
 )
 from sse_chat.protocol import DispatchedEvent, EventType
 
-from .tools_file import tool_call_line
+from .tools_file import tool_call_line, tool_result_line
 
 
 class ExitCode(IntEnum):
@@ -52,7 +52,10 @@ class AskRequest:
 
 class StreamFollower:
     """Writes one stream of a :class:`ChatClient` to ``output`` (answer text, JSON
-    lines, …) and ``stderr`` (reasoning, tool calls, errors, how to resume).
+    lines, …) and ``stderr`` (reasoning, tool calls and the results of the
+    service's own tools, errors, how to resume). Types that
+    :data:`sse_chat.protocol.EVENT_TYPES` does not declare go to the output
+    (``--json``, ``--raw``) and are otherwise ignored.
 
     Args:
         client: the client; its ``on_chunk`` should be ``output.raw`` for ``--raw``.
@@ -113,6 +116,9 @@ class StreamFollower:
             self.text += event.content
         if event.event == EventType.REASONING.value and self._show_reasoning:
             self._stderr.write(f"\x1b[2m{event.content}\x1b[0m")
+            self._stderr.flush()
+        if event.event == EventType.TOOL_RESULT.value and payload is not None:
+            self._stderr.write(tool_result_line(payload))
             self._stderr.flush()
         if event.event == EventType.DONE.value and payload is not None:
             self._report_tool_calls(payload.get("tool_calls"))

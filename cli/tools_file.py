@@ -42,5 +42,21 @@ def tool_call_line(call: dict[str, Any]) -> str:
     the model wrote them, but for raw line breaks, which become spaces so that a
     call stays on one line (outside a JSON string they are only whitespace, and a
     JSON string cannot hold one raw)."""
-    arguments = str(call.get("arguments", "")).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-    return f"tool call {call.get('name', '')} {arguments}\n"
+    return f"tool call {call.get('name', '')} {_one_line(str(call.get('arguments', '')))}\n"
+
+
+def tool_result_line(result: dict[str, Any]) -> str:
+    """``tool result NAME CONTENT`` and a newline, for a ``tool_result`` event's data
+    (``{"tool_call_id", "name", "content"}``, a tool the service ran itself), or
+    ``tool result NAME error TYPE: MESSAGE`` when the tool failed; line breaks in
+    the content become spaces, so that a result stays on one line."""
+    error = result.get("error")
+    if isinstance(error, dict):
+        text = f"error {error.get('type', '')}: {error.get('message', '')}"
+    else:
+        text = str(result.get("content", ""))
+    return f"tool result {result.get('name', '')} {_one_line(text)}\n"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")

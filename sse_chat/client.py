@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from sse_chat.protocol import EventId, EventStreamDecoder, EventType
+from sse_chat.protocol import TERMINAL_TYPES, EventId, EventStreamDecoder, EventType
 
 __all__ = [
     "Answer", "ChatClient", "ChatError", "ChatEvent", "ChatStream", "backoff_ms", "check_base_url",
@@ -98,12 +98,16 @@ class ChatEvent:
 
     Attributes:
         id: the last event ID after this event (``"STREAM_ID:SEQ"``; ``""`` if none).
-        event: its type: ``start``, ``token``, ``reasoning``, ``tool_call``, ``done``
-            or ``error``.
+        event: its type, one of :data:`sse_chat.protocol.EVENT_TYPES`: ``start``,
+            ``token``, ``reasoning``, ``tool_call``, ``tool_result``, ``done`` or
+            ``error`` (a type that table does not declare is yielded too, and
+            does not end the stream).
         data: the data parsed as JSON: ``start`` ``{"stream_id", "model", "created"}``;
             ``token``/``reasoning`` ``{"content"}``; ``tool_call`` ``{"index", "id",
             "name", "arguments"}`` (a fragment; :class:`~sse_chat.protocol.ToolCalls`
-            joins them); ``done`` ``{"finish_reason", "usage": {"prompt_tokens",
+            joins them); ``tool_result`` ``{"tool_call_id", "name", "content"}`` or
+            with ``"error": {"type", "message"}`` instead of ``content`` (a tool the
+            service ran itself); ``done`` ``{"finish_reason", "usage": {"prompt_tokens",
             "completion_tokens", "total_tokens"} or None}``, with ``"tool_calls":
             [{"id", "name", "arguments"}, …]`` when the answer called tools;
             ``error`` ``{"error": {"type", "message"}}``. The data string itself when
@@ -286,7 +290,7 @@ class ChatStream:
                 if event.type == EventType.DONE.value:
                     self.done = data or {}
                 yield ChatEvent(event.last_event_id, event.type, event.data if data is None else data, event.data)
-                if event.type in (EventType.DONE.value, EventType.ERROR.value):
+                if event.type in TERMINAL_TYPES:
                     return
         raise _Retry("the stream ended before its last event")
 

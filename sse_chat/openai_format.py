@@ -15,7 +15,7 @@ from typing import Any
 from .chat_request import parse_chat_body
 from .errors import invalid_request
 from .models import ChatRequest
-from .protocol import Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
+from .protocol import TERMINAL_TYPES, Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
@@ -98,7 +98,10 @@ class CompletionChunks:
     def frames(self, event: Event) -> list[bytes]:
         """The SSE frames for one event: one chunk, or at the end the finishing
         chunk, the usage chunk when asked for, and ``data: [DONE]``; an ``error``
-        gives one ``{"error": …}`` frame and no ``[DONE]``."""
+        gives one ``{"error": …}`` frame and no ``[DONE]``. A type that OpenAI's
+        chunks have no place for (``tool_result``: server tools are resolved
+        inside the service) or that :data:`~sse_chat.protocol.EVENT_TYPES` does
+        not declare gives no frame; only a terminal type ends the chunks."""
         if event.type == EventType.START:
             self.created = event.data.get("created", self.created)
             return [self._frame(event.id, {"role": "assistant", "content": ""})]
@@ -108,6 +111,8 @@ class CompletionChunks:
             return [self._frame(event.id, {"reasoning_content": event.data["content"]})]
         if event.type == EventType.TOOL_CALL:
             return [self._frame(event.id, {"tool_calls": [_tool_call_delta(event.data)]})]
+        if event.type not in TERMINAL_TYPES:
+            return []
         self.ended = True
         if event.type == EventType.ERROR:
             error = event.data["error"]

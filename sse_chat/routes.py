@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from .chat_request import parse_chat_body, parse_chat_query
 from .errors import event_log_unavailable
 from .generation import ReadFrom, known_stream, start_generation
+from .protocol import event_types_module
 from .reader import read_stream
 from .web import (
     caller,
@@ -41,6 +42,17 @@ def chat_page() -> Response:
     """The chat page; its script and styles are served from ``/static/``."""
     response = current_app.send_static_file("index.html")
     response.headers.update(PAGE_HEADERS)
+    return response
+
+
+@bp.get("/static/events.js")
+def event_types_script() -> Response:
+    """The event types (:data:`~sse_chat.protocol.EVENT_TYPES`) as an ES module
+    for the chat page, so that the page follows the same declaration as the
+    server, the CLI and the Python client."""
+    response = Response(event_types_module(), content_type="text/javascript; charset=utf-8")
+    response.headers.update(PAGE_HEADERS)
+    response.headers["Cache-Control"] = "no-cache"
     return response
 
 

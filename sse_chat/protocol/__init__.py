@@ -20,22 +20,25 @@ from .encoding import (
     json_string,
 )
 from .events import (
+    EVENT_TYPES,
     STREAM_ID_BYTES,
     TERMINAL_TYPES,
     Event,
     EventId,
+    EventKind,
     EventType,
     ToolCalls,
     content_frame,
     error_data,
+    event_types_module,
     new_stream_id,
     read_frame,
     stream_lost_frame,
 )
 
 __all__ = [
-    "EVENT_STREAM_CONTENT_TYPE", "STREAM_ID_BYTES", "TERMINAL_TYPES", "DispatchedEvent", "Event", "EventId",
-    "EventStreamDecoder", "EventType", "ServerSentEvent", "ToolCalls", "compact_json", "content_frame",
-    "encode_comment", "encode_line_event", "encode_retry", "error_data", "json_string", "new_stream_id", "read_frame",
-    "stream_lost_frame",
+    "EVENT_STREAM_CONTENT_TYPE", "EVENT_TYPES", "STREAM_ID_BYTES", "TERMINAL_TYPES", "DispatchedEvent", "Event",
+    "EventId", "EventKind", "EventStreamDecoder", "EventType", "ServerSentEvent", "ToolCalls", "compact_json",
+    "content_frame", "encode_comment", "encode_line_event", "encode_retry", "error_data", "event_types_module",
+    "json_string", "new_stream_id", "read_frame", "stream_lost_frame",
 ]

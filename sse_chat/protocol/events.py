@@ -6,24 +6,23 @@ Every event of a stream is one SSE event (see :mod:`.encoding`) with three field
   random bits, never ``:``), ``seq`` counts 0, 1, 2, … without gaps. It becomes the
   client's last event ID, which resumes the stream after that event.
 * ``event:`` one of :class:`EventType`: ``start``, then ``token``,
-  ``reasoning`` and ``tool_call`` events, then exactly one terminal ``done`` or
-  ``error``.
-* ``data:`` one line of compact JSON: ``start`` ``{"stream_id", "model",
-  "created"}``; ``token``/``reasoning`` ``{"content"}``; ``tool_call``
-  ``{"index", "id", "name", "arguments"}`` (a fragment, see :class:`ToolCalls`);
-  ``done`` ``{"finish_reason", "usage"}``, plus ``"tool_calls": [{"id", "name",
-  "arguments"}, …]`` when the answer called tools; ``error`` ``{"error":
-  {"type", "message"}}``.
+  ``reasoning``, ``tool_call`` and ``tool_result`` events, then exactly one
+  terminal ``done`` or ``error``.
+* ``data:`` one line of compact JSON, whose fields :data:`EVENT_TYPES` declares.
 
-docs/event-stream.md describes them for users.
+:data:`EVENT_TYPES` is the one declaration of the event types: the encoder, the
+OpenAI surface, the CLI, the Python client and the chat page (which loads it as
+``/static/events.js``) all follow it. docs/event-stream.md describes them for users.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 from typing import Any
 
 from .encoding import ServerSentEvent, compact_json, encode_line_event, json_string
@@ -33,12 +32,14 @@ STREAM_ID_BYTES = 16
 
 
 class EventType(str, Enum):
-    """The ``event:`` field of this service's events."""
+    """The ``event:`` field of this service's events (:data:`EVENT_TYPES` says
+    what each carries)."""
 
     START = "start"
     TOKEN = "token"
     REASONING = "reasoning"
     TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
     DONE = "done"
     ERROR = "error"
 
@@ -46,8 +47,68 @@ class EventType(str, Enum):
         return self.value
 
 
+@dataclass(frozen=True, slots=True)
+class EventKind:
+    """What one event type is: the ``fields`` its data always holds (a
+    ``tool_result`` holds ``content`` or ``error``, see ``optional``), whether it
+    ends the stream (``terminal``), whether its ``content`` is answer text
+    (``answer_text``: what the CLI writes to stdout and the OpenAI surface sends as
+    ``content``), a one-line ``summary`` and an ``example`` of its data."""
+
+    type: EventType
+    summary: str
+    fields: tuple[str, ...]
+    example: Mapping[str, Any]
+    terminal: bool = False
+    answer_text: bool = False
+    optional: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"summary", "fields", "optional", "terminal", "answer_text", "example"}``:
+        the declaration as the chat page reads it."""
+        return {"summary": self.summary, "fields": list(self.fields), "optional": list(self.optional),
+                "terminal": self.terminal, "answer_text": self.answer_text, "example": dict(self.example)}
+
+
+def _kinds(*kinds: EventKind) -> Mapping[str, EventKind]:
+    return MappingProxyType({kind.type.value: kind for kind in kinds})
+
+
+#: The event types, in the order a stream has them: the one declaration that
+#: every producer and consumer of events follows. A consumer that meets a type
+#: not in this table ignores it (a newer server may send more), and a type's
+#: ``terminal`` flag, not its name, says whether the stream has ended.
+EVENT_TYPES: Mapping[str, EventKind] = _kinds(
+    EventKind(EventType.START, "the stream began: always first", ("stream_id", "model", "created"),
+              {"stream_id": "kLZ2q1XyS1uO0mBdu3Jm0Q", "model": "fake", "created": 1763700000}),
+    EventKind(EventType.TOKEN, "a piece of the answer text", ("content",), {"content": " Hello"},
+              answer_text=True),
+    EventKind(EventType.REASONING, "a piece of a reasoning model's thinking", ("content",),
+              {"content": " Let me think."}),
+    EventKind(EventType.TOOL_CALL, "a fragment of the model's call of tool number index",
+              ("index", "id", "name", "arguments"),
+              {"index": 0, "id": "call_1", "name": "shout", "arguments": "{\"text\": \"hi\"}"}),
+    EventKind(EventType.TOOL_RESULT, "the result of a call of a tool the service ran itself",
+              ("tool_call_id", "name"), {"tool_call_id": "call_1", "name": "shout", "content": "HI"},
+              optional=("content", "error")),
+    EventKind(EventType.DONE, "the answer ended: finish_reason, usage, and the client's tool calls",
+              ("finish_reason", "usage"),
+              {"finish_reason": "stop", "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}},
+              terminal=True, optional=("tool_calls",)),
+    EventKind(EventType.ERROR, "the stream failed", ("error",),
+              {"error": {"type": "upstream_error", "message": "the upstream answered HTTP 500"}}, terminal=True),
+)
+
 #: The types that end a stream: exactly one of them, last.
-TERMINAL_TYPES = frozenset({EventType.DONE.value, EventType.ERROR.value})
+TERMINAL_TYPES = frozenset(name for name, kind in EVENT_TYPES.items() if kind.terminal)
+
+
+def event_types_module() -> str:
+    """:data:`EVENT_TYPES` as an ES module, ``export const EVENT_TYPES = {…};``,
+    served to the chat page as ``/static/events.js``."""
+    table = {name: kind.as_json() for name, kind in EVENT_TYPES.items()}
+    return ("// The event types of this service, generated from sse_chat/protocol/events.py (EVENT_TYPES).\n"
+            f"export const EVENT_TYPES = Object.freeze({json.dumps(table, ensure_ascii=False, indent=1)});\n")
 
 
 def new_stream_id() -> str:

@@ -6,6 +6,7 @@
 // already started. A keyed service is used through a session cookie (signIn). An
 // ES module: it adds nothing to `window`.
 
+import { EVENT_TYPES } from "./events.js";
 import { EventStreamParser } from "./eventstream.js";
 import { MarkdownView } from "./markdown.js";
 import { FIRST_CONNECTION, MAX_RECONNECTIONS, isRetriedAnswer, nextReconnection, retryAfterMs } from "./reconnect.js";
@@ -18,7 +19,7 @@ const options = {
 };
 
 /** `?tools=` holds OpenAI tools as JSON, so the page can show tool calls; the
- *  page does not run tools. */
+ *  page does not run them (the service runs its own tools, SSE_CHAT_TOOLS). */
 function toolsParameter(value) {
   if (!value) return undefined;
   try { return JSON.parse(value); } catch { return undefined; }
@@ -85,25 +86,52 @@ class AnswerView {
     this.frame = 0;
   }
 
-  /** A `tool_call` fragment: the call of tool number `index` is shown as its
-   *  name and its arguments as they arrive, apart from the answer text. */
+  /** A `tool_call` fragment, shown as a collapsed block before the answer text:
+   *  its summary is the function's name and its arguments as they arrive. A
+   *  fragment with an `id` begins a call (a later step of the answer may number
+   *  its calls from 0 again); one without continues the call at its `index`. */
   toolCall(fragment) {
-    this.calls = this.calls || new Map();
+    this.calls = this.calls || new Map();      // index -> the call being streamed there
+    this.callsById = this.callsById || new Map();
     let call = this.calls.get(fragment.index);
-    if (!call) {
-      const box = document.createElement("div");
+    if (!call || (fragment.id && fragment.id !== call.id)) {
+      const box = document.createElement("details");
       box.className = "tool-call";
+      const summary = document.createElement("summary");
       const name = document.createElement("span");
       name.className = "tool-name";
       const args = document.createElement("code");
       args.className = "tool-arguments";
-      box.append(name, args);
+      summary.append(name, args);
+      box.append(summary);
       this.li.insertBefore(box, this.markdown.container);
-      call = { name, args };
+      call = { id: fragment.id, box, name, args };
       this.calls.set(fragment.index, call);
+      if (fragment.id) this.callsById.set(fragment.id, call);
     }
     if (fragment.name) call.name.textContent = fragment.name;
     call.args.textContent += fragment.arguments;
+  }
+
+  /** A `tool_result` (a tool the service ran): shown inside its call's block,
+   *  which opens on a click; a failed call is marked as such. */
+  toolResult(result) {
+    let call = this.callsById && this.callsById.get(result.tool_call_id);
+    if (!call) {
+      this.toolCall({ index: -1 - (this.calls ? this.calls.size : 0), id: result.tool_call_id, name: result.name,
+                      arguments: "" });
+      call = this.callsById.get(result.tool_call_id);
+    }
+    const output = document.createElement("pre");
+    output.className = "tool-result";
+    if (result.error) {
+      call.box.classList.add("failed");
+      output.textContent = `${result.error.type}: ${result.error.message}`;
+    } else {
+      output.textContent = result.content;
+    }
+    call.box.classList.add("answered");
+    call.box.append(output);
   }
 
   append(text) {
@@ -146,15 +174,27 @@ async function ask(text) {
   }
 }
 
-/** One event of the stream: the outcome once it is the last one, else null. */
+/** What the page does with each event type of EVENT_TYPES (events.js, the
+ *  server's declaration); a type without a handler is ignored. */
+const HANDLERS = {
+  start: (data) => { current.streamId = data.stream_id; },
+  token: (data, view) => view.append(data.content),
+  tool_call: (data, view) => view.toolCall(data),
+  tool_result: (data, view) => view.toolResult(data),
+  done: (data) => ({ done: data }),
+  error: (data) => ({ error: data.error }),
+};
+
+/** One event of the stream: the outcome once it is the last one (a terminal
+ *  type of EVENT_TYPES), else null. Types the table does not declare are
+ *  ignored: a newer service may send more. */
 function onEvent(event, view) {
+  const kind = EVENT_TYPES[event.type];
+  if (!kind) return null;
   const data = JSON.parse(event.data);
-  if (event.type === "start") current.streamId = data.stream_id;
-  else if (event.type === "token") view.append(data.content);
-  else if (event.type === "tool_call") view.toolCall(data);
-  else if (event.type === "done") return { done: data };
-  else if (event.type === "error") return { error: data.error };
-  return null;
+  const handler = HANDLERS[event.type];
+  const result = handler ? handler(data, view) : undefined;
+  return kind.terminal ? (result || { done: null }) : null;
 }
 
 /** How the answer ended: an error, the `done` event's finish_reason, or, after a
@@ -165,7 +205,7 @@ function showOutcome(li, outcome) {
   li.dataset.finishReason = outcome.done.finish_reason;
   if (outcome.done.finish_reason === "cancelled") note(li, "stopped");
   else if (outcome.done.finish_reason === "length") note(li, "cut at max_tokens");
-  else if (outcome.done.finish_reason === "tool_calls") note(li, "called a tool (this page does not run tools)");
+  else if (outcome.done.finish_reason === "tool_calls") note(li, "called a tool of the request (this page does not run those)");
 }
 
 /**
