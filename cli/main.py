@@ -19,7 +19,7 @@ from .ask import AskRequest, ExitCode, StreamFollower
 from .completion import completion_script
 from .fake_options import fake_options
 from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput, usage_line
-from .prompt import EmptyPrompt, build_prompt
+from .prompt import EmptyPrompt, build_prompt, readable_text
 from .tools_file import ToolsFileError, read_tools
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -137,6 +137,7 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
                 text = build_prompt(prompt, sys.stdin)
             except EmptyPrompt as exc:
                 raise click.UsageError(str(exc)) from None
+            system = readable_text(system) if system is not None else None
             body = _chat_body(text, "fake" if fake else model, system, max_tokens, temperature, _faults(fake_pairs))
             if tools is not None:
                 body["tools"] = tools

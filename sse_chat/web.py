@@ -5,18 +5,18 @@ Flask's request globals."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, g, request
 
-from .errors import ApiError, event_log_unavailable, invalid_request
+from .errors import ApiError, event_log_unavailable
 from .eventlog import EventLogUnavailable
 from .generation import ReadFrom, resume_position
 from .idempotency import KeyedStart, keyed_start
 from .protocol import EVENT_STREAM_CONTENT_TYPE
+from .request_json import parse_json_body
 from .services import Services
 
 log = logging.getLogger(__name__)
@@ -104,19 +104,12 @@ def json_body() -> Any:
     """The request's JSON body.
 
     Raises:
-        ApiError: 415 when it is not ``application/json``; 400 when it is not
-            UTF-8 JSON.
+        ApiError: 415 when it is not ``application/json``; 400 as
+            :func:`~sse_chat.request_json.parse_json_body` (not UTF-8 JSON, nested
+            too deep, a lone surrogate in a string).
     """
     if request.mimetype != "application/json":
         got = request.mimetype or "none"
         raise ApiError(415, "unsupported_media_type",
                        f"send the body as JSON with Content-Type: application/json (got {got!r})")
-    raw = request.get_data(cache=False)
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise invalid_request("the body is not UTF-8 encoded JSON") from None
-    except ValueError as exc:
-        raise invalid_request(f"the body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise invalid_request("the body's JSON is nested too deeply") from None
+    return parse_json_body(request.get_data(cache=False))

@@ -29,6 +29,8 @@ from .encoding import ServerSentEvent, compact_json, encode_line_event, json_str
 
 #: 16 random bytes = 128 bits; ``token_urlsafe`` never yields ``:``.
 STREAM_ID_BYTES = 16
+#: The most digits of an event id's ``seq`` (2**63 has 19).
+MAX_SEQ_DIGITS = 19
 
 
 class EventType(str, Enum):
@@ -130,9 +132,12 @@ class EventId:
     @classmethod
     def parse(cls, value: str) -> EventId | None:
         """Read ``"{stream_id}:{seq}"``; ``None`` when malformed: no colon, an empty
-        stream id or one holding ``:``, or a seq that is not ASCII digits."""
+        stream id or one holding ``:``, or a seq that is not ASCII digits or has more
+        than :data:`MAX_SEQ_DIGITS` of them (no stream is that long, and Python
+        refuses to convert integers of more than 4,300 digits)."""
         stream_id, colon, seq = value.rpartition(":")
-        if not colon or not stream_id or ":" in stream_id or not (seq.isascii() and seq.isdigit()):
+        if not colon or not stream_id or ":" in stream_id or not (seq.isascii() and seq.isdigit()) \
+                or len(seq) > MAX_SEQ_DIGITS:
             return None
         return cls(stream_id, int(seq))
 
