@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from cli.ask import backoff_ms, retry_after_ms
+from sse_chat.cli.ask import backoff_ms, retry_after_ms
 from sse_chat.client import PERMANENT_ERROR_TYPES, RETRIED_ERROR_TYPES, RETRIED_STATUSES
 
 from .event_reading import answer_text, events_of

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from cli.ask import MAX_BACKOFF_MS, retry_after_ms
+from sse_chat.cli.ask import MAX_BACKOFF_MS, retry_after_ms
 
 from .gateway import Answer, Forward, ScriptedGateway, unavailable
 from .proxy import CuttingProxy
@@ -75,7 +75,7 @@ def test_a_refused_first_connection_exits_3_at_once_naming_the_url_and_how_to_st
     assert result.returncode == 3
     stderr = result.stderr.decode()
     assert f"could not connect to {url}" in stderr and "reconnecting" not in stderr
-    assert "sse-chat serve" in stderr and "gunicorn -c gunicorn.conf.py" in stderr and "--fake" in stderr
+    assert "sse-chat serve" in stderr and "gunicorn -c python:sse_chat.gunicorn_config" in stderr and "--fake" in stderr
     assert "Traceback" not in stderr and result.stdout == b""
 
 

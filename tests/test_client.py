@@ -179,7 +179,7 @@ def test_the_docs_example_runs(sse_chat_server):
 
 
 def test_the_client_and_the_cli_import_no_server_code():
-    code = ("import sys; import sse_chat.client, cli.main; "
+    code = ("import sys; import sse_chat.client, sse_chat.cli.main; "
             f"print([m for m in {SERVER_MODULES!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert result.stdout.strip() == "[]"
@@ -188,7 +188,7 @@ def test_the_client_and_the_cli_import_no_server_code():
 def test_sse_chat_ask_against_a_server_loads_no_server_code(sse_chat_server):
     code = ("import sys, atexit\n"
             f"atexit.register(lambda: print([m for m in {SERVER_MODULES!r} if m in sys.modules], file=sys.stderr))\n"
-            "from cli.main import main\n"
+            "from sse_chat.cli.main import main\n"
             f"sys.argv = ['sse-chat', 'ask', '--url', {sse_chat_server.url!r}, '--max-tokens', '3', 'hi']\n"
             "main()\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -275,7 +275,7 @@ def test_openai_chunks_are_dropped_and_resumed(make_app):
 
 
 def test_fake_option_pairs_become_the_fake_object():
-    from cli.fake_options import fake_options
+    from sse_chat.cli.fake_options import fake_options
 
     assert fake_options(["drop_every=7", "error_type=quota_exceeded", "error_after=5", "drop_every=3"]) == \
         {"drop_every": 3, "error_type": "quota_exceeded", "error_after": 5}
@@ -286,7 +286,7 @@ def test_fake_option_pairs_become_the_fake_object():
 
 
 def test_ask_puts_fake_options_in_the_body():
-    from cli.main import _chat_body
+    from sse_chat.cli.main import _chat_body
 
     assert _chat_body("hi", "fake", None, 5, None, {"drop_every": 2}) == \
         {"prompt": "hi", "model": "fake", "max_tokens": 5, "fake": {"drop_every": 2}}

@@ -279,7 +279,7 @@ def test_ask_tools_writes_each_call_to_stderr_and_no_text_to_stdout(tmp_path):
 
 
 def test_a_tool_call_line_keeps_the_json_and_stays_on_one_line():
-    from cli.tools_file import tool_call_line
+    from sse_chat.cli.tools_file import tool_call_line
 
     arguments = json.dumps({"text": "line1\nline2", "q": 'say "hi"', "path": "C:\\tmp"})
     line = tool_call_line({"id": "c", "name": "note", "arguments": arguments + "\n"})

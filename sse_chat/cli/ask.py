@@ -59,7 +59,7 @@ class StreamFollower:
 
     Args:
         client: the client; its ``on_chunk`` should be ``output.raw`` for ``--raw``.
-        output: where events go (:mod:`cli.output`).
+        output: where events go (:mod:`sse_chat.cli.output`).
         stderr: for status, warnings and errors.
         show_reasoning: write ``reasoning`` text to stderr, dimmed.
     """
@@ -137,7 +137,7 @@ class StreamFollower:
         if exc.type == CONNECTION_REFUSED:
             self._stderr.write(
                 f"sse-chat: {exc.message}: is a server running there?\n"
-                "sse-chat: start one with `sse-chat serve` (or `gunicorn -c gunicorn.conf.py`), "
+                "sse-chat: start one with `sse-chat serve` (or `gunicorn -c python:sse_chat.gunicorn_config`), "
                 "give its address with --url, or use --fake to ask the fake model in this process\n")
             return ExitCode.UNREACHABLE
         if exc.type == GAVE_UP:

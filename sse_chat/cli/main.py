@@ -1,5 +1,5 @@
 """The ``sse-chat`` command line. Commands stay thin: they turn options into values
-and hand them to :mod:`cli.ask` and :mod:`cli.serve`."""
+and hand them to :mod:`sse_chat.cli.ask` and :mod:`sse_chat.cli.serve`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .completion import completion_script
 from .fake_options import fake_options
 from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput, usage_line
 from .prompt import EmptyPrompt, build_prompt, readable_text
+from .server_extra import server_missing_message
 from .tools_file import ToolsFileError, read_tools
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -183,6 +184,9 @@ def serve(host: str, port: int) -> None:
     """Run the service under gunicorn with gevent workers (settings from the environment)."""
     from .serve import exec_gunicorn
 
+    missing = server_missing_message("sse-chat serve")
+    if missing:
+        raise click.UsageError(missing)
     exec_gunicorn(f"{host}:{port}")
 
 
@@ -290,6 +294,9 @@ def _interrupted(follower: StreamFollower, *, resumable: bool) -> int:
 def _in_process(stack: ExitStack) -> str:
     from sse_chat.config import ConfigError, Settings
 
+    missing = server_missing_message("--fake without --url")
+    if missing:
+        raise click.UsageError(missing)
     from .inprocess import serve_fake_model
 
     try:
