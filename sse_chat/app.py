@@ -18,6 +18,7 @@ from .limits import StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
 from .openai_api import bp as openai_bp
+from .responses_api import bp as responses_bp
 from .routes import bp
 from .services import Services
 from .session_routes import bp as session_bp
@@ -60,6 +61,7 @@ def create_app(config: Settings | None = None) -> Flask:
     app.register_blueprint(bp)
     app.register_blueprint(session_bp)
     app.register_blueprint(openai_bp)
+    app.register_blueprint(responses_bp)
     _register_access(app, settings)
     _register_error_handlers(app, settings)
     return app

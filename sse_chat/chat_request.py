@@ -61,6 +61,23 @@ def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
                   tool_choice=_tool_choice(payload.get("tool_choice")))
 
 
+def build_chat_request(messages: list[Message], fields: Mapping[str, Any], default_model: str) -> ChatRequest:
+    """Validate the request fields beside ready-made ``messages`` (a surface that
+    reads messages in its own shape, such as the Responses API): ``model``,
+    ``max_tokens``, ``temperature``, ``fake``, and ``tools`` and ``tool_choice``
+    in Chat Completions' shapes, as :func:`parse_chat_body` does.
+
+    Raises:
+        ApiError: 400 ``invalid_request`` naming the field and what it must be.
+    """
+    if not messages:
+        raise invalid_request("the request has no messages for the model: give some input")
+    return _build(fields, list(messages), default_model, max_tokens=fields.get("max_tokens"),
+                  temperature=fields.get("temperature"), fake=_fake_object(fields.get("fake")),
+                  fake_name=lambda name: f"\"fake.{name}\"", tools=_tools(fields.get("tools")),
+                  tool_choice=_tool_choice(fields.get("tool_choice")))
+
+
 def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest:
     """Validate the query of ``GET /v1/chat?prompt=…&system=…&model=…&max_tokens=…&temperature=…``,
     and of the fake model's :data:`FAKE_OPTIONS` (``&drop_every=…``, …).

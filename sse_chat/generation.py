@@ -3,8 +3,10 @@ share, in plain values (no request globals; see :mod:`.web` for those)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import stream_not_found
 from .eventlog import StreamInfo
@@ -26,10 +28,21 @@ class ReadFrom:
     drop_every: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StartOptions:
+    """How a surface starts a stream beyond the chat itself: ``start_extra``, keys
+    added to the ``start`` event's data (JSON values the surface reads back on any
+    worker, such as the Responses API's request), and ``background``: generation
+    goes on however long no reader is attached (no ``SSE_CHAT_ABANDON_S``)."""
+
+    start_extra: dict[str, Any] | None = None
+    background: bool = False
+
+
 def start_generation(services: Services, chat: ChatRequest, owner: str | None,
-                     keyed: KeyedStart | None = None) -> str:
+                     keyed: KeyedStart | None = None, options: StartOptions = StartOptions()) -> str:
     """Create a stream owned by ``owner``, write its ``start`` event and start its
-    producer; returns the stream id. With ``keyed`` (the request's
+    producer (as ``options`` say); returns the stream id. With ``keyed`` (the request's
     ``Idempotency-Key``), the stream an earlier request of ``owner`` with that key
     started, if it is still kept (:func:`~sse_chat.idempotency.start_once`).
 
@@ -42,11 +55,11 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None,
     """
     model = services.models.resolve(chat.model)
     if keyed is None:
-        return _start(services, chat, model, owner, new_stream_id())
+        return _start(services, chat, model, owner, new_stream_id(), options)
     ttl_s = services.settings.stream_ttl_s
 
     def start(stream_id: str) -> None:
-        _start(services, chat, model, owner, stream_id,
+        _start(services, chat, model, owner, stream_id, options,
                on_end=lambda: keep_after_end(services.event_log, owner, keyed, stream_id, ttl_s))
 
     started = start_once(services.event_log, owner, keyed, new_stream_id(), start, stream_ttl_s=ttl_s)
@@ -56,7 +69,7 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None,
 
 
 def _start(services: Services, chat: ChatRequest, model: ChatModel, owner: str | None, stream_id: str,
-           on_end: Callable[[], None] | None = None) -> str:
+           options: StartOptions, on_end: Callable[[], None] | None = None) -> str:
     """Admit, create and start stream ``stream_id``; ``on_end`` runs when its
     producer ends (after the limiter is told)."""
     services.limiter.admit(stream_id, owner)
@@ -66,9 +79,9 @@ def _start(services: Services, chat: ChatRequest, model: ChatModel, owner: str |
         if on_end is not None:
             on_end()
 
-    producer = Producer(services.event_log, stream_id, model, chat,
-                        ProducerLimits(abandon_s=services.settings.abandon_s), on_end=ended,
-                        metrics=services.metrics)
+    abandon_s = math.inf if options.background else services.settings.abandon_s
+    producer = Producer(services.event_log, stream_id, model, chat, ProducerLimits(abandon_s=abandon_s),
+                        on_end=ended, metrics=services.metrics, start_extra=options.start_extra)
     try:
         producer.create_stream(owner)
     except BaseException:

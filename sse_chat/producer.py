@@ -57,8 +57,9 @@ class Producer:
     def __init__(self, event_log: EventLog, stream_id: str, model: ChatModel, request: ChatRequest,
                  limits: ProducerLimits, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, on_end: Callable[[], None] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, start_extra: dict[str, Any] | None = None) -> None:
         self._log = event_log
+        self._start_extra = start_extra or {}
         self._stream_id = stream_id
         self._model = model
         self._request = request
@@ -79,14 +80,16 @@ class Producer:
 
     def create_stream(self, owner: str | None) -> None:
         """Create the stream in the log, owned by ``owner``, with its ``start`` event
-        (seq 0), keeping the request's ``drop_every`` with it for the readers of
-        every response. Called before the response begins, so the first read finds it.
+        (seq 0; its data also holds the producer's ``start_extra`` keys, which a
+        surface keeps there for any worker to read), keeping the request's
+        ``drop_every`` with it for the readers of every response. Called before
+        the response begins, so the first read finds it.
 
         Raises:
             EventLogUnavailable: the log's store cannot be reached.
         """
         frame = self._encode(EventType.START, {"stream_id": self._stream_id, "model": self._request.model,
-                                       "created": self._created})
+                                               "created": self._created, **self._start_extra})
         self._log.create(self._stream_id, owner, frame, drop_every=self._request.drop_every)
         self._seq = 1
 

@@ -138,6 +138,20 @@ def test_unknown_streams(make_log):
         log.append("nope", 1, b"id: nope:1\nevent: token\ndata: {}\n\n")
 
 
+def test_a_deleted_stream_is_gone(make_log):
+    log = make_log()
+    stream_id, other = _stream(log, 3, finished=True), _stream(log, 2, finished=True)
+    log.delete(stream_id)
+    assert log.info(stream_id) is None
+    with pytest.raises(StreamNotFound):
+        log.open(stream_id, -1)
+    with pytest.raises(StreamNotFound):
+        log.request_cancel(stream_id)  # and it creates nothing again
+    assert log.info(stream_id) is None
+    assert log.info(other) is not None and _read(log, other, -1).frames == _frames(other, 2)
+    log.delete(stream_id)  # deleting again does nothing
+
+
 def test_drop_every_is_kept_with_the_stream(make_log):
     log = make_log()
     stream_id = new_stream_id()

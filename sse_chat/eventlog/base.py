@@ -159,6 +159,17 @@ class EventLog(Protocol):
             EventLogUnavailable: the store cannot be reached.
         """
 
+    def delete(self, stream_id: str) -> None:
+        """Forget a stream before its time (the Responses API's ``DELETE``): from
+        now on :meth:`info` answers ``None`` and :meth:`open` raises
+        :class:`StreamNotFound`. Meant for a finished stream; readers already
+        attached may still take what they hold. Deleting an unknown stream does
+        nothing.
+
+        Raises:
+            EventLogUnavailable: the store cannot be reached.
+        """
+
     def control(self, stream_id: str) -> Control:
         """What the producer must know, in one look: cancel requested, and seconds
         without a reader. While the store is unreachable, the last known answer.

@@ -90,6 +90,10 @@ class MemoryEventLog:
     def request_cancel(self, stream_id: str) -> None:
         self._get(stream_id).cancelled = True
 
+    def delete(self, stream_id: str) -> None:
+        with self._lock:
+            self._streams.pop(stream_id, None)
+
     def control(self, stream_id: str) -> Control:
         stream = self._get(stream_id)
         unattended_s = 0.0 if stream.readers else self._clock() - stream.unattended_since

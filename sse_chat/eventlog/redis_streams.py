@@ -254,6 +254,12 @@ class RedisEventLog:
             if not self._scripts.call(self._redis, "cancel", [StreamKeys(stream_id).meta], []):
                 raise StreamNotFound(stream_id)
 
+    def delete(self, stream_id: str) -> None:
+        """``DEL`` of the stream's keys (one slot: its hash tag); the scripts that
+        change a stream later find no meta hash and leave it so."""
+        with _reachable("deleting a stream"):
+            self._redis.delete(*StreamKeys(stream_id).triple)
+
     # --- idempotency keys -------------------------------------------------------------
 
     def claim(self, owner: str | None, key: str, fingerprint: str, stream_id: str, ttl_s: float) -> Claim | None:

@@ -30,12 +30,15 @@ class Message:
     ``system``, ``user``, ``assistant`` or ``tool``; ``content`` is text, or
     ``None`` for an assistant turn that only calls tools. An assistant turn's
     ``tool_calls`` are the calls it made; a ``tool`` turn answers the call whose
-    id is ``tool_call_id`` with its result as ``content``."""
+    id is ``tool_call_id`` with its result as ``content``. ``images`` are the
+    URLs (``https://…`` or ``data:image/…;base64,…``) of images a user message
+    shows the model after its text."""
 
     role: str
     content: str | None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    images: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -44,8 +47,13 @@ class Message:
 
     def as_openai(self) -> dict[str, Any]:
         """The message in OpenAI's request shape: ``{"role", "content"}``, plus
-        ``tool_calls`` (assistant) or ``tool_call_id`` (tool) when set."""
-        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        ``tool_calls`` (assistant) or ``tool_call_id`` (tool) when set; with
+        ``images``, ``content`` is a list of ``text`` and ``image_url`` parts."""
+        content: Any = self.content
+        if self.images:
+            content = [{"type": "text", "text": self.text},
+                       *({"type": "image_url", "image_url": {"url": url}} for url in self.images)]
+        message: dict[str, Any] = {"role": self.role, "content": content}
         if self.tool_calls:
             message["tool_calls"] = [call.as_openai() for call in self.tool_calls]
         if self.tool_call_id is not None:

@@ -1,0 +1,240 @@
+"""The Responses API surface (docs/responses.md): ``POST /v1/responses``, ``GET``,
+``DELETE`` and ``POST …/cancel`` of ``/v1/responses/{id}``, over the same
+generation, event log, auth, ownership, limits and idempotency as ``/v1/chat``.
+
+A response is a stream (:mod:`.responses_format` derives every object and event
+from the stream's event log); a background response's producer never gives up
+for want of a reader; ``GET /v1/responses/{id}?stream=true&starting_after=N``
+resumes after sequence number N on any worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from flask import Blueprint, Response, jsonify, request
+
+from .errors import ApiError, invalid_request
+from .eventlog import EventLogUnavailable, StreamNotFound
+from .generation import StartOptions, known_stream, start_generation
+from .protocol import read_frame
+from .reader import Body, follow, read_stream
+from .responses_format import (
+    RECORD_KEY,
+    ResponseEvents,
+    deleted_response,
+    event_frame,
+    responses_error,
+    stream_id_of,
+)
+from .responses_request import chat_request, parse_responses_body
+from .services import Services
+from .web import caller, event_stream_response, json_body, requested_idempotency, services, unavailable_error
+
+bp = Blueprint("responses", __name__)
+
+
+@bp.errorhandler(ApiError)
+def api_error(error: ApiError):
+    """Errors in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``."""
+    return jsonify(responses_error(error.type, error.message)), error.status, dict(error.headers)
+
+
+@bp.errorhandler(EventLogUnavailable)
+def event_log_down(error: EventLogUnavailable):
+    """503 ``event_log_unavailable`` with ``Retry-After`` (the SDK retries it)."""
+    return api_error(unavailable_error(error))
+
+
+@bp.post("/v1/responses")
+def create_response():
+    svc, owner = services(), caller()
+    body = json_body()
+    parsed = parse_responses_body(body)
+    earlier = []
+    if parsed.previous_response_id is not None:
+        previous = _stored(svc, parsed.previous_response_id, owner)
+        if not previous.finished:
+            raise ApiError(400, "invalid_request", f"response {parsed.previous_response_id!r} is still "
+                                                   f"{previous.status}; continue from it once it has ended")
+        earlier = previous.conversation()
+    record = parsed.record(earlier)
+    chat = chat_request(parsed, record, svc.settings.model)
+    if chat.drop_every is not None and not parsed.stream:
+        raise invalid_request("\"fake.drop_every\" drops the responses of a streamed answer; "
+                              "set \"stream\": true, or remove it")
+    stream_id = start_generation(svc, chat, owner, requested_idempotency(body),
+                                 StartOptions({RECORD_KEY: record}, background=parsed.background))
+    if parsed.stream:
+        return _event_stream(svc, stream_id, -1, chat.drop_every)
+    if parsed.background:
+        return jsonify(_logged(svc, stream_id).snapshot())
+    return jsonify(_whole(svc, stream_id).snapshot())
+
+
+@bp.get("/v1/responses/<rid>")
+def retrieve_response(rid: str):
+    """The response object, or with ``?stream=true`` its events after
+    ``starting_after`` (a sequence number), then the live ones."""
+    svc = services()
+    stored = _stored(svc, rid, caller())
+    if request.args.get("stream", "false").lower() not in ("true", "1"):
+        return jsonify(stored.snapshot())
+    info = svc.event_log.info(stored.stream_id)
+    return _event_stream(svc, stored.stream_id, _starting_after(), info.drop_every if info else None)
+
+
+@bp.post("/v1/responses/<rid>/cancel")
+def cancel_response(rid: str):
+    """Stop the response's generation and answer it once it has ended (status
+    ``cancelled``, or how it ended if it had ended already)."""
+    svc = services()
+    stored = _stored(svc, rid, caller())
+    if not stored.finished:
+        _cancel(svc, stored.stream_id)
+    return jsonify(_whole(svc, stored.stream_id).snapshot())
+
+
+@bp.delete("/v1/responses/<rid>")
+def delete_response(rid: str):
+    """Stop the response if it is still generating, then forget it: later reads
+    answer 404."""
+    svc = services()
+    stored = _stored(svc, rid, caller())
+    if not stored.finished:
+        _cancel(svc, stored.stream_id)
+        _whole(svc, stored.stream_id)
+    svc.event_log.delete(stored.stream_id)
+    return jsonify(deleted_response(rid))
+
+
+class _Stored(ResponseEvents):
+    """A response read from its stream's event log (``stream_id`` kept)."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(stream_id)
+        self.stream_id = stream_id
+
+
+def _stored(svc: Services, rid: str, owner: str | None) -> _Stored:
+    """The response ``rid`` as logged so far, if ``owner`` may see it and it was stored.
+
+    Raises:
+        ApiError: 404 ``response_not_found`` otherwise (unknown, expired, deleted,
+            another caller's, or created with ``"store": false``).
+    """
+    stream_id = stream_id_of(rid)
+    missing = ApiError(404, "response_not_found", f"no response {rid!r}: it never existed, expired, was deleted, "
+                                                  "or was created with \"store\": false")
+    if stream_id is None:
+        raise missing
+    try:
+        known_stream(svc, stream_id, owner)
+        stored = _logged(svc, stream_id)
+    except ApiError:
+        raise missing from None
+    if not stored.record or not stored.record.get("store", True):
+        raise missing  # a /v1/chat stream, or a response not to be kept
+    return stored
+
+
+def _logged(svc: Services, stream_id: str) -> _Stored:
+    """The response as the events logged by now describe it.
+
+    Raises:
+        ApiError: 404 ``stream_not_found`` when the stream expired meanwhile.
+    """
+    try:
+        cursor = svc.event_log.open(stream_id, -1)
+    except StreamNotFound:
+        raise ApiError(404, "response_not_found", "the response expired") from None
+    try:
+        frames = cursor.take().frames
+    except StreamNotFound:
+        frames = []
+    finally:
+        cursor.close()
+    stored = _Stored(stream_id)
+    for frame in frames:
+        stored.take(read_frame(frame))
+    return stored
+
+
+def _whole(svc: Services, stream_id: str) -> _Stored:
+    """The response once its stream has ended (waits for the terminal event)."""
+    stored = _Stored(stream_id)
+    batches = follow(svc.event_log, stream_id, -1, heartbeat_s=svc.settings.heartbeat_s)
+    try:
+        for frames in batches:
+            for frame in frames:
+                stored.take(read_frame(frame))
+    finally:
+        batches.close()
+    return stored
+
+
+def _cancel(svc: Services, stream_id: str) -> None:
+    try:
+        svc.event_log.request_cancel(stream_id)
+    except StreamNotFound:
+        raise ApiError(404, "response_not_found", "the response expired") from None
+
+
+def _starting_after() -> int:
+    """``?starting_after=N``: the last sequence number the client has, -1 for none.
+
+    Raises:
+        ApiError: 400 when it is not a whole number.
+    """
+    raw = request.args.get("starting_after")
+    if raw is None or raw == "":
+        return -1
+    if not (raw.isascii() and raw.isdigit()):
+        raise invalid_request(f"\"starting_after\" must be a sequence number (a whole number >= 0); got {raw!r}")
+    return int(raw)
+
+
+def _event_stream(svc: Services, stream_id: str, starting_after: int, drop_every: int | None) -> Response:
+    """The response's Responses events after sequence number ``starting_after``,
+    then the live ones, as ``text/event-stream``.
+
+    The events up to there are rebuilt from the log's events logged so far (the
+    numbering is the log's, :class:`ResponseEvents`); the reader then follows the
+    log from the first event that gives an unsent one, so ``drop_every`` counts
+    from there.
+    """
+    events = ResponseEvents(stream_id)
+    cursor = svc.event_log.open(stream_id, -1)
+    pending: list[dict] = []
+    try:
+        batch = cursor.take()
+    except StreamNotFound:
+        batch = None
+    finally:
+        cursor.close()
+    position = -1
+    for frame in batch.frames if batch is not None else ():
+        position += 1
+        pending = [event for event in events.take(read_frame(frame)) if event["sequence_number"] > starting_after]
+        if pending:
+            break
+
+    def to_frames(frames: list[bytes]) -> bytes:
+        return b"".join(event_frame(event) for frame in frames for event in events.take(read_frame(frame)))
+
+    settings = svc.settings
+    rest = read_stream(svc.event_log, stream_id, position, retry_ms=settings.retry_ms,
+                       heartbeat_s=settings.heartbeat_s, metrics=svc.metrics, draining=svc.draining,
+                       transform=to_frames, retry_alone=False, drop_every=drop_every)
+    return event_stream_response(_after(b"".join(event_frame(event) for event in pending), rest))
+
+
+def _after(first: bytes, rest: Body[bytes]) -> Body[bytes]:
+    """``first`` (when not empty), then the items of ``rest``; closing it closes ``rest``."""
+
+    def items() -> Generator[bytes, None, None]:
+        if first:
+            yield first
+        yield from rest
+
+    return Body(items(), rest.close)
