@@ -64,14 +64,16 @@ def deleted_response(rid: str) -> dict[str, Any]:
 
 @dataclass
 class _Item:
-    """One output item being built: a ``message`` (``text`` pieces) or a
-    ``function_call`` (``call_id``, ``name``, ``arguments`` pieces)."""
+    """One output item being built: a ``message`` (``text`` pieces), a
+    ``function_call`` (``call_id``, ``name``, ``arguments`` pieces) or a
+    ``function_call_output`` (``call_id``, ``output``)."""
 
     type: str
     id: str
     text: list[str] = field(default_factory=list)
     call_id: str = ""
     name: str = ""
+    output: str = ""
     status: str = "in_progress"
 
     def as_output(self) -> dict[str, Any]:
@@ -79,6 +81,9 @@ class _Item:
         if self.type == "message":
             content = [_output_text("".join(self.text))] if self.text else []
             return {"type": "message", "id": self.id, "status": self.status, "role": "assistant", "content": content}
+        if self.type == "function_call_output":
+            return {"type": "function_call_output", "id": self.id, "call_id": self.call_id, "output": self.output,
+                    "status": self.status}
         return {"type": "function_call", "id": self.id, "call_id": self.call_id, "name": self.name,
                 "arguments": "".join(self.text), "status": self.status}
 
@@ -98,6 +103,10 @@ class ResponseEvents:
     * ``tool_call``: a call's first fragment closes an open message and opens a
       ``function_call`` item (``response.output_item.added``); every fragment with
       arguments is a ``response.function_call_arguments.delta``.
+    * ``tool_result`` (a tool the service ran itself): every open item is closed,
+      then a ``function_call_output`` item is added and done at once (its
+      ``output`` the result's ``content``, or its ``error`` as JSON); the model's
+      answer after it opens a new message.
     * ``done`` / ``error``: every open item is closed (``.done`` events; status
       ``completed``, or ``incomplete`` when the answer was cut), then
       ``response.completed``, ``response.incomplete`` (``length``: reason
@@ -139,6 +148,8 @@ class ResponseEvents:
             self._token(event.data["content"], out)
         elif event.type == EventType.TOOL_CALL:
             self._tool_call(event.data, out)
+        elif event.type == EventType.TOOL_RESULT:
+            self._tool_result(event.data, out)
         elif event.type == EventType.DONE:
             self._done(event.data, out)
         elif event.type == EventType.ERROR:
@@ -216,6 +227,17 @@ class ResponseEvents:
             item.text.append(fragment["arguments"])
             self._emit(out, "response.function_call_arguments.delta", item_id=item.id, output_index=index,
                        delta=fragment["arguments"])
+
+    def _tool_result(self, result: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        self._close_all("completed", out)
+        self._calls = {}  # the model's next calls are numbered from 0 again
+        content = result.get("content")
+        output = content if isinstance(content, str) else compact_json({"error": result.get("error")})
+        item = _Item("function_call_output", self._item_id("fco"), call_id=result.get("tool_call_id") or "",
+                     output=output)
+        index = self._new_item(item, out)
+        item.status = "completed"
+        self._emit(out, "response.output_item.done", output_index=index, item=item.as_output())
 
     def _close_message(self, status: str, out: list[dict[str, Any]]) -> None:
         index = self._open_message

@@ -59,6 +59,34 @@ def test_interleaved_parallel_tool_calls_become_two_function_call_items():
     assert types.index("response.output_item.done") < types.index("response.function_call_arguments.delta")
 
 
+def test_server_tool_results_are_function_call_output_items():
+    state, out = _translate(_events(
+        ("tool_call", {"index": 0, "id": "call_a", "name": "shout", "arguments": "{\"text\": \"hi\"}"}),
+        ("tool_result", {"tool_call_id": "call_a", "name": "shout", "content": "HI"}),
+        ("tool_call", {"index": 0, "id": "call_b", "name": "shout", "arguments": "{}"}),
+        ("tool_result", {"tool_call_id": "call_b", "name": "shout",
+                         "error": {"type": "tool_failed", "message": "no text"}}),
+        ("token", {"content": "It said HI."}),
+        ("done", {"finish_reason": "stop", "usage": None}),
+    ))
+    for event in out:
+        assert_valid_event(event)
+    response = state.snapshot()
+    assert_valid_response(response)
+    assert [item["type"] for item in response["output"]] == [
+        "function_call", "function_call_output", "function_call", "function_call_output", "message"]
+    call, result, _, failed, answer = response["output"]
+    assert call["status"] == "completed" and call["arguments"] == "{\"text\": \"hi\"}"
+    assert (result["call_id"], result["output"], result["status"]) == ("call_a", "HI", "completed")
+    assert failed["output"] == '{"error":{"type":"tool_failed","message":"no text"}}'
+    assert answer["content"][0]["text"] == "It said HI."
+    # Each call is done before its result is added.
+    added = [(e["type"], e.get("item", {}).get("type")) for e in out if e["type"].startswith("response.output_item")]
+    assert added[:4] == [("response.output_item.added", "function_call"), ("response.output_item.done", "function_call"),
+                         ("response.output_item.added", "function_call_output"),
+                         ("response.output_item.done", "function_call_output")]
+
+
 @pytest.mark.parametrize(("finish_reason", "status", "event_type"), [
     ("stop", "completed", "response.completed"),
     ("length", "incomplete", "response.incomplete"),
