@@ -64,8 +64,8 @@ def deleted_response(rid: str) -> dict[str, Any]:
 
 @dataclass
 class _Item:
-    """One output item being built: a ``message`` (``text`` pieces), a
-    ``function_call`` (``call_id``, ``name``, ``arguments`` pieces) or a
+    """One output item being built: a ``message`` or ``reasoning`` item (``text``
+    pieces), a ``function_call`` (``call_id``, ``name``, ``arguments`` pieces) or a
     ``function_call_output`` (``call_id``, ``output``)."""
 
     type: str
@@ -81,6 +81,9 @@ class _Item:
         if self.type == "message":
             content = [_output_text("".join(self.text))] if self.text else []
             return {"type": "message", "id": self.id, "status": self.status, "role": "assistant", "content": content}
+        if self.type == "reasoning":
+            parts = [{"type": "reasoning_text", "text": "".join(self.text)}] if self.text else []
+            return {"type": "reasoning", "id": self.id, "summary": [], "content": parts}
         if self.type == "function_call_output":
             return {"type": "function_call_output", "id": self.id, "call_id": self.call_id, "output": self.output,
                     "status": self.status}
@@ -92,6 +95,10 @@ def _output_text(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
+def _reasoning_text(text: str) -> dict[str, Any]:
+    return {"type": "reasoning_text", "text": text}
+
+
 class ResponseEvents:
     """One stream's events, read in order from its first (``start``), turned into
     Responses streaming events (:meth:`take`) while keeping the response object
@@ -100,6 +107,9 @@ class ResponseEvents:
     * ``start``: ``response.created`` and ``response.in_progress``.
     * ``token``: ``response.output_text.delta``, after ``response.output_item.added``
       (a ``message``) and ``response.content_part.added`` when no message is open.
+    * ``reasoning`` (a reasoning model's thinking): ``response.reasoning.delta`` of
+      a ``reasoning`` item, opened alike (a ``reasoning_text`` part); the first
+      token or tool call after it closes it (``response.reasoning.done``).
     * ``tool_call``: a call's first fragment closes an open message and opens a
       ``function_call`` item (``response.output_item.added``); every fragment with
       arguments is a ``response.function_call_arguments.delta``.
@@ -113,8 +123,7 @@ class ResponseEvents:
       ``max_output_tokens``; ``cancelled``: status ``cancelled``) or
       ``response.failed`` (``error``: the response's ``error`` has its type as
       ``code``).
-    * ``reasoning`` and other types: no event (a reasoning model's thinking is
-      not shown on this surface).
+    * other types: no event.
     """
 
     def __init__(self, stream_id: str) -> None:
@@ -126,7 +135,7 @@ class ResponseEvents:
         self.created_at = 0
         self.status = "queued"
         self._items: list[_Item] = []
-        self._open_message: int | None = None
+        self._open_text: int | None = None  # the open message or reasoning item
         self._calls: dict[int, int] = {}  # a tool call's index -> its output index
         self._open_calls: list[int] = []
         self._error: dict[str, str] | None = None
@@ -145,7 +154,9 @@ class ResponseEvents:
         if event.type == EventType.START:
             self._start(event.data, out)
         elif event.type == EventType.TOKEN:
-            self._token(event.data["content"], out)
+            self._text("message", event.data["content"], out)
+        elif event.type == EventType.REASONING:
+            self._text("reasoning", event.data["content"], out)
         elif event.type == EventType.TOOL_CALL:
             self._tool_call(event.data, out)
         elif event.type == EventType.TOOL_RESULT:
@@ -200,22 +211,31 @@ class ResponseEvents:
         self._emit(out, "response.output_item.added", output_index=index, item=item.as_output())
         return index
 
-    def _token(self, text: str, out: list[dict[str, Any]]) -> None:
-        index = self._open_message
+    def _text(self, kind: str, text: str, out: list[dict[str, Any]]) -> None:
+        """A piece of a ``message``'s text or of a ``reasoning`` item's."""
+        index = self._open_text
+        if index is not None and self._items[index].type != kind:
+            self._close_text("completed", out)
+            index = None
         if index is None:
-            index = self._open_message = self._new_item(_Item("message", self._item_id("msg")), out)
+            prefix, part = ("msg", _output_text("")) if kind == "message" else ("rs", _reasoning_text(""))
+            index = self._open_text = self._new_item(_Item(kind, self._item_id(prefix)), out)
             self._emit(out, "response.content_part.added", item_id=self._items[index].id, output_index=index,
-                       content_index=0, part=_output_text(""))
+                       content_index=0, part=part)
         item = self._items[index]
         item.text.append(text)
-        self._emit(out, "response.output_text.delta", item_id=item.id, output_index=index, content_index=0,
-                   delta=text, logprobs=[])
+        if kind == "message":
+            self._emit(out, "response.output_text.delta", item_id=item.id, output_index=index, content_index=0,
+                       delta=text, logprobs=[])
+        else:
+            self._emit(out, "response.reasoning.delta", item_id=item.id, output_index=index, content_index=0,
+                       delta=text)
 
     def _tool_call(self, fragment: dict[str, Any], out: list[dict[str, Any]]) -> None:
         call = fragment.get("index") or 0
         index = self._calls.get(call)
         if index is None:
-            self._close_message("completed", out)
+            self._close_text("completed", out)
             item = _Item("function_call", self._item_id("fc"), call_id=fragment.get("id") or "",
                          name=fragment.get("name") or "")
             index = self._calls[call] = self._new_item(item, out)
@@ -239,22 +259,26 @@ class ResponseEvents:
         item.status = "completed"
         self._emit(out, "response.output_item.done", output_index=index, item=item.as_output())
 
-    def _close_message(self, status: str, out: list[dict[str, Any]]) -> None:
-        index = self._open_message
+    def _close_text(self, status: str, out: list[dict[str, Any]]) -> None:
+        """Close the open message or reasoning item, if any, as ``status``."""
+        index = self._open_text
         if index is None:
             return
-        self._open_message = None
+        self._open_text = None
         item = self._items[index]
         text = "".join(item.text)
-        self._emit(out, "response.output_text.done", item_id=item.id, output_index=index, content_index=0,
-                   text=text, logprobs=[])
-        self._emit(out, "response.content_part.done", item_id=item.id, output_index=index, content_index=0,
-                   part=_output_text(text))
+        fields = {"item_id": item.id, "output_index": index, "content_index": 0}
+        if item.type == "message":
+            self._emit(out, "response.output_text.done", **fields, text=text, logprobs=[])
+            self._emit(out, "response.content_part.done", **fields, part=_output_text(text))
+        else:
+            self._emit(out, "response.reasoning.done", **fields, text=text)
+            self._emit(out, "response.content_part.done", **fields, part=_reasoning_text(text))
         item.status = status
         self._emit(out, "response.output_item.done", output_index=index, item=item.as_output())
 
     def _close_all(self, status: str, out: list[dict[str, Any]]) -> None:
-        self._close_message(status, out)
+        self._close_text(status, out)
         for index in self._open_calls:
             item = self._items[index]
             self._emit(out, "response.function_call_arguments.done", item_id=item.id, output_index=index,

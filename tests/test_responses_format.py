@@ -82,7 +82,8 @@ def test_server_tool_results_are_function_call_output_items():
     assert answer["content"][0]["text"] == "It said HI."
     # Each call is done before its result is added.
     added = [(e["type"], e.get("item", {}).get("type")) for e in out if e["type"].startswith("response.output_item")]
-    assert added[:4] == [("response.output_item.added", "function_call"), ("response.output_item.done", "function_call"),
+    assert added[:4] == [("response.output_item.added", "function_call"),
+                         ("response.output_item.done", "function_call"),
                          ("response.output_item.added", "function_call_output"),
                          ("response.output_item.done", "function_call_output")]
 
