@@ -353,3 +353,56 @@ def test_function_call_output_answers_a_call_through_previous_response_id(client
         {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 °C"}])
     assert answered.status == "completed" and "sunny, 21 °C" in answered.output_text
     assert "get_weather" in answered.output_text
+
+
+def test_an_idempotency_key_gives_the_first_response_again(server):
+    body, headers = {"model": "fake", "input": "Once only", "max_output_tokens": 5}, {"Idempotency-Key": "k-once-1"}
+    first = requests.post(server.url + "/v1/responses", json=body, headers=headers, timeout=10)
+    again = requests.post(server.url + "/v1/responses", json=body, headers=headers, timeout=10)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    with requests.post(server.url + "/v1/responses", json={**body, "stream": True}, headers={"Idempotency-Key": "k-s"},
+                       stream=True, timeout=10) as answer:
+        streamed = read_events(answer)
+    with requests.post(server.url + "/v1/responses", json={**body, "stream": True}, headers={"Idempotency-Key": "k-s"},
+                       stream=True, timeout=10) as answer:
+        assert read_events(answer) == streamed  # the same response, from its first event
+    other = requests.post(server.url + "/v1/responses", json={**body, "input": "Else"}, headers=headers, timeout=10)
+    assert other.status_code == 422 and set(other.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_dropped_responses_resume_with_starting_after(server):
+    """The fake model's drop_every ends every response after that many of the
+    stream's events; resuming after the last sequence number read gets the rest."""
+    body = {"model": "fake", "input": "drop me", "max_output_tokens": 20, "stream": True, "fake": {"drop_every": 4}}
+    with requests.post(server.url + "/v1/responses", json=body, stream=True, timeout=10) as answer:
+        events = read_events(answer)
+    connections = 1
+    while events[-1]["type"] != "response.incomplete":
+        assert connections < 50
+        with requests.get(f"{server.url}/v1/responses/{events[0]['response']['id']}", timeout=10, stream=True,
+                          params={"stream": "true", "starting_after": events[-1]["sequence_number"]}) as answer:
+            events += read_events(answer)
+        connections += 1
+    assert connections >= 5
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert len([e for e in events if e["type"] == "response.output_text.delta"]) == 20
+    assert requests.post(server.url + "/v1/responses", json={**body, "stream": False}, timeout=10).status_code == 400
+
+
+def test_a_response_belongs_to_the_key_that_created_it(gunicorn):
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="1", SSE_CHAT_API_KEYS="alice-key,bob-key")
+    alice = openai.OpenAI(base_url=server.url + "/v1", api_key="alice-key", max_retries=0, timeout=30)
+    bob = openai.OpenAI(base_url=server.url + "/v1", api_key="bob-key", max_retries=0, timeout=30)
+    nobody = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0, timeout=30)
+    response = alice.responses.create(model="fake", input="Mine", max_output_tokens=5)
+    assert alice.responses.retrieve(response.id).status == "incomplete"
+    for attempt in (lambda: bob.responses.retrieve(response.id),
+                    lambda: list(bob.responses.retrieve(response.id, stream=True, starting_after=2)),
+                    lambda: bob.responses.cancel(response.id), lambda: bob.responses.delete(response.id),
+                    lambda: bob.responses.create(model="fake", input="x", previous_response_id=response.id)):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    with pytest.raises(openai.AuthenticationError):
+        nobody.responses.create(model="fake", input="x")
+    assert alice.responses.retrieve(response.id).status == "incomplete"  # bob's delete did nothing
