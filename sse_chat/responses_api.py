@@ -10,15 +10,13 @@ resumes after sequence number N on any worker.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-
 from flask import Blueprint, Response, jsonify, request
 
 from .errors import ApiError, invalid_request
 from .eventlog import EventLogUnavailable, StreamNotFound
 from .generation import StartOptions, known_stream, start_generation
-from .protocol import read_frame
-from .reader import Body, follow, read_stream
+from .protocol import Event, read_frame
+from .reader import follow, read_stream
 from .responses_format import (
     RECORD_KEY,
     ResponseEvents,
@@ -142,22 +140,30 @@ def _logged(svc: Services, stream_id: str) -> _Stored:
     """The response as the events logged by now describe it.
 
     Raises:
-        ApiError: 404 ``stream_not_found`` when the stream expired meanwhile.
+        ApiError: 404 ``response_not_found`` when the stream expired meanwhile.
+    """
+    stored = _Stored(stream_id)
+    for frame in _logged_frames(svc, stream_id):
+        stored.take(read_frame(frame))
+    return stored
+
+
+def _logged_frames(svc: Services, stream_id: str) -> list[bytes]:
+    """The stream's events logged by now, without waiting for more.
+
+    Raises:
+        ApiError: 404 ``response_not_found`` when the stream expired meanwhile.
     """
     try:
         cursor = svc.event_log.open(stream_id, -1)
     except StreamNotFound:
         raise ApiError(404, "response_not_found", "the response expired") from None
     try:
-        frames = cursor.take().frames
+        return cursor.take().frames
     except StreamNotFound:
-        frames = []
+        return []
     finally:
         cursor.close()
-    stored = _Stored(stream_id)
-    for frame in frames:
-        stored.take(read_frame(frame))
-    return stored
 
 
 def _whole(svc: Services, stream_id: str) -> _Stored:
@@ -198,43 +204,32 @@ def _event_stream(svc: Services, stream_id: str, starting_after: int, drop_every
     """The response's Responses events after sequence number ``starting_after``,
     then the live ones, as ``text/event-stream``.
 
-    The events up to there are rebuilt from the log's events logged so far (the
-    numbering is the log's, :class:`ResponseEvents`); the reader then follows the
-    log from the first event that gives an unsent one, so ``drop_every`` counts
-    from there.
+    The reader starts at the first logged event that gives an event after
+    ``starting_after`` (so that ``drop_every`` counts from there), with the state
+    of the events before it rebuilt from the log (:class:`ResponseEvents` numbers
+    them alike every time).
     """
+    logged = [read_frame(frame) for frame in _logged_frames(svc, stream_id)]
+    first = _first_unsent(stream_id, logged, starting_after)
     events = ResponseEvents(stream_id)
-    cursor = svc.event_log.open(stream_id, -1)
-    pending: list[dict] = []
-    try:
-        batch = cursor.take()
-    except StreamNotFound:
-        batch = None
-    finally:
-        cursor.close()
-    position = -1
-    for frame in batch.frames if batch is not None else ():
-        position += 1
-        pending = [event for event in events.take(read_frame(frame)) if event["sequence_number"] > starting_after]
-        if pending:
-            break
+    for event in logged[:first]:
+        events.take(event)
 
     def to_frames(frames: list[bytes]) -> bytes:
-        return b"".join(event_frame(event) for frame in frames for event in events.take(read_frame(frame)))
+        return b"".join(event_frame(event) for frame in frames for event in events.take(read_frame(frame))
+                        if event["sequence_number"] > starting_after)
 
     settings = svc.settings
-    rest = read_stream(svc.event_log, stream_id, position, retry_ms=settings.retry_ms,
-                       heartbeat_s=settings.heartbeat_s, metrics=svc.metrics, draining=svc.draining,
-                       transform=to_frames, retry_alone=False, drop_every=drop_every)
-    return event_stream_response(_after(b"".join(event_frame(event) for event in pending), rest))
+    return event_stream_response(read_stream(
+        svc.event_log, stream_id, first - 1, retry_ms=settings.retry_ms, heartbeat_s=settings.heartbeat_s,
+        metrics=svc.metrics, draining=svc.draining, transform=to_frames, retry_alone=False, drop_every=drop_every))
 
 
-def _after(first: bytes, rest: Body[bytes]) -> Body[bytes]:
-    """``first`` (when not empty), then the items of ``rest``; closing it closes ``rest``."""
-
-    def items() -> Generator[bytes, None, None]:
-        if first:
-            yield first
-        yield from rest
-
-    return Body(items(), rest.close)
+def _first_unsent(stream_id: str, logged: list[Event], starting_after: int) -> int:
+    """The seq of the first of the ``logged`` events that gives a Responses event
+    numbered after ``starting_after`` (``len(logged)`` when none does yet)."""
+    events = ResponseEvents(stream_id)
+    for seq, event in enumerate(logged):
+        if events.take(event) and events.sequence_number - 1 > starting_after:
+            return seq
+    return len(logged)
