@@ -8,7 +8,7 @@ command line::
 
 # One greenlet per connection, as many connections per worker as sse-chat allows.
 worker_class = "gevent"
-worker_connections = 4000
+worker_connections = 10_000
 # Seconds: the worker's liveness deadline and idle keep-alive, as sse-chat's.
 timeout = 30
 keepalive = 75

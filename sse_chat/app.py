@@ -18,6 +18,7 @@ from .limits import StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
 from .openai_api import bp as openai_bp
+from .request_body import BoundedBodies
 from .responses_api import bp as responses_bp
 from .routes import bp
 from .services import Services
@@ -50,6 +51,8 @@ def create_app(config: Settings | None = None) -> Flask:
     settings = config if config is not None else Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Bodies with a deadline, read yielding, and not drained when refused.
+    app.wsgi_app = BoundedBodies(app.wsgi_app, settings.body_timeout_s)  # type: ignore[method-assign]
     app.extensions["sse_chat"] = Services(
         settings=settings,
         event_log=_make_event_log(settings),
@@ -100,24 +103,6 @@ def _make_event_log(settings: Settings) -> EventLog:
     return MemoryEventLog(ttl_s=settings.stream_ttl_s, max_events=settings.max_events_per_stream, wakeups=wakeups)
 
 
-#: A refused body up to this size is read and thrown away, so that a client that
-#: sends its whole body before it reads (as ``requests`` does) gets the 413 answer
-#: instead of a connection reset. Larger ones are not read.
-_DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
-
-
-def _discard_request_body() -> None:
-    length = request.content_length
-    if length is None or length > _DISCARD_LIMIT_BYTES:
-        return
-    stream = request.environ["wsgi.input"]
-    while length > 0:
-        chunk = stream.read(min(length, 65536))
-        if not chunk:
-            return
-        length -= len(chunk)
-
-
 def _register_error_handlers(app: Flask, settings: Settings) -> None:
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
@@ -133,7 +118,6 @@ def _register_error_handlers(app: Flask, settings: Settings) -> None:
         message = error.description or error.name
         if status == 413:
             message = f"the request body is larger than {settings.max_body_bytes} bytes (SSE_CHAT_MAX_BODY_BYTES)"
-            _discard_request_body()
         error_type = _HTTP_ERROR_TYPES.get(status, "http_error")
         response = jsonify(error_body(error_type, message))
         response.status_code = status

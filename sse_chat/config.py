@@ -47,6 +47,7 @@ class Settings:
     max_streams: int = 2000
     max_streams_per_key: int = 100
     send_timeout_s: float = 30.0
+    body_timeout_s: float = 30.0
     bind: str = "127.0.0.1:8000"
     workers: int = 1
 
@@ -96,6 +97,7 @@ class Settings:
             max_streams_per_key=read.integer("SSE_CHAT_MAX_STREAMS_PER_KEY", defaults.max_streams_per_key,
                                              minimum=1, unit="streams"),
             send_timeout_s=read.seconds("SSE_CHAT_SEND_TIMEOUT_S", defaults.send_timeout_s),
+            body_timeout_s=read.seconds("SSE_CHAT_BODY_TIMEOUT_S", defaults.body_timeout_s),
             bind=read.text("SSE_CHAT_BIND", defaults.bind),
             workers=read.integer("WEB_CONCURRENCY", defaults.workers, minimum=1, unit="worker processes"),
         )

@@ -24,20 +24,42 @@ except ConfigError as _error:
 # this directory and /metrics adds them up. A fresh directory per master.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sse-chat-metrics-"))
 
+
+
+def _raise_open_files_limit(needed):
+    """Raise this process's soft limit on open files (``RLIMIT_NOFILE``, inherited
+    by the workers) to ``needed``, or to the hard limit when that is lower: each
+    connection is a file descriptor, and the soft limit is often 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 wsgi_app = "sse_chat.app:create_app()"
 bind = [_settings.bind]
 workers = _settings.workers
 
 # One greenlet per connection: an idle stream costs a few KiB, not a thread.
 worker_class = "gevent"
-# Concurrent connections per worker (open streams + other requests). gunicorn's
-# default, 1000, is the ceiling the benchmark reaches; leave room above it.
-worker_connections = 4000
+# Concurrent connections per worker (open streams, other requests, and connections
+# that are still sending their request head: gunicorn waits up to `keepalive`
+# seconds for a head). gunicorn's default, 1000, is the ceiling the benchmark
+# reaches; thousands of slow or idle connections must not fill the rest, so that
+# health checks and new streams are still accepted. Each waiting connection costs
+# the worker a greenlet and a socket (docs/deployment.md gives the figures).
+worker_connections = 10_000
 # Connections the kernel queues before the workers accept them (gunicorn's default
 # is 2048). A burst of new streams larger than this overflows the queue, and each
 # dropped SYN costs that client a 1 s retransmission before its first event. The
 # kernel caps it at net.core.somaxconn.
 backlog = 4096
+# Descriptors a worker may need: its connections, their upstream and Redis
+# connections, files.
+_raise_open_files_limit(2 * worker_connections + 1024)
 
 # For async workers ``timeout`` is not a request deadline: the worker must only
 # notify the arbiter within it. Streams may last minutes; a stuck event loop

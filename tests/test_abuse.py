@@ -1,14 +1,21 @@
 """The service as a hostile client meets it, against gunicorn on loopback (issue
-"bounded under abuse and faults"): bad input is a 4xx, never a 500 or a traceback."""
+"bounded under abuse and faults"): bad input is a 4xx, never a 500 or a traceback;
+request bodies cannot hold a worker or a connection."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 import requests
 
-from sse_chat.testing.servers import base_env, run_cli, start_gunicorn
+from sse_chat.config import Settings
+from sse_chat.testing.servers import base_env, rss_kib, run_cli, start_gunicorn
+
+from .event_reading import events_of
+from .hostile import HealthProbe, TimedStream, flood, open_raw, read_answer
 
 KEY = "k-abuse"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -74,3 +81,91 @@ def test_cli_reads_non_utf8_input_with_replacement_characters(server):
     assert done.returncode == 0, done.stderr
     assert "\ufffd" in done.stdout.decode() and b"Traceback" not in done.stderr
     _assert_no_failure_logged(server)
+
+
+# -- request bodies --------------------------------------------------------------
+
+def test_an_unauthenticated_huge_upload_stalls_no_stream_and_no_health_check(gunicorn):
+    server = gunicorn(SSE_CHAT_API_KEYS=KEY, SSE_CHAT_FAKE_DELAY_MS="20")
+    live = TimedStream("POST", server.url + "/v1/chat", json={"prompt": "live", "max_tokens": 300}, headers=AUTH)
+    live.start()
+    assert live.started_reading.wait(10)
+    probe = HealthProbe(server.url)
+    probe.start()
+    head = (b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000000\r\n\r\n")
+    connections, sent = flood(server.url, head, 5.0)
+    live.join(30)
+    probe.stop()
+    print(f"{connections} connections, {sent / 2**20:.0f} MiB sent; longest silence of the live stream "
+          f"{live.longest_silence_s:.3f} s; slowest /healthz {probe.slowest_s:.3f} s of {probe.answers}")
+    assert events_of([live.body])[-1].type == "done" and probe.answers > 0
+    assert live.longest_silence_s < 1.0
+    assert probe.slowest_s < 1.0
+
+
+def test_a_refused_small_body_still_gets_its_answer_on_a_kept_connection(gunicorn):
+    server = gunicorn(SSE_CHAT_API_KEYS=KEY, SSE_CHAT_FAKE_DELAY_MS="0")
+    with requests.Session() as session:
+        refused = session.post(server.url + "/v1/chat", data=b'{"prompt": "' + b"x" * 500_000 + b'"}',
+                               headers={"Content-Type": "application/json"}, timeout=10)
+        assert refused.status_code == 401
+        answered = session.post(server.url + "/v1/chat", json={"prompt": "hi"}, headers=AUTH, timeout=10)
+        assert answered.status_code == 200 and events_of([answered.content])[-1].type == "done"
+
+
+def test_dripping_bodies_are_answered_408_within_the_body_timeout(gunicorn):
+    server = gunicorn(SSE_CHAT_API_KEYS=KEY, SSE_CHAT_BODY_TIMEOUT_S="2")
+    head = (f"POST /v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{").encode()
+    started = time.monotonic()
+    drippers = [open_raw(server.url, head) for _ in range(5)]
+    answers = [read_answer(sock, 15) for sock in drippers]  # one byte sent, 99 never come
+    took = time.monotonic() - started
+    for sock in drippers:
+        sock.close()
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "request_timeout"
+    assert took < 10
+    assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_the_default_body_timeout_answers_a_dripping_body_within_a_minute():
+    assert 0 < Settings().body_timeout_s <= 60
+
+
+# -- connection headroom ---------------------------------------------------------
+
+def _raise_open_files_limit(needed: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"this test opens {needed} sockets; the hard limit on open files is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def test_five_thousand_slow_request_heads_lock_out_neither_health_checks_nor_new_streams(gunicorn):
+    slow_heads = 5000
+    _raise_open_files_limit(slow_heads + 1000)
+    server = gunicorn(SSE_CHAT_API_KEYS=KEY, SSE_CHAT_FAKE_DELAY_MS="0")
+    rss_before = rss_kib(server.worker_pids())
+    # each sends part of a head, and then nothing: the server waits for the rest
+    hostile = [open_raw(server.url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(slow_heads)]
+    try:
+        started = time.monotonic()
+        health = requests.get(server.url + "/healthz", timeout=30)
+        health_s = time.monotonic() - started
+        stream = requests.post(server.url + "/v1/chat", json={"prompt": "hi", "max_tokens": 5}, headers=AUTH,
+                               timeout=30)
+        both_s = time.monotonic() - started
+        grown_mib = (rss_kib(server.worker_pids()) - rss_before) / 1024
+    finally:
+        for sock in hostile:
+            sock.close()
+    print(f"with {slow_heads} slow heads: /healthz in {health_s:.3f} s, /healthz and a stream in {both_s:.3f} s; "
+          f"the worker grew {grown_mib:.0f} MiB")
+    assert health.status_code == 200 and events_of([stream.content])[-1].type == "done"
+    assert both_s < 5
