@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,8 +36,8 @@ import urllib3
 from sse_chat.protocol import TERMINAL_TYPES, EventId, EventStreamDecoder, EventType
 
 __all__ = [
-    "Answer", "ChatClient", "ChatError", "ChatEvent", "ChatStream", "backoff_ms", "check_base_url",
-    "retry_after_ms",
+    "Answer", "ChatClient", "ChatError", "ChatEvent", "ChatStream", "backoff_ms", "check_api_key", "check_base_url",
+    "check_event_id", "retry_after_ms",
 ]
 
 #: Seconds to wait for a connection, and for the next bytes of a stream (the server
@@ -59,6 +61,7 @@ RETRIED_ERROR_TYPES = frozenset({"idempotency_key_in_use"})
 
 #: :attr:`ChatError.type` of the client's own failures (the others are the server's).
 CONNECTION_REFUSED = "connection_refused"
+UNKNOWN_HOST = "unknown_host"
 GAVE_UP = "gave_up"
 
 _DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
@@ -73,7 +76,8 @@ class ChatError(Exception):
         type: the error's type: the server's (``"upstream_error"``, ``"unauthorized"``,
             ``"stream_lost"``, …, from an ``error`` event or a JSON error answer),
             ``"http_error"`` for an HTTP error answer without the service's JSON body,
-            :data:`CONNECTION_REFUSED` when the first connection could not be made, or
+            :data:`CONNECTION_REFUSED` when the first connection could not be made,
+            :data:`UNKNOWN_HOST` when the URL's host name does not resolve, or
             :data:`GAVE_UP` after ``retries`` failed reconnections in a row.
         message: one line for people.
         status: the HTTP status of an error answer; ``None`` for an ``error`` event
@@ -173,6 +177,38 @@ def check_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+#: A stream id as the service makes them (URL-safe base64, RFC 4648 §5).
+_STREAM_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_event_id(value: str) -> EventId:
+    """``value``, an event id ``"STREAM_ID:SEQ"`` as :attr:`ChatEvent.id` gives it,
+    parsed; checked here because it travels in the ``Last-Event-ID`` header and the
+    URL, which carry ASCII only.
+
+    Raises:
+        ValueError: not ``STREAM_ID:SEQ`` with a stream id of letters, digits, ``-``
+            and ``_`` (e.g. a placeholder such as ``'Xq3…:41'``) and a seq of digits.
+    """
+    event_id = EventId.parse(value)
+    if event_id is None or not _STREAM_ID.fullmatch(event_id.stream_id):
+        raise ValueError(f"{value!r} is not an event id STREAM_ID:SEQ (a stream id of letters, digits, "
+                         "- and _, a colon, a number), such as the ids sse-chat prints")
+    return event_id
+
+
+def check_api_key(api_key: str) -> str:
+    """``api_key`` unchanged, once checked to fit an ``Authorization`` header.
+
+    Raises:
+        ValueError: it holds characters other than printable ASCII (RFC 6750's
+            ``b64token`` is ASCII; ``requests`` cannot send others).
+    """
+    if not (api_key.isascii() and api_key.isprintable()):
+        raise ValueError("the API key holds characters other than printable ASCII, which no key has")
+    return api_key
+
+
 def retry_after_ms(value: str | None) -> float:
     """A ``Retry-After`` header given in seconds, as milliseconds capped at
     :data:`MAX_BACKOFF_MS`; 0 when absent, negative or not a number (an HTTP date
@@ -255,6 +291,9 @@ class ChatStream:
             except _Retry as exc:
                 reason, least_wait_ms = exc.reason, exc.least_wait_ms
             except _DROPPED as exc:
+                if connections == 1 and not progressed and _unknown_host(exc):
+                    raise ChatError(UNKNOWN_HOST, f"cannot resolve the host name of {client.base_url}",
+                                    stream_id=self.stream_id, last_event_id=self.last_event_id) from None
                 if connections == 1 and not progressed and _refused(exc):
                     raise ChatError(CONNECTION_REFUSED, f"could not connect to {client.base_url}",
                                     stream_id=self.stream_id, last_event_id=self.last_event_id) from None
@@ -341,7 +380,8 @@ class ChatClient:
             received (the CLI's ``--raw``).
 
     Raises:
-        ValueError: ``base_url`` is not an http(s) URL.
+        ValueError: ``base_url`` is not an http(s) URL; ``api_key`` is not printable
+            ASCII (:func:`check_api_key`).
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, retries: int = 5, *,
@@ -350,10 +390,11 @@ class ChatClient:
                  sleep: Callable[[float], None] = time.sleep, jitter: Callable[[], float] = random.random,
                  timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) -> None:
         self.base_url = check_base_url(base_url)
+        self.api_key = api_key
         self.retries = retries
         self.session = session or requests.Session()
         if api_key:
-            self.session.headers["Authorization"] = f"Bearer {api_key}"
+            self.session.headers["Authorization"] = f"Bearer {check_api_key(api_key)}"
         self._on_retry = on_retry
         self._on_chunk = on_chunk
         self._sleep = sleep
@@ -388,10 +429,9 @@ class ChatClient:
         ``GET /v1/streams/{id}`` and ``Last-Event-ID``; see :class:`ChatStream`.
 
         Raises:
-            ValueError: ``last_event_id`` is not ``STREAM_ID:SEQ``.
+            ValueError: ``last_event_id`` is not ``STREAM_ID:SEQ`` (:func:`check_event_id`).
         """
-        if EventId.parse(last_event_id) is None:
-            raise ValueError(f"not an event id STREAM_ID:SEQ: {last_event_id!r}")
+        check_event_id(last_event_id)
         return ChatStream(self, None, last_event_id)
 
     def ask(self, prompt: str | None = None, **options: Any) -> Answer:
@@ -438,9 +478,9 @@ def _json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _refused(exc: BaseException) -> bool:
-    """True when ``exc`` is a connection that could not be made at all (refused, no
-    such host), as opposed to one that dropped or timed out."""
+def _caused_by(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    """True when ``exc`` or an exception it stems from (cause, context, ``reason``,
+    an argument) is one of ``types``."""
     seen: set[int] = set()
     todo: list[Any] = [exc]
     while todo:
@@ -448,12 +488,24 @@ def _refused(exc: BaseException) -> bool:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
-            return True  # (a connect time-out is a ConnectTimeoutError, not a NewConnectionError)
+        if isinstance(current, types):
+            return True
         if isinstance(current, BaseException):
             todo.extend([current.__cause__, current.__context__, getattr(current, "reason", None),
                          *[arg for arg in current.args if isinstance(arg, BaseException)]])
     return False
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when ``exc`` is a connection that could not be made at all, as opposed
+    to one that dropped or timed out (a connect time-out is a ``ConnectTimeoutError``,
+    not a ``NewConnectionError``)."""
+    return _caused_by(exc, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError))
+
+
+def _unknown_host(exc: BaseException) -> bool:
+    """True when ``exc`` stems from a host name that does not resolve (``getaddrinfo``)."""
+    return _caused_by(exc, (socket.gaierror,))
 
 
 def _describe(exc: Exception) -> str:

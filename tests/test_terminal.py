@@ -24,6 +24,10 @@ def tmux():
         def type(self, line):
             subprocess.run([binary, "-L", server, "send-keys", "-t", "t", line, "Enter"], check=True)
 
+        def keys(self, *keys):
+            """Send tmux key names (``C-c``, ``C-d``) or text without Enter."""
+            subprocess.run([binary, "-L", server, "send-keys", "-t", "t", *keys], check=True)
+
         def screen(self):
             return subprocess.run([binary, "-L", server, "capture-pane", "-p", "-t", "t"],
                                   capture_output=True, text=True, check=True).stdout
@@ -53,3 +57,26 @@ def test_the_same_command_piped_prints_plain_text(tmux):
     wait_until(lambda: _ended(tmux.screen()), 30, "the command to end")
     screen = tmux.screen()
     assert "**Fake answer**" in screen and "- `two`" in screen and "EXIT=0" in screen
+
+
+@pytest.mark.parametrize("mode", ["--plain", "--markdown"])
+def test_an_error_in_the_middle_of_the_answer_is_a_line_of_its_own(tmux, mode):
+    """The answer is half a line when the error event comes: the status line
+    starts on the next line, and the Markdown display does not draw over it."""
+    tmux.type(f"sse-chat ask --fake {mode} --fake-option error_after=12 'Why is the sky blue?'; echo EXIT=$?")
+    wait_until(lambda: _ended(tmux.screen()), 30, "the command to end")
+    screen = tmux.screen()
+    assert "EXIT=1" in screen
+    assert re.search(r"^sse-chat: error \(\w+\): the fake model failed after 12 tokens", screen, re.M), screen
+    assert screen.count("You asked: «Why is the sky blue? ».") == 1, screen
+
+
+def test_ctrl_c_during_a_markdown_answer_shows_it_once_and_says_so(tmux):
+    tmux.type("SSE_CHAT_FAKE_DELAY_MS=400 sse-chat ask --fake --markdown 'Why is the sky blue?'; echo EXIT=$?")
+    wait_until(lambda: "Fake answer" in tmux.screen(), 30, "the answer to start")
+    tmux.keys("C-c")
+    wait_until(lambda: _ended(tmux.screen()), 30, "the command to end")
+    screen = tmux.screen()
+    assert "EXIT=130" in screen
+    assert screen.count("You asked:") == 1, screen
+    assert re.search(r"^sse-chat: interrupted", screen, re.M), screen

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol, TextIO
+from typing import Protocol
+from urllib.parse import urlsplit
 
 from sse_chat.client import (  # noqa: F401 - re-exported for the CLI's tests
     CONNECTION_REFUSED,
     GAVE_UP,
     MAX_BACKOFF_MS,
+    UNKNOWN_HOST,
     ChatClient,
     ChatError,
     ChatEvent,
@@ -21,6 +23,7 @@ from sse_chat.client import (  # noqa: F401 - re-exported for the CLI's tests
 )
 from sse_chat.protocol import DispatchedEvent, EventType
 
+from .status import Status
 from .tools_file import tool_call_line, tool_result_line
 
 
@@ -38,6 +41,7 @@ class ExitCode(IntEnum):
 class Output(Protocol):
     def raw(self, chunk: bytes) -> None: ...
     def event(self, event: DispatchedEvent, payload: dict | None) -> None: ...
+    def break_line(self) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -50,6 +54,13 @@ class AskRequest:
     resume_from: str | None = None
 
 
+def retry_reporter(status: Status):
+    """The client's ``on_retry`` for the command line: one status line per reconnection."""
+    def report(reason: str, wait_s: float, attempt: int, retries: int) -> None:
+        status.line(f"sse-chat: {reason}; reconnecting in {wait_s:.1f} s (attempt {attempt} of {retries})")
+    return report
+
+
 class StreamFollower:
     """Writes one stream of a :class:`ChatClient` to ``output`` (answer text, JSON
     lines, …) and ``stderr`` (reasoning, tool calls and the results of the
@@ -60,14 +71,14 @@ class StreamFollower:
     Args:
         client: the client; its ``on_chunk`` should be ``output.raw`` for ``--raw``.
         output: where events go (:mod:`sse_chat.cli.output`).
-        stderr: for status, warnings and errors.
+        status: stderr, for status, warnings and errors (:mod:`sse_chat.cli.status`).
         show_reasoning: write ``reasoning`` text to stderr, dimmed.
     """
 
-    def __init__(self, client: ChatClient, output: Output, stderr: TextIO, *, show_reasoning: bool = False) -> None:
+    def __init__(self, client: ChatClient, output: Output, status: Status, *, show_reasoning: bool = False) -> None:
         self.client = client
         self._output = output
-        self._stderr = stderr
+        self._status = status
         self._show_reasoning = show_reasoning
         self.stream: ChatStream | None = None
         self.text = ""  # the answer text received (token contents)
@@ -114,12 +125,10 @@ class StreamFollower:
         self._output.event(DispatchedEvent(event.event, event.raw_data, event.id), payload)
         if event.event == EventType.TOKEN.value:
             self.text += event.content
-        if event.event == EventType.REASONING.value and self._show_reasoning:
-            self._stderr.write(f"\x1b[2m{event.content}\x1b[0m")
-            self._stderr.flush()
+        if event.event == EventType.REASONING.value and self._show_reasoning and event.content:
+            self._status.text(f"\x1b[2m{event.content}\x1b[0m")
         if event.event == EventType.TOOL_RESULT.value and payload is not None:
-            self._stderr.write(tool_result_line(payload))
-            self._stderr.flush()
+            self._status.line(tool_result_line(payload))
         if event.event == EventType.DONE.value and payload is not None:
             self._report_tool_calls(payload.get("tool_calls"))
 
@@ -129,24 +138,45 @@ class StreamFollower:
             return
         for call in calls:
             if isinstance(call, dict):
-                self._stderr.write(tool_call_line(call))
-        self._stderr.flush()
+                self._status.line(tool_call_line(call))
 
     def _failed(self, exc: ChatError) -> ExitCode:
         self.error = exc
+        line = self._status.line
+        if exc.type == UNKNOWN_HOST:
+            host = urlsplit(self.client.base_url).hostname
+            line(f"sse-chat: cannot resolve the host name {host!r} of {self.client.base_url}: "
+                 "check the name in --url or SSE_CHAT_URL")
+            return ExitCode.UNREACHABLE
         if exc.type == CONNECTION_REFUSED:
-            self._stderr.write(
-                f"sse-chat: {exc.message}: is a server running there?\n"
-                "sse-chat: start one with `sse-chat serve` (or `gunicorn -c python:sse_chat.gunicorn_config`), "
-                "give its address with --url, or use --fake to ask the fake model in this process\n")
+            line(f"sse-chat: {exc.message}: is a server running there?\n"
+                 "sse-chat: start one with `sse-chat serve` (or `gunicorn -c python:sse_chat.gunicorn_config`), "
+                 "give its address with --url, or use --fake to ask the fake model in this process")
             return ExitCode.UNREACHABLE
         if exc.type == GAVE_UP:
-            self._stderr.write(f"sse-chat: {exc.message}\n")
+            line(f"sse-chat: {exc.message}")
             if self.stream_id and self.last_event_id:
-                self._stderr.write(f"sse-chat: to resume, run: {self.resume_hint()}\n")
+                line(f"sse-chat: to resume, run: {self.resume_hint()}")
             return ExitCode.UNREACHABLE
         if exc.status is not None:
-            self._stderr.write(f"sse-chat: the server answered HTTP {exc.status} {exc.type}: {exc.message}\n")
+            line(f"sse-chat: the server answered HTTP {exc.status} {exc.type}: {exc.message}")
+            hint = self._hint(exc.status)
+            if hint:
+                line(f"sse-chat: {hint}")
         else:
-            self._stderr.write(f"sse-chat: error ({exc.type}): {exc.message}\n")
+            line(f"sse-chat: error ({exc.type}): {exc.message}")
         return ExitCode.FAILED
+
+    def _hint(self, status: int) -> str | None:
+        """What to change after an HTTP error answer ``status``, when the cause is a
+        common one: an OpenAI-style URL ending in ``/v1`` (404), a missing or wrong
+        key (401)."""
+        path = urlsplit(self.client.base_url).path.rstrip("/")
+        if status == 404 and path.endswith("/v1"):
+            root = self.client.base_url.rstrip("/").removesuffix("/v1")
+            return f"the URL ends with /v1: give the service's root, --url {root} (sse-chat adds /v1/chat itself)"
+        if status == 401:
+            if self.client.api_key:
+                return "the key given with --api-key or SSE_CHAT_API_KEY was refused: check it"
+            return "this service needs a key: give it with --api-key KEY or the environment variable SSE_CHAT_API_KEY"
+        return None

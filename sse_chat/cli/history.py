@@ -21,6 +21,11 @@ from pathlib import Path
 #: with ``ask --resume last`` when ``last_event_id`` is set.
 COMPLETE, FAILED, UNFINISHED = "complete", "failed", "unfinished"
 
+#: The most characters of a prompt (and of a system prompt) the log keeps; the rest
+#: is replaced by a note saying how much was left out (:func:`bounded`). A prompt of
+#: a few megabytes (a whole file piped in) is sent whole but not stored whole.
+MAX_LOGGED_CHARS = 100_000
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -105,12 +110,14 @@ class History:
 
     def start(self, *, conversation_id: str | None, base_url: str | None, model: str | None,
               system: str | None, prompt: str) -> int:
-        """Record a new question as :data:`UNFINISHED`; returns its row id."""
+        """Record a new question as :data:`UNFINISHED`; returns its row id. The
+        prompt and system prompt are kept up to :data:`MAX_LOGGED_CHARS` characters."""
         with self._db() as db:
             cursor = db.execute(
                 "INSERT INTO exchanges (created, conversation_id, base_url, model, system, prompt, status) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), conversation_id or uuid.uuid4().hex[:12], base_url, model, system, prompt, UNFINISHED))
+                (time.time(), conversation_id or uuid.uuid4().hex[:12], base_url, model,
+                 bounded(system) if system is not None else None, bounded(prompt), UNFINISHED))
             return int(cursor.lastrowid or 0)
 
     def update(self, row_id: int, *, answer: str, stream_id: str | None, last_event_id: str, status: str,
@@ -175,6 +182,14 @@ class History:
             row = db.execute("SELECT * FROM exchanges WHERE stream_id = ? ORDER BY id DESC LIMIT 1",
                              (stream_id,)).fetchone()
         return _exchange(row) if row is not None else None
+
+
+def bounded(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """``text`` when it has at most ``limit`` characters; else its first ``limit``
+    characters and a line ``[sse-chat: N more characters not kept in the log]``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[sse-chat: {len(text) - limit:,} more characters not kept in the log]"
 
 
 def _exchange(row: sqlite3.Row) -> Exchange:

@@ -11,16 +11,17 @@ from dataclasses import dataclass
 
 import click
 
-from sse_chat.client import ChatClient, check_base_url
+from sse_chat.client import ChatClient, check_api_key, check_base_url, check_event_id
 from sse_chat.protocol import EventId
 
 from . import history
-from .ask import AskRequest, ExitCode, StreamFollower
+from .ask import AskRequest, ExitCode, StreamFollower, retry_reporter
 from .completion import completion_script
 from .fake_options import fake_options
 from .output import JsonOutput, MarkdownOutput, RawOutput, TextOutput, usage_line
 from .prompt import EmptyPrompt, build_prompt, readable_text
 from .server_extra import server_missing_message
+from .status import Status
 from .tools_file import ToolsFileError, read_tools
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -115,9 +116,16 @@ def ask(prompt: tuple[str, ...], url: str | None, model: str | None, system: str
             check_base_url(url)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--url") from None
-    if resume_from and resume_from != "last" and EventId.parse(resume_from) is None:
-        raise click.BadParameter("expected an event id STREAM_ID:SEQ, as sse-chat printed it, or 'last'",
-                                 param_hint="--resume")
+    if resume_from and resume_from != "last":
+        try:
+            check_event_id(resume_from)
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc}, or 'last'", param_hint="--resume") from None
+    if api_key:
+        try:
+            check_api_key(api_key)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--api-key or SSE_CHAT_API_KEY") from None
     if (continue_last or cid) and resume_from:
         raise click.UsageError("--continue and --cid ask a new question; --resume reads an existing answer")
     if tools_file and resume_from:
@@ -248,14 +256,15 @@ def _run(output, url: str | None, fake: bool, request: AskRequest, options: _Cli
     in_process = fake and not url
     with ExitStack() as stack:
         base_url = _in_process(stack) if in_process else url or DEFAULT_URL
+        stderr = Status(sys.stderr, output)
         client = ChatClient(base_url, options.api_key, options.retries, on_chunk=output.raw,
-                            on_retry=_report_retry)
-        follower = StreamFollower(client, output, sys.stderr, show_reasoning=options.show_reasoning)
+                            on_retry=retry_reporter(stderr))
+        follower = StreamFollower(client, output, stderr, show_reasoning=options.show_reasoning)
         try:
             status = follower.run(request)
         except KeyboardInterrupt:
             _record(recorder, follower, resumable=not in_process)
-            return _interrupted(follower, resumable=not in_process)
+            return _interrupted(follower, stderr, resumable=not in_process)
         except BrokenPipeError:
             _record(recorder, follower, resumable=not in_process)
             _silence_stdout()
@@ -263,7 +272,7 @@ def _run(output, url: str | None, fake: bool, request: AskRequest, options: _Cli
         _record(recorder, follower, resumable=not in_process and status == ExitCode.UNREACHABLE)
         if options.show_usage:
             _finish(output)
-            sys.stderr.write(usage_line(follower.done))
+            stderr.line(usage_line(follower.done))
         return status
 
 
@@ -277,17 +286,14 @@ def _record(recorder: history.Recorder | None, follower: StreamFollower, *, resu
                     error_message=error.message if error else None, resumable=resumable)
 
 
-def _report_retry(reason: str, wait_s: float, attempt: int, retries: int) -> None:
-    sys.stderr.write(f"sse-chat: {reason}; reconnecting in {wait_s:.1f} s (attempt {attempt} of {retries})\n")
-
-
-def _interrupted(follower: StreamFollower, *, resumable: bool) -> int:
+def _interrupted(follower: StreamFollower, stderr: Status, *, resumable: bool) -> int:
     """Ctrl-C: ask the server to stop the stream and say how to read the rest
     (not for the in-process server, which ends with this process)."""
+    stderr.line("")  # the answer's display stops; past the terminal's ^C
     cancelled = follower.cancel()
-    sys.stderr.write("\nsse-chat: interrupted" + ("; the server stopped the stream" if cancelled else "") + "\n")
+    stderr.line("sse-chat: interrupted" + ("; the server stopped the stream" if cancelled else ""))
     if resumable and follower.stream_id and follower.last_event_id:
-        sys.stderr.write(f"sse-chat: to read the rest, run: {follower.resume_hint()}\n")
+        stderr.line(f"sse-chat: to read the rest, run: {follower.resume_hint()}")
     return ExitCode.INTERRUPTED
 
 
