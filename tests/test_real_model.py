@@ -13,6 +13,7 @@ import requests
 
 from sse_chat.testing.servers import base_env, free_port, run_cli, wait_until
 from .event_reading import assert_well_formed, events_of
+from .responses_schema import assert_valid_event, assert_valid_response
 
 pytestmark = pytest.mark.real_model
 MODEL_NAME = "gemma-3-270m"
@@ -121,3 +122,27 @@ def test_a_tool_call_of_the_real_model_streams_as_fragments_and_done_carries_it(
     [call] = done["tool_calls"]
     assert call["name"] == "get_weather" and call["arguments"] == "".join(f["arguments"] for f in fragments)
     assert "city" in json.loads(call["arguments"])
+
+
+def test_a_background_response_of_the_real_model_resumes_with_the_openai_sdk(service):
+    import openai
+
+    client = openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+    stream = client.responses.create(model=MODEL_NAME, input="What is the capital of France?", instructions="Be brief.",
+                                     max_output_tokens=24, background=True, stream=True)
+    read = []
+    for event in stream:
+        read.append(event.to_dict())
+        if event.sequence_number == 4:
+            break
+    stream.close()
+    rid = read[0]["response"]["id"]
+    events = read + [e.to_dict() for e in client.responses.retrieve(rid, stream=True, starting_after=4)]
+    for event in events:
+        assert_valid_event(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    final = events[-1]["response"]
+    assert_valid_response(final)
+    assert final["status"] in ("completed", "incomplete")
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text.strip() and text == client.responses.retrieve(rid).output_text
