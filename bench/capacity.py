@@ -82,6 +82,7 @@ from compare import (
 )
 from loadgen_cli import raise_nofile, summarize
 
+from sse_chat.eventlog.redis_layout import entry_events
 from sse_chat.testing.loadgen import StreamResult, resume_stream, run_stream
 from sse_chat.testing.servers import PeakRss, rss_kib
 
@@ -163,7 +164,8 @@ class RedisStats:
 
     def stored_per_stream(self, sample: int = STORED_SAMPLE) -> dict[str, float] | None:
         """``MEMORY USAGE`` (exact, ``SAMPLES 0``) of the events and meta keys of up
-        to ``sample`` streams, and their length: bytes per stream and per stored event."""
+        to ``sample`` streams, and their events (the last entry's last seq + 1; an
+        entry holds one write's events): bytes per stream and per stored event."""
         events_keys = []
         for key in self._client.scan_iter(match="sse-chat:*:events", count=1000):
             events_keys.append(key)
@@ -175,17 +177,25 @@ class RedisStats:
             for key in events_keys:
                 pipe.memory_usage(key, samples=0)
                 pipe.memory_usage(key[:-len(b"events")] + b"meta", samples=0)
-                pipe.xlen(key)
+                pipe.xrevrange(key, "+", "-", count=1)
             replies = pipe.execute()
         events_b = sum(replies[0::3]) / len(events_keys)
         meta_b = sum(r or 0 for r in replies[1::3]) / len(events_keys)
-        length = sum(replies[2::3]) / len(events_keys)
+        length = sum(_events_held(top) for top in replies[2::3]) / len(events_keys)
         return {"streams_sampled": len(events_keys), "events_key_bytes": events_b, "meta_key_bytes": meta_b,
                 "events_per_stream": length, "bytes_per_stream": events_b + meta_b,
                 "events_key_bytes_per_event": events_b / length if length else 0.0}
 
     def close(self) -> None:
         self._client.close()
+
+
+def _events_held(top: list[Any]) -> int:
+    """Events in a stream, from its last entry (``XREVRANGE … COUNT 1``)."""
+    if not top:
+        return 0
+    first_seq, frames, _ = entry_events(top[0][1])
+    return first_seq + len(frames)
 
 
 def redis_per_event(raw: dict[str, Any], events: int, streams: int) -> dict[str, Any]:

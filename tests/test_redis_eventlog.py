@@ -20,6 +20,7 @@ from redis.retry import Retry
 
 import sse_chat.eventlog.redis_streams as redis_streams
 from sse_chat.eventlog import Control, EventLogUnavailable, StreamFull, StreamInfo, StreamNotFound
+from sse_chat.eventlog.redis_layout import entry_events
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 from sse_chat.eventlog.wakeups import Wakeups
 from sse_chat.protocol import new_stream_id
@@ -88,9 +89,18 @@ def _counting_client(url):
     return redis.Redis(connection_pool=pool), sent
 
 
-def _hold_first_round_trip(monkeypatch):
-    """Make the writer's next round trip wait until ``go_on`` is set (``out`` is set
-    once it waits); ``sizes`` gets the command count of each round trip from then on."""
+def _patch_round_trip(monkeypatch, log, replacement):
+    """Have ``log``'s writer call ``replacement(writer, commands)`` for each round
+    trip (the writers of other logs, such as those of earlier tests still
+    retrying, are left alone)."""
+    writer = log._writer
+    monkeypatch.setattr(writer, "_round_trip", lambda commands: replacement(writer, commands))
+
+
+def _hold_first_round_trip(monkeypatch, log):
+    """Make ``log``'s writer's next round trip wait until ``go_on`` is set (``out``
+    is set once it waits); ``sizes`` gets the command count of each round trip from
+    then on."""
     out, go_on, sizes = threading.Event(), threading.Event(), []
     round_trip = redis_streams._Writer._round_trip
 
@@ -101,7 +111,7 @@ def _hold_first_round_trip(monkeypatch):
             go_on.wait(WAIT_S)
         return round_trip(writer, commands)
 
-    monkeypatch.setattr(redis_streams._Writer, "_round_trip", held_first_time)
+    _patch_round_trip(monkeypatch, log, held_first_time)
     return out, go_on, sizes
 
 
@@ -151,30 +161,49 @@ def _take_until(cursor, count, timeout_s=WAIT_S):
 
 # --- control -------------------------------------------------------------------------
 
+def _control_once_read(log, stream_id, expected):
+    """``log.control(stream_id)`` once it equals ``expected``: a producer's worker
+    learns what Redis holds at its writer's next round trip after a look."""
+    wait_until(lambda: log.control(stream_id) == expected, WAIT_S, f"control to become {expected}")
+    return log.control(stream_id)
+
+
 def test_a_reader_in_another_worker_keeps_the_producer_attended(redis_server):
     clock = Clock()
     producer, readers, onlooker = (_log(redis_server.url, clock=clock) for _ in range(3))
     stream_id = _stream(producer)
+    assert producer.control(stream_id) == Control(False, 0.0)  # as the creation wrote it
     cursor = readers.open(stream_id, 0)
     clock.now += 5
-    assert producer.control(stream_id) == Control(False, 0.0)
+    assert _control_once_read(producer, stream_id, Control(False, 0.0)) == Control(False, 0.0)
     assert onlooker.control(stream_id) == Control(False, 0.0)  # a worker that holds nothing of the stream
     cursor.close()  # Redis records when the last reader left ...
     clock.now += 2
-    assert producer.control(stream_id).unattended_s == pytest.approx(2)  # ... and the producer counts from then
+    # ... and the producer counts from then
+    assert _control_once_read(producer, stream_id, Control(False, 2.0)).unattended_s == pytest.approx(2)
     assert onlooker.control(stream_id).unattended_s == pytest.approx(2)
 
 
-def test_a_busy_producer_learns_its_control_fields_from_its_writes(redis_server):
+def test_a_producer_learns_another_workers_cancel_without_a_read_of_its_own(redis_server):
     client, sent = _counting_client(redis_server.url)
     producer, other = RedisEventLog(client, ttl_s=60, max_events=1000), _log(redis_server.url)
-    stream_id = _stream(producer, 2)  # the write of event 1 brought the fields back
+    stream_id = _stream(producer, 2)
     before = len(sent)
     assert not producer.control(stream_id).cancelled
-    assert sent[before:] == []  # no round trip
     other.request_cancel(stream_id)  # another worker
-    assert producer.control(stream_id).cancelled  # those fields were used once: now it asks Redis
-    assert "HMGET" in sent[before:]
+    wait_until(lambda: producer.control(stream_id).cancelled, WAIT_S, "the producer to see the cancel")
+    assert sent[before:] == []  # the writer's round trips read it, beside the writes
+
+
+def test_a_cancel_in_the_producers_worker_is_seen_at_once(redis_server, monkeypatch):
+    log = _log(redis_server.url)
+    stream_id = _stream(log, 2)
+    out, go_on, _ = _hold_first_round_trip(monkeypatch, log)
+    log.append(stream_id, 2, _frame(stream_id, 2))
+    assert out.wait(WAIT_S)  # the writer is busy: no read can come back
+    log.request_cancel(stream_id)
+    assert log.control(stream_id).cancelled
+    go_on.set()
 
 
 def test_starting_a_stream_sends_no_control_read(redis_server):
@@ -199,29 +228,26 @@ def test_starting_a_stream_sends_no_control_read(redis_server):
     producer.create_stream(owner=None)
     log.open(stream_id, 0)
     producer.run()
+    assert "HMGET" not in sent
     info = log.info(stream_id)
     assert info.finished and info.last_seq == 11  # start, 10 tokens, done
-    assert "HMGET" not in sent[:-1]  # the last one is info()
 
 
-def test_while_a_write_is_on_its_way_control_waits_for_what_it_brings_back(redis_server, monkeypatch):
-    client, sent = _counting_client(redis_server.url)
+def test_control_answers_at_once_and_the_next_round_trip_reads_the_fields(redis_server, monkeypatch):
     clock = Clock()
-    log, other = RedisEventLog(client, ttl_s=60, max_events=1000, clock=clock), _log(redis_server.url)
+    log, other = _log(redis_server.url, clock=clock), _log(redis_server.url)
     stream_id = _stream(log, 2)  # no reader: unattended since its creation
-    log.control(stream_id)  # uses up the fields event 1's write brought
     other.request_cancel(stream_id)
     clock.now += 5
-    out, go_on, _ = _hold_first_round_trip(monkeypatch)
+    out, go_on, sizes = _hold_first_round_trip(monkeypatch, log)
     log.append(stream_id, 2, _frame(stream_id, 2))
-    assert out.wait(WAIT_S)  # event 2's write is out
-    before = len(sent)
-    assert log.control(stream_id) == Control(False, 5.0)  # the last known fields, not a read of its own
-    assert sent[before:] == []
+    assert out.wait(WAIT_S)  # event 2's write is out, and held
+    assert log.control(stream_id) == Control(False, 5.0)  # the last known fields: no wait for the writer
+    log.append(stream_id, 3, _frame(stream_id, 3))
     go_on.set()
     log.flush(stream_id)
-    assert log.control(stream_id).cancelled  # the write brought the cancel back
-    assert sent[before:] == []
+    assert sizes[1] == 2  # event 3's XADD and the HMGET, together
+    assert log.control(stream_id).cancelled
 
 
 def test_while_redis_is_unreachable_control_answers_what_was_last_known(tmp_path):
@@ -233,17 +259,14 @@ def test_while_redis_is_unreachable_control_answers_what_was_last_known(tmp_path
 
     try:
         producer, elsewhere = unretried_log(), unretried_log()
-        written, quiet = _stream(producer), _stream(producer)
-        producer.request_cancel(written)
-        producer.append(written, 1, _frame(written, 1))
-        producer.flush(written)  # the write brought cancel=1 back
-        assert producer.control(written).cancelled
+        written = _stream(producer)
+        elsewhere.request_cancel(written)
+        wait_until(lambda: producer.control(written).cancelled, WAIT_S, "the producer to see the cancel")
     finally:
         server.stop()
     assert producer.control(written).cancelled  # the last fields it was given
-    # Nothing known yet (no write), or nothing held at all: not cancelled, and
-    # attended, so that no producer gives up because Redis is away.
-    assert producer.control(quiet) == Control(False, 0.0)
+    # Nothing held at all: not cancelled, and attended, so that no producer gives
+    # up because Redis is away.
     assert elsewhere.control(written) == Control(False, 0.0)
 
 
@@ -268,7 +291,10 @@ def test_readers_in_one_worker_share_its_mirror_and_each_gets_what_it_lacks(redi
     producer = _log(redis_server.url)
     client, sent = _counting_client(redis_server.url)
     readers = RedisEventLog(client, ttl_s=60, max_events=1000)
-    stream_id = _stream(producer, 12)  # events 0-11, live
+    stream_id = _stream(producer)
+    for seq in range(1, 12):  # events 0-11, live, one entry each
+        producer.append(stream_id, seq, _frame(stream_id, seq))
+        producer.flush(stream_id)
 
     first = readers.open(stream_id, 3)  # the worker's mirror holds events 4 on
     assert _take_until(first, 8) == _frames(stream_id, 4, 11)
@@ -451,12 +477,13 @@ def test_readers_of_a_stream_that_vanished_wake_and_are_told(redis_server, quick
 
 # --- the writer ---------------------------------------------------------------------------
 
-def test_writes_renew_the_lease_once_a_second(redis_server):
-    monotonic = Clock(now=50.0)
+def test_writes_renew_the_lease_every_renew_every_s(redis_server):
+    monotonic, every = Clock(now=50.0), redis_streams.RENEW_EVERY_S
     producer = _log(redis_server.url, monotonic=monotonic)
     stream_id = _stream(producer)  # took the lease at 50.0
     lease = _keys(stream_id)[2]
-    for seq, now, renewed in ((1, 50.5, False), (2, 51.0, True), (3, 51.5, False), (4, 52.0, True)):
+    for seq, now, renewed in ((1, 50 + every / 2, False), (2, 50 + every, True), (3, 50 + every * 1.5, False),
+                              (4, 50 + every * 2, True)):
         redis_server.client.pexpire(lease, 5000)
         monotonic.now = now
         producer.append(stream_id, seq, _frame(stream_id, seq))
@@ -519,7 +546,8 @@ def _stored(redis_server, stream_id):
     """The frames Redis holds for ``stream_id``, read by a log of another worker."""
     cursor = _log(redis_server.url).open(stream_id, -1)
     try:
-        return _take_until(cursor, len(redis_server.client.xrange(_keys(stream_id)[0])))
+        entries = redis_server.client.xrange(_keys(stream_id)[0])
+        return _take_until(cursor, sum(len(entry_events(fields)[1]) for _, fields in entries))
     finally:
         cursor.close()
 
@@ -527,7 +555,7 @@ def _stored(redis_server, stream_id):
 def test_writes_gathered_during_a_round_trip_go_together_in_the_next(redis_server, monkeypatch):
     log = _log(redis_server.url)
     first, second = _stream(log), _stream(log)
-    out, go_on, sizes = _hold_first_round_trip(monkeypatch)
+    out, go_on, sizes = _hold_first_round_trip(monkeypatch, log)
     log.append(first, 1, _frame(first, 1))
     assert out.wait(WAIT_S)  # the writer is out with that one write
     log.append(first, 2, _frame(first, 2))
@@ -544,7 +572,7 @@ def test_streams_created_during_a_round_trip_are_created_together_in_the_next(re
     client, sent = _counting_client(redis_server.url)
     log = RedisEventLog(client, ttl_s=60, max_events=1000)
     first = _stream(log)
-    out, go_on, sizes = _hold_first_round_trip(monkeypatch)
+    out, go_on, sizes = _hold_first_round_trip(monkeypatch, log)
     log.append(first, 1, _frame(first, 1))
     assert out.wait(WAIT_S)  # the writer is out with that one write
     created = [new_stream_id() for _ in range(2)]
@@ -573,7 +601,7 @@ def test_a_creation_whose_reply_was_lost_is_made_again_by_its_request_and_stored
         round_trip(writer, commands)
         raise redis.ConnectionError("the connection closed before the reply")
 
-    monkeypatch.setattr(redis_streams._Writer, "_round_trip", reply_lost)
+    _patch_round_trip(monkeypatch, log, reply_lost)
     stream_id = new_stream_id()
     log.create(stream_id, "alice", _frame(stream_id, 0, "start"))
     assert redis_server.client.xlen(_keys(stream_id)[0]) == 1
@@ -606,7 +634,7 @@ def test_a_creation_queued_while_a_round_trip_fails_is_answered_at_once(tmp_path
         log = RedisEventLog(redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0)), ttl_s=60,
                             max_events=100)
         stream_id = _stream(log)
-        out, go_on, _ = _hold_first_round_trip(monkeypatch)
+        out, go_on, _ = _hold_first_round_trip(monkeypatch, log)
         log.append(stream_id, 1, _frame(stream_id, 1))
         assert out.wait(WAIT_S)  # the writer is out with event 1
         request, answers = _create_in_thread(log, new_stream_id())
@@ -724,7 +752,7 @@ def test_an_unexpected_failure_of_a_round_trip_fails_its_streams_and_the_writer_
             raise ValueError("an unexpected reply")
         return round_trip(writer, commands)
 
-    monkeypatch.setattr(redis_streams._Writer, "_round_trip", fails_once)
+    _patch_round_trip(monkeypatch, log, fails_once)
     log.append(broken, 1, _frame(broken, 1))
     wait_until(lambda: calls, WAIT_S, "the writer to take the first write")
     log.append(later, 1, _frame(later, 1))
@@ -734,3 +762,64 @@ def test_an_unexpected_failure_of_a_round_trip_fails_its_streams_and_the_writer_
     with pytest.raises((ValueError, StreamNotFound)):  # the broken stream's producer is told
         log.append(broken, 2, _frame(broken, 2))
     assert _stored(redis_server, broken) == _frames(broken, 0, 0)
+
+
+def test_a_write_whose_reply_was_lost_is_sent_again_and_stored_once(redis_server, monkeypatch):
+    log = _log(redis_server.url)
+    stream_id = _stream(log)
+    round_trip = redis_streams._Writer._round_trip
+    lost = []
+
+    def first_reply_lost(writer, commands):
+        replies = round_trip(writer, commands)
+        if not lost:
+            lost.append(commands)
+            raise redis.ConnectionError("the connection closed before the reply")
+        return replies
+
+    _patch_round_trip(monkeypatch, log, first_reply_lost)
+    log.append(stream_id, 1, _frame(stream_id, 1))
+    log.flush(stream_id)  # no error: Redis refused the second XADD, and it is the same entry
+    assert lost and lost[0][0][0] == "XADD"
+    log.append(stream_id, 2, _frame(stream_id, 2), terminal=True)
+    assert redis_server.client.xlen(_keys(stream_id)[0]) == 3
+    assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 2)
+
+
+def test_a_producer_whose_stream_was_declared_lost_is_told_at_its_next_write(redis_server):
+    producer, readers = _log(redis_server.url), _log(redis_server.url)
+    stream_id = _stream(producer, 2)
+    readers._declare_lost(stream_id, 1)  # the lease is there: nothing is appended
+    assert redis_server.client.xlen(_keys(stream_id)[0]) == 2
+    redis_server.client.delete(_keys(stream_id)[2])
+    readers._declare_lost(stream_id, 1)  # as a reader's worker does once the lease is gone
+    assert json.loads(events_of(_stored(redis_server, stream_id))[-1].data)["error"]["type"] == "stream_lost"
+    producer.append(stream_id, 2, _frame(stream_id, 2))  # a producer that was alive after all
+    with pytest.raises(redis_streams.StreamLost):
+        producer.flush(stream_id)
+    assert len(_stored(redis_server, stream_id)) == 3  # its event was refused: events 0, 1 and stream_lost
+
+
+def test_events_redis_acknowledged_but_lost_are_written_again_after_a_failure(redis_server, monkeypatch, caplog):
+    """A failover promotes a replica that may lack the last writes its primary
+    acknowledged (replication is asynchronous). The writer finds out at its first
+    round trip after a failure, and writes them again before anything newer."""
+    producer = _log(redis_server.url)
+    stream_id = _stream(producer)
+    for seq in (1, 2, 3):
+        producer.append(stream_id, seq, _frame(stream_id, seq))
+        producer.flush(stream_id)
+    events = _keys(stream_id)[0]
+    client = redis_server.client
+    # The new primary's copy: entries of events 0 and 1 only (its last id is 0-2).
+    kept = client.xrange(events, "-", "0-2")
+    client.delete(events)
+    for entry, fields in kept:
+        client.xadd(events, fields, id=entry)
+    client.pexpire(events, 60_000)
+    host, port = producer._writer._connection._sock.getsockname()[:2]
+    assert client.client_kill(f"{host}:{port}")  # the old primary's connection is gone
+    caplog.set_level("WARNING", logger="sse_chat.eventlog.redis_streams")
+    producer.append(stream_id, 4, _frame(stream_id, 4), terminal=True)
+    assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 3) + [_frame(stream_id, 4)]
+    assert "lost events 2-3" in caplog.text

@@ -1,13 +1,22 @@
-"""What the Redis log keeps in Redis: the keys and the Lua scripts that change them.
+"""What the Redis log keeps in Redis: the keys, the stream entries and the Lua
+scripts that change them.
 
 Keys of one stream (the ``{stream_id}`` hash tag keeps them in one cluster slot):
 
-* ``sse-chat:{id}:events``: a Redis Stream; event ``seq`` is entry ``0-(seq+1)``
-  with fields ``f`` (the encoded frame) and ``t`` (``1`` for the terminal event).
-  Entry ids never leave the event log; the public id stays ``{stream_id}:{seq}``.
-* ``sse-chat:{id}:meta``: a hash: ``owner``, ``last_seq``, ``finished``, ``cancel``,
-  ``readers``, ``unattended_since`` (Unix seconds), ``drop_every`` (events per
-  response, 0 for none).
+* ``sse-chat:{id}:events``: a Redis Stream, one entry per write of the stream (a
+  write carries the events its producer appended during the writer's previous
+  round trip: one at 20 tokens/s, many at full speed). An entry's fields are the
+  events' ``seq`` (decimal) and encoded frames, in order, then ``t`` (empty) after
+  the terminal event. Its id is ``0-(last seq + 1)``: ids grow with every write,
+  so that Redis itself refuses a write that is not past the last one (a retry whose
+  reply was lost), and a read after ``0-N`` returns every entry holding seq ``N``
+  or later. The ``stream_lost`` entry, written by a reader's worker when the
+  producer's lease expired, has id ``1-0``: past every id a producer writes, so
+  that its late writes are refused. Entry ids never leave the event log; the
+  public id stays ``{stream_id}:{seq}``.
+* ``sse-chat:{id}:meta``: a hash: ``owner``, ``cancel``, ``readers``,
+  ``unattended_since`` (Unix seconds), ``drop_every`` (events per response, 0 for
+  none). The last seq and whether the stream ended are the last entry's.
 * ``sse-chat:{id}:lease``: exists while the producer lives. A reader's worker that
   finds it gone on an unfinished stream appends the terminal ``error`` event
   ``stream_lost``.
@@ -19,7 +28,11 @@ of its own:
   ``OWNER`` is the caller's fingerprint (``-`` on an open service), ``KEY`` the
   digest of its ``Idempotency-Key``.
 
-Each script touches only the keys passed in ``KEYS``, all of one slot.
+A producer's writes are plain commands (``XADD … NOMKSTREAM``, and now and then
+``SET``/``PEXPIRE``/``HMGET``): no script per write. Streams are created, readers
+attached and streams declared lost by scripts. Each script touches only the keys
+passed in ``KEYS``, all of one slot.
+https://redis.io/docs/latest/develop/data-types/streams/,
 https://redis.io/docs/latest/develop/interact/programmability/eval-intro/
 """
 
@@ -31,63 +44,40 @@ from typing import Any, ClassVar
 import redis
 from redis.exceptions import NoScriptError
 
+#: The field that follows a stream's terminal event in its last entry.
+TERMINAL_FIELD = b"t"
+#: The id of the ``stream_lost`` entry: past every ``0-N`` a producer writes.
+LOST_ENTRY_ID = "1-0"
+
 # KEYS: events, meta, lease. ARGV: owner, frame, TTL ms, lease ms, now, drop_every (0: none).
 # Idempotent: a stream that exists already (stream ids are random, so created by an
 # earlier attempt of this very call whose reply was lost) is left as it is.
 _CREATE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'last_seq', 0, 'finished', 0, 'cancel', 0,
-           'readers', 0, 'unattended_since', ARGV[5], 'drop_every', ARGV[6])
-redis.call('XADD', KEYS[1], '0-1', 'f', ARGV[2], 't', 0)
+redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'cancel', 0, 'readers', 0, 'unattended_since', ARGV[5],
+           'drop_every', ARGV[6])
+redis.call('XADD', KEYS[1], '0-1', '0', ARGV[2])
 redis.call('SET', KEYS[3], 1, 'PX', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: events, meta, lease. ARGV: first seq, 1 if the last frame is terminal, TTL in
-# ms, MAXLEN, 1 to append only when the lease is gone, lease in ms (0: do not renew
-# lease and expiry), then the frames in order. Idempotent: frames already stored (a
-# retry after a connection cut mid-reply) are skipped.
-# Returns a negative status, or the producer's control fields (cancel, readers,
-# unattended_since), so that a busy producer learns them without asking.
-_APPEND = """
-local events, meta, lease = KEYS[1], KEYS[2], KEYS[3]
-local first, terminal, ttl_ms, maxlen = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4]
-local only_if_lost, lease_ms = ARGV[5], tonumber(ARGV[6])
-local state = redis.call('HMGET', meta, 'last_seq', 'finished', 'cancel', 'readers', 'unattended_since')
-if not state[1] then return -3 end
-local control = {state[3], state[4], state[5]}
-local last = tonumber(state[1])
-local count = #ARGV - 6
-if state[2] == '1' then
-  -- Ended. Only the retry of our own terminal batch (its reply was lost) succeeds.
-  if terminal == '1' and first + count - 1 == last and only_if_lost ~= '1' then
-    local stored = redis.call('XRANGE', events, '0-' .. (last + 1), '0-' .. (last + 1))
-    if stored[1] and stored[1][2][2] == ARGV[6 + count] then return control end
-  end
-  return -2
-end
-if first + count - 1 <= last and only_if_lost ~= '1' then return control end  -- a retry: all stored
-if only_if_lost == '1' and redis.call('EXISTS', lease) == 1 then return -4 end
-if first > last + 1 then return -1 end
-for i = last - first + 2, count do
-  local seq = first + i - 1
-  local flag = (i == count and terminal == '1') and '1' or '0'
-  redis.call('XADD', events, 'MAXLEN', maxlen, '0-' .. (seq + 1), 'f', ARGV[6 + i], 't', flag)
-end
-redis.call('HSET', meta, 'last_seq', first + count - 1)
-if terminal == '1' then
-  redis.call('HSET', meta, 'finished', '1')
-  redis.call('PEXPIRE', events, ttl_ms)
-  redis.call('PEXPIRE', meta, ttl_ms)
-  redis.call('DEL', lease)
-elseif lease_ms > 0 then
-  redis.call('SET', lease, 1, 'PX', lease_ms)  -- a producer that writes is alive
-  redis.call('PEXPIRE', events, ttl_ms)
-  redis.call('PEXPIRE', meta, ttl_ms)
-end
-return control
+# KEYS: events, meta, lease. ARGV: the seq of the stream_lost event, its frame, TTL ms.
+# Appends it only if the stream exists (-3), has not ended (-2), its lease is gone
+# (-4) and its last event is the one before (-1); 1 when appended.
+_DECLARE_LOST = """
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if not top then return -3 end
+local fields = top[2]
+local last = fields[#fields - 1]
+if last == 't' then return -2 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return -4 end
+if tonumber(last) + 1 ~= tonumber(ARGV[1]) then return -1 end
+redis.call('XADD', KEYS[1], '1-0', ARGV[1], ARGV[2], 't', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
 """
 
 # Each of these changes a stream's meta hash only if it exists (HSET or HINCRBY on
@@ -139,7 +129,7 @@ class Scripts:
     restart empties its script cache)."""
 
     _SOURCES: ClassVar[dict[str, str]] = {
-        "create": _CREATE, "append": _APPEND, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH,
+        "create": _CREATE, "lost": _DECLARE_LOST, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH,
         "claim": _CLAIM, "release": _RELEASE}
 
     def __init__(self) -> None:
@@ -195,3 +185,29 @@ def claim_key(owner: str | None, key: str) -> str:
     """The Redis key of ``owner``'s idempotency key ``key`` (a hex digest): the whole
     name is its hash tag, so each claim is one key in one slot."""
     return f"sse-chat:{{idem:{owner or '-'}:{key}}}"
+
+
+def entry_id(last_seq: int) -> str:
+    """The id of the entry whose last event is ``last_seq``."""
+    return f"0-{last_seq + 1}"
+
+
+def entry_fields(first_seq: int, frames: list[bytes], terminal: bool) -> list[Any]:
+    """The fields of one entry holding events ``first_seq``, … (``frames``), as a
+    flat list for ``XADD``."""
+    fields: list[Any] = []
+    for seq, frame in enumerate(frames, first_seq):
+        fields += (seq, frame)
+    if terminal:
+        fields += (TERMINAL_FIELD, b"")
+    return fields
+
+
+def entry_events(fields: dict[bytes, bytes]) -> tuple[int, list[bytes], bool]:
+    """What an entry holds, from its fields as redis-py gives them (a dict in their
+    order): the seq of its first event, the frames, and whether the last is terminal."""
+    frames = list(fields.values())
+    terminal = TERMINAL_FIELD in fields
+    if terminal:
+        frames.pop()
+    return int(next(iter(fields))), frames, terminal

@@ -6,7 +6,8 @@ What one worker does, so that its cost grows with events, not with round trips:
 
 * **One writer** (:class:`_Writer`) for all the worker's producers: the streams
   they start and what they appended while the previous round trip was in flight
-  go in the next one, one script call per stream, all streams pipelined together.
+  go in the next one, one ``XADD`` (one stream entry) per stream with events, all
+  streams pipelined together; no script per write.
 * **Mirrors**: the worker keeps the events of the streams its readers follow
   (:class:`_Mirror`). A stream produced here is fed by the writer once Redis has
   stored its events, and read from there: no read from Redis at all.
@@ -37,7 +38,7 @@ from redis.retry import Retry
 from ..background import spawn
 from ..protocol import EventId, stream_lost_frame
 from .base import Batch, Claim, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound
-from .redis_layout import Scripts, StreamKeys, claim_key
+from .redis_layout import TERMINAL_FIELD, Scripts, StreamKeys, claim_key, entry_events, entry_fields, entry_id
 from .wakeups import Bell, Wakeups
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ log = logging.getLogger(__name__)
 LEASE_S = 12.0
 #: The producer renews its lease this often (a third of the lease).
 LEASE_RENEWAL_S = LEASE_S / 3
-#: Writes renew the lease and the keys' expiry at most this often per stream (seconds).
-RENEW_EVERY_S = 1.0
+#: Writes renew the lease and the keys' expiry at most this often per stream
+#: (seconds; well inside :data:`LEASE_S`, and each renewal is three commands).
+RENEW_EVERY_S = 3.0
 #: The fan-in looks at the leases of remote streams that were quiet this long (seconds).
 LEASE_CHECK_S = 2.0
 #: Longest wait of one blocking ``XREAD`` (milliseconds).
@@ -56,6 +58,11 @@ FANIN_BLOCK_MS = 1000
 #: After an ``XREAD`` that returned events, the fan-in waits this long (seconds)
 #: before the next, so that one read carries many events when many streams flow.
 FANIN_PAUSE_S = 0.005
+#: After a round trip the writer waits this long (seconds) before the next, so
+#: that one round trip carries many streams' writes when many streams flow (fewer
+#: round trips: less CPU in the worker and in Redis per event, at the cost of this
+#: much latency per event).
+WRITE_PAUSE_S = 0.005
 #: Most events that wait for the writer, per stream, before ``append`` blocks.
 OUTBOX_LIMIT = 1000
 #: Most entries one read returns per stream.
@@ -136,14 +143,16 @@ class RedisEventLog:
             EventLogUnavailable: Redis cannot be reached.
         """
         mirror = _Mirror(stream_id, 0, local=True)
-        args = [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), self._clock(), drop_every or 0]
+        now = self._clock()
+        mirror.control = (False, 0, now)  # what the creation writes
+        args = [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), now, drop_every or 0]
         if not self._writer.create(mirror, args):
             with _reachable("creating a stream"):
                 self._scripts.call(self._redis, "create", mirror.keys.triple, args)
         mirror.frames.append(first_frame)
         mirror.renewed_at = self._monotonic()
         mirror.next_seq = 1
-        mirror.local_unattended_since = self._clock()
+        mirror.local_unattended_since = now
         with self._mirrors_lock:
             self._mirrors[stream_id] = mirror
 
@@ -178,24 +187,30 @@ class RedisEventLog:
             self._writer.wait_stored(mirror)
 
     def control(self, stream_id: str) -> Control:
-        """The fields that came back with the last write (a busy producer asks Redis
-        nothing more); while a write of the stream is on its way, the last known
-        ones (it brings fresh ones back); else read now, and while Redis is away
-        the last known ones. Nothing known yet counts as not cancelled, attended."""
+        """For a stream produced here: what this worker knows now (its own readers and
+        cancels, and the fields Redis gave at the last read), without a round trip of
+        its own; the writer's next round trip reads the fields again (an ``HMGET``
+        beside the writes), so that another worker's cancel or readers are seen by a
+        later call. For other streams: read now, and while Redis is away: not
+        cancelled, attended (no producer gives up for want of an answer).
+
+        Raises:
+            StreamNotFound: the stream is unknown (read now) or vanished.
+        """
         mirror = self._mirrors.get(stream_id)
-        fields = mirror.take_control() if mirror is not None else None
-        if fields is None and mirror is not None and mirror.local and not mirror.stored.is_set():
-            fields = mirror.control or _UNKNOWN_CONTROL
-        if fields is None:
+        if mirror is not None and mirror.local:
+            self._writer.read_control(mirror)
+            cancel, readers, since = mirror.control
+            cancel = cancel or mirror.local_cancel
+        else:
             try:
                 reply: Any = self._redis.hmget(StreamKeys(stream_id).meta, "cancel", "readers", "unattended_since")
             except _UNREACHABLE:
-                fields = mirror.control if mirror is not None and mirror.control else _UNKNOWN_CONTROL
+                cancel, readers, since = _UNKNOWN_CONTROL
             else:
                 if reply[1] is None:
                     raise StreamNotFound(stream_id)
-                fields = _control_fields(*reply)
-        cancel, readers, since = fields
+                cancel, readers, since = _control_fields(*reply)
         if mirror is not None and mirror.local:  # readers in this worker are counted here, not in Redis
             readers += mirror.local_readers
             since = max(since, mirror.local_unattended_since)
@@ -239,24 +254,27 @@ class RedisEventLog:
         return _RedisCursor(self, mirror, after_seq, backlog, self._wakeups.subscribe(stream_id))
 
     def info(self, stream_id: str) -> StreamInfo | None:
-        with _reachable("reading a stream's state"):
-            reply: Any = self._redis.hmget(StreamKeys(stream_id).meta, "owner", "last_seq", "finished", "drop_every")
-        owner, last_seq, finished, drop_every = reply
-        if last_seq is None:
+        keys = StreamKeys(stream_id)
+        with _reachable("reading a stream's state"), self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.meta, "owner", "drop_every")
+            pipe.xrevrange(keys.events, "+", "-", count=1)
+            (owner, drop_every), top = pipe.execute()
+        if owner is None or not top:
             return None
-        return StreamInfo(owner.decode() or None, int(last_seq), finished == b"1", int(drop_every or 0) or None)
+        first_seq, frames, finished = entry_events(top[0][1])
+        return StreamInfo(owner.decode() or None, first_seq + len(frames) - 1, finished, int(drop_every or 0) or None)
 
     def request_cancel(self, stream_id: str) -> None:
         mirror = self._mirrors.get(stream_id)
-        if mirror is not None:
-            mirror.forget_control()
+        if mirror is not None and mirror.local:
+            mirror.local_cancel = True  # its producer is here: it needs no read to learn it
         with _reachable("cancelling a stream"):
             if not self._scripts.call(self._redis, "cancel", [StreamKeys(stream_id).meta], []):
                 raise StreamNotFound(stream_id)
 
     def delete(self, stream_id: str) -> None:
-        """``DEL`` of the stream's keys (one slot: its hash tag); the scripts that
-        change a stream later find no meta hash and leave it so."""
+        """``DEL`` of the stream's keys (one slot: its hash tag); later writes find
+        no stream (``XADD … NOMKSTREAM``) and the scripts no meta hash, and leave it so."""
         with _reachable("deleting a stream"):
             self._redis.delete(*StreamKeys(stream_id).triple)
 
@@ -300,9 +318,9 @@ class RedisEventLog:
             if mirror is not None:
                 mirror.cursors += 1
         if mirror is not None:
-            backlog = self._range(stream_id, after_seq + 1, mirror.base - 1) if after_seq + 1 < mirror.base else []
+            backlog = self._read(stream_id, after_seq + 1, mirror.base - 1)[0] if after_seq + 1 < mirror.base else []
             return mirror, backlog
-        frames, finished = self._range_to_end(stream_id, after_seq + 1)
+        frames, finished = self._read(stream_id, after_seq + 1)
         with self._mirrors_lock:
             mirror = self._mirrors.get(stream_id)
             if mirror is None:  # still none: this one follows it from here on
@@ -335,34 +353,36 @@ class RedisEventLog:
         except _UNREACHABLE as exc:
             log.warning("stream %s: could not record that a reader left: %s", stream_id, exc)
 
-    def _range(self, stream_id: str, first_seq: int, last_seq: int) -> list[bytes]:
-        """Frames ``first_seq`` … ``last_seq`` from Redis."""
-        frames: list[bytes] = []
-        while first_seq + len(frames) <= last_seq:
-            start = first_seq + len(frames)
-            with _reachable("replaying a stream"):
-                entries: Any = self._redis.xrange(StreamKeys(stream_id).events, f"0-{start + 1}", f"0-{last_seq + 1}",
-                                             count=READ_COUNT)
-            if not entries:
-                break
-            frames.extend(fields[b"f"] for _, fields in entries)
-        return frames
+    def _read(self, stream_id: str, first_seq: int, last_seq: int | None = None) -> tuple[list[bytes], bool]:
+        """Frames ``first_seq`` … ``last_seq`` (``None``: to the end) from Redis, in
+        pages of :data:`READ_COUNT` entries, and whether the last one read is terminal.
 
-    def _range_to_end(self, stream_id: str, first_seq: int) -> tuple[list[bytes], bool]:
-        """Every frame from ``first_seq`` on, and whether the last one is terminal."""
+        Raises:
+            StreamNotFound: the stream expired or vanished.
+            EventLogUnavailable: Redis cannot be reached.
+        """
         keys = StreamKeys(stream_id)
         frames: list[bytes] = []
+        finished = False
+        # From the entry holding ``first_seq - 1``, so that whether it was the last is
+        # known when nothing follows; each later page after the previous one's last entry.
+        start = entry_id(max(0, first_seq - 1))
         while True:
-            start = first_seq + len(frames)
             with _reachable("replaying a stream"), self._redis.pipeline(transaction=False) as pipe:
-                pipe.xrange(keys.events, f"0-{start + 1}", "+", count=READ_COUNT)
-                pipe.hmget(keys.meta, "finished", "last_seq")
-                entries, (finished, last_seq) = pipe.execute()
-            if last_seq is None:
+                pipe.xrange(keys.events, start, "+", count=READ_COUNT)
+                pipe.exists(keys.meta)
+                entries, exists = pipe.execute()
+            if not exists:
                 raise StreamNotFound(stream_id)
-            frames.extend(fields[b"f"] for _, fields in entries)
-            if len(entries) < READ_COUNT:
-                return frames, finished == b"1" and first_seq + len(frames) > int(last_seq)
+            for _, fields in entries:
+                entry_first, entry_frames, finished = entry_events(fields)
+                frames.extend(entry_frames[max(0, first_seq + len(frames) - entry_first):])
+            if len(entries) < READ_COUNT or finished or (last_seq is not None and first_seq + len(frames) > last_seq):
+                break
+            start = "(" + entries[-1][0].decode()
+        if last_seq is not None:
+            del frames[last_seq - first_seq + 1:]
+        return frames, finished
 
     def _declare_lost(self, stream_id: str, last_seq: int) -> None:
         """Append the terminal ``stream_lost`` error after ``last_seq``, unless the
@@ -370,21 +390,9 @@ class RedisEventLog:
         keys = StreamKeys(stream_id)
         frame = stream_lost_frame(EventId(stream_id, last_seq + 1),
                                   "the server generating this stream stopped (its worker died); ask again")
-        result = self._scripts.call(
-            self._redis, "append", [keys.events, keys.meta, keys.lease],
-            [last_seq + 1, 1, self._ttl_ms, self._max_events + 1, 1, int(LEASE_S * 1000), frame])
-        if not isinstance(result, list) and result not in (-1, -2, -4):
+        result = self._scripts.call(self._redis, "lost", keys.triple, [last_seq + 1, frame, self._ttl_ms])
+        if result not in (1, -1, -2, -4):
             log.warning("stream %s: could not declare it lost (status %s)", stream_id, result)
-
-    def _append_args(self, mirror: _Mirror, first_seq: int, frames: list[bytes], terminal: bool,
-                     now: float) -> tuple[list[str], list[Any]]:
-        keys = mirror.keys
-        renew = now - mirror.renewed_at >= RENEW_EVERY_S
-        if renew:
-            mirror.renewed_at = now
-        return (keys.triple,
-                [first_seq, 1 if terminal else 0, self._ttl_ms, self._max_events + 1, 0,
-                 int(LEASE_S * 1000) if renew else 0, *frames])
 
 
 def _single_connection_client(client: redis.Redis) -> redis.Redis:
@@ -410,9 +418,9 @@ class _Mirror:
     Redis stored the events), else the fan-in feeds it."""
 
     __slots__ = ("stream_id", "base", "frames", "finished", "gone", "local", "cursors", "renewed_at",
-                 "control", "control_fresh", "pending", "pending_first", "pending_terminal", "in_flight",
+                 "control", "local_cancel", "pending", "pending_first", "pending_terminal", "in_flight",
                  "stored", "room", "error", "changed_at", "next_seq", "local_readers", "local_unattended_since",
-                 "keys", "create_failed")
+                 "keys", "create_failed", "want_control")
 
     def __init__(self, stream_id: str, base: int, *, local: bool) -> None:
         self.stream_id = stream_id
@@ -424,8 +432,11 @@ class _Mirror:
         self.local = local
         self.cursors = 0
         self.renewed_at = 0.0
-        self.control: tuple[bool, int, float] | None = None
-        self.control_fresh = False
+        # Control fields (cancel, readers elsewhere, unattended since) as Redis last
+        # gave them, or as the creation wrote them; a cancel asked in this worker.
+        self.control: tuple[bool, int, float] = _UNKNOWN_CONTROL
+        self.local_cancel = False
+        self.want_control = False  # the producer looked: the writer's next round trip reads them
         # The writer's side (local mirrors): events waiting, and the first one's seq.
         self.pending: list[bytes] = []
         self.pending_first = 0
@@ -459,14 +470,6 @@ class _Mirror:
         self.changed_at = time.monotonic()
         return True
 
-    def take_control(self) -> tuple[bool, int, float] | None:
-        if not self.control_fresh:
-            return None
-        self.control_fresh = False
-        return self.control
-
-    def forget_control(self) -> None:
-        self.control, self.control_fresh = None, False
 
 
 class _RedisCursor:
@@ -523,13 +526,22 @@ def _retry_wait(failures: int) -> float:
     return min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** max(0, failures - 1))
 
 
+#: One stream's events in a round trip: its mirror, the first event's seq, the
+#: frames, whether the last is terminal, and whether to read the control fields.
+_Write = tuple["_Mirror", int, list[bytes], bool, bool]
+#: What Redis says to an ``XADD`` whose id is not past the stream's last entry.
+_NOT_PAST_LAST = "equal or smaller"
+
+
 class _Writer:
     """The worker's one writer: a thread (greenlet under gevent) that creates the
     streams this worker starts and stores what every local producer appended, one
-    script call per stream, all pipelined in one round trip. While one round trip
+    stream entry per stream, all pipelined in one round trip. While one round trip
     is in flight the next creations and events gather (a group commit). While
     Redis is unreachable it keeps the events and retries; creations it does not
-    retry (their requests are waiting to be answered).
+    retry (their requests are waiting to be answered). After a failed round trip
+    it compares what Redis holds of each local stream with what Redis had
+    acknowledged, and writes again what is missing (:meth:`_restore`).
 
     One plain lock, held for a few lines and never across I/O, guards the queue
     and the mirrors' outbox fields; waits are on events (a ``Condition`` would
@@ -545,6 +557,7 @@ class _Writer:
         self._failures = 0  # round trips failed in a row
         self._started = False
         self._connection: Any = None
+        self._check_stored = False  # a round trip failed: compare Redis with the mirrors first
 
     def create(self, mirror: _Mirror, args: list[Any]) -> bool:
         """Create ``mirror``'s stream (the create script's ``args``) in the next round
@@ -583,6 +596,20 @@ class _Writer:
             mirror.room.wait()
         self._start()
 
+    def read_control(self, mirror: _Mirror) -> None:
+        """Have the next round trip read ``mirror``'s control fields (an ``HMGET``
+        beside the writes); it sets ``mirror.control``."""
+        with self._lock:
+            if mirror.want_control:
+                return
+            mirror.want_control = True
+            if mirror.stream_id not in self._queue:
+                if not mirror.pending:
+                    mirror.pending_first = mirror.next_seq
+                self._queue[mirror.stream_id] = mirror
+                self._work.set()
+        self._start()
+
     def _start(self) -> None:
         with self._lock:
             if self._started:
@@ -612,7 +639,7 @@ class _Writer:
             raise mirror.error
 
     def _run(self) -> None:
-        batch: list[tuple[_Mirror, int, list[bytes], bool]] = []
+        batch: list[_Write] = []
         creations: list[tuple[_Mirror, list[Any]]] = []
         reconnect = True
         while True:
@@ -621,8 +648,12 @@ class _Writer:
                 if not batch and not creations:  # the creations were failed meanwhile
                     continue
             try:
-                created, results = self._write(batch, creations)
+                if self._check_stored:
+                    self._restore()
+                    self._check_stored = False
+                created, outcomes = self._write(batch, creations)
             except _UNREACHABLE as exc:
+                self._check_stored = True
                 if reconnect:  # a connection Redis closed while idle fails at its first use: once more, at once
                     reconnect = False
                     continue
@@ -633,14 +664,15 @@ class _Writer:
                 continue
             except Exception as exc:  # a bug or an unexpected reply: fail these streams, keep the writer
                 log.exception("writing to Redis failed")
-                created, results = [exc] * len(creations), [exc] * len(batch)
+                created, outcomes = [exc] * len(creations), [(exc, None)] * len(batch)
             reconnect = True
             if self._failures:
                 log.warning("Redis is back; the waiting events were written")
                 self._failures = 0
             self._settle_creations(creations, created)
-            self._settle(batch, results)
+            self._settle(batch, outcomes)
             batch, creations = [], []
+            time.sleep(WRITE_PAUSE_S)
 
     def _unreachable(self, exc: Exception, creations: list[tuple[_Mirror, list[Any]]], waiting: int) -> None:
         """Count a failed round trip, and answer every creation waiting for the
@@ -654,26 +686,29 @@ class _Writer:
         if self._failures == 1:
             log.warning("Redis cannot be reached (%s); %d streams' events wait and are retried", exc, waiting)
 
-    def _take(self) -> tuple[list[tuple[_Mirror, int, list[bytes], bool]], list[tuple[_Mirror, list[Any]]]]:
+    def _take(self) -> tuple[list[_Write], list[tuple[_Mirror, list[Any]]]]:
         self._work.wait()
         with self._lock:
             mirrors, self._queue = list(self._queue.values()), {}
             creations, self._creations = self._creations, []
             self._work.clear()
-            batch = []
+            batch: list[_Write] = []
             for mirror in mirrors:
-                batch.append((mirror, mirror.pending_first, mirror.pending, mirror.pending_terminal))
+                batch.append((mirror, mirror.pending_first, mirror.pending,
+                              mirror.pending_terminal and bool(mirror.pending), mirror.want_control))
+                mirror.want_control = False
                 mirror.in_flight += len(mirror.pending)
                 mirror.pending = []
                 mirror.room.set()  # producers waiting on a full outbox go on
             return batch, creations
 
-    def _write(self, batch: list[tuple[_Mirror, int, list[bytes], bool]],
-               creations: list[tuple[_Mirror, list[Any]]]) -> tuple[list[Any], list[Any]]:
-        """Send one create script call per new stream and one append script call per
-        stream with events, in one round trip on the writer's own connection, and
-        return the replies of each, in order (an error reply as its exception).
-        redis-py's ``Pipeline`` would cost more per command than the script itself
+    def _write(self, batch: list[_Write], creations: list[tuple[_Mirror, list[Any]]]
+               ) -> tuple[list[Any], list[tuple[Exception | None, Any]]]:
+        """Send one create script call per new stream and each stream's write
+        (:meth:`_commands`) in one round trip on the writer's own connection, and
+        return the replies of the creations (an error reply as its exception) and
+        of each write: ``(error or None, control fields or None)``, in order.
+        redis-py's ``Pipeline`` would cost more per command than the command itself
         here: a callback lookup, options and a stack per command; and one
         ``EVALSHA`` of its own per creation costs about 135 µs of the worker's CPU,
         against 7 to 16 µs in a round trip with 10 to 50 others (measured).
@@ -682,17 +717,97 @@ class _Writer:
             redis.ConnectionError, redis.TimeoutError: Redis cannot be reached.
         """
         scripts, now = self._log._scripts, self._log._monotonic()
-        create, append = scripts.sha["create"], scripts.sha["append"]
+        create = scripts.sha["create"]
         commands: list[tuple[Any, ...]] = [("EVALSHA", create, 3, *mirror.keys.triple, *args)
                                            for mirror, args in creations]
-        for mirror, first_seq, frames, terminal in batch:
-            keys, args = self._log._append_args(mirror, first_seq, frames, terminal, now)
-            commands.append(("EVALSHA", append, len(keys), *keys, *args))
+        starts = []
+        for write in batch:
+            starts.append(len(commands))
+            commands += self._commands(write, now)
         results = self._round_trip(commands)
-        if any(isinstance(result, NoScriptError) for result in results):
-            scripts.load(self._log._redis)  # Redis restarted: the script calls are idempotent
+        if any(isinstance(result, NoScriptError) for result in results[:len(creations)]):
+            scripts.load(self._log._redis)  # Redis restarted: creations are idempotent, writes checked
             return self._write(batch, creations)
-        return results[:len(creations)], results[len(creations):]
+        ends = [*starts[1:], len(commands)] if starts else []
+        outcomes = [_outcome(write, results[start:end]) for write, start, end in zip(batch, starts, ends, strict=True)]
+        refused = [i for i, (error, _) in enumerate(outcomes) if error is _REFUSED]
+        if refused:
+            self._explain_refused(batch, outcomes, refused)
+        return results[:len(creations)], outcomes
+
+    def _commands(self, write: _Write, now: float) -> list[tuple[Any, ...]]:
+        """One stream's commands in a round trip. With events: an ``XADD`` of one
+        entry (``NOMKSTREAM``: nothing if the stream expired or vanished); at the
+        terminal event the keys' expiry and the lease's end, else every
+        :data:`RENEW_EVERY_S` the lease and expiry renewed. Then the control fields
+        when the producer looked at them since the last read (``HMGET``, last)."""
+        mirror, first_seq, frames, terminal, read_control = write
+        keys, ttl_ms = mirror.keys, self._log._ttl_ms
+        commands: list[tuple[Any, ...]] = []
+        if frames:
+            commands.append(("XADD", keys.events, "NOMKSTREAM", entry_id(first_seq + len(frames) - 1),
+                             *entry_fields(first_seq, frames, terminal)))
+        if frames and terminal:
+            commands += (("PEXPIRE", keys.events, ttl_ms), ("PEXPIRE", keys.meta, ttl_ms), ("DEL", keys.lease))
+        elif frames and now - mirror.renewed_at >= RENEW_EVERY_S:
+            mirror.renewed_at = now
+            commands += (("SET", keys.lease, 1, "PX", int(LEASE_S * 1000)), ("PEXPIRE", keys.events, ttl_ms),
+                         ("PEXPIRE", keys.meta, ttl_ms))
+        if read_control:
+            commands.append(("HMGET", keys.meta, "cancel", "readers", "unattended_since"))
+        return commands
+
+    def _explain_refused(self, batch: list[_Write], outcomes: list[tuple[Exception | None, Any]],
+                         refused: list[int]) -> None:
+        """Redis refused the entries of writes ``refused`` (indexes in ``batch``): not
+        past the stream's last entry. Set their outcomes: if that last entry is the
+        write's own, an earlier attempt stored it (its reply was lost); if it is
+        terminal, the stream ended without this producer.
+
+        Raises:
+            redis.ConnectionError, redis.TimeoutError: Redis cannot be reached.
+        """
+        tops = self._round_trip([("XREVRANGE", batch[i][0].keys.events, "+", "-", "COUNT", 1) for i in refused])
+        for index, top in zip(refused, tops, strict=True):
+            mirror, first_seq, frames, _, _ = batch[index]
+            if isinstance(top, Exception):
+                outcomes[index] = (top, None)
+            elif top and top[0][0] == entry_id(first_seq + len(frames) - 1).encode():
+                outcomes[index] = (None, None)
+            elif top and top[0][1][-2] == TERMINAL_FIELD:
+                outcomes[index] = (StreamLost(f"stream {mirror.stream_id} has already ended"), None)
+            else:
+                outcomes[index] = (ValueError(f"event {first_seq} of stream {mirror.stream_id} is out of order"),
+                                   None)
+
+    def _restore(self) -> None:
+        """Write again what Redis acknowledged but no longer holds, for every stream
+        produced here: after a failover, the new primary may lack the last writes the
+        old one acknowledged (replication is asynchronous), as may a Redis restarted
+        from an older save. Streams Redis no longer has at all are left to the next
+        write (which then fails with :class:`StreamNotFound`).
+
+        Raises:
+            redis.ConnectionError, redis.TimeoutError: Redis cannot be reached.
+        """
+        with self._log._mirrors_lock:
+            mirrors = [m for m in self._log._mirrors.values() if m.local and m.frames]
+        if not mirrors:
+            return
+        tops = self._round_trip([("XREVRANGE", m.keys.events, "+", "-", "COUNT", 1) for m in mirrors])
+        commands = []
+        for mirror, top in zip(mirrors, tops, strict=True):
+            if not isinstance(top, list) or not top or top[0][0].startswith(b"1-"):
+                continue  # gone, or declared lost: the next write learns it
+            stored = int(top[0][1][-2] if top[0][1][-2] != TERMINAL_FIELD else top[0][1][-4])
+            if stored >= mirror.end - 1:
+                continue
+            log.warning("stream %s: Redis lost events %d-%d it had acknowledged (a failover or a restart); "
+                        "written again", mirror.stream_id, stored + 1, mirror.end - 1)
+            commands.append(("XADD", mirror.keys.events, "NOMKSTREAM", entry_id(mirror.end - 1),
+                             *entry_fields(stored + 1, mirror.frames[stored + 1 - mirror.base:], mirror.finished)))
+        if commands:
+            self._round_trip(commands)
 
     @staticmethod
     def _settle_creations(creations: list[tuple[_Mirror, list[Any]]], results: list[Any]) -> None:
@@ -719,37 +834,54 @@ class _Writer:
             connection.disconnect()  # a half-read reply must not be read by the next call
             raise
 
-    def _settle(self, batch: list[tuple[_Mirror, int, list[bytes], bool]], results: list[Any]) -> None:
+    def _settle(self, batch: list[_Write], outcomes: list[tuple[Exception | None, Any]]) -> None:
         wakeups = self._log._wakeups
-        for (mirror, first_seq, frames, terminal), result in zip(batch, results, strict=True):
-            error = _append_error(mirror.stream_id, first_seq, result)
+        for (mirror, first_seq, frames, terminal, _), (error, control) in zip(batch, outcomes, strict=True):
             with self._lock:
                 mirror.in_flight -= len(frames)
                 if error is not None:
                     mirror.error = error
                     mirror.room.set()
                 else:
-                    mirror.control, mirror.control_fresh = _control_fields(*result), True
-                    mirror.feed(first_seq, frames, terminal)
+                    if control is not None:
+                        mirror.control = _control_fields(*control)
+                    if frames:
+                        mirror.feed(first_seq, frames, terminal)
                 if error is not None or not (mirror.pending or mirror.in_flight):
                     mirror.stored.set()
-            wakeups.changed(mirror.stream_id)
+            if frames or error is not None:
+                wakeups.changed(mirror.stream_id)
             if terminal or error is not None:
                 self._log._producer_done(mirror)
 
 
-def _append_error(stream_id: str, first_seq: int, result: Any) -> Exception | None:
-    if isinstance(result, list):
-        return None
-    if isinstance(result, Exception):
-        return result
-    if result == -3:
-        return StreamNotFound(stream_id)
-    if result == -2:
-        return StreamLost(f"stream {stream_id} has already ended")
-    if result == -1:
-        return ValueError(f"event {first_seq} of stream {stream_id} is out of order")
-    return RuntimeError(f"unexpected reply {result!r} appending to stream {stream_id}")
+def _outcome(write: _Write, replies: list[Any]) -> tuple[Exception | None, Any]:
+    """A write's error (or ``None``) and control fields (or ``None``), from the
+    replies to its commands (:meth:`_Writer._commands`: the ``XADD`` first, the
+    ``HMGET`` last when asked for). The commands after the ``XADD`` are single-key
+    commands on keys of the right types: only a bug could fail them."""
+    mirror, _, frames, _, read_control = write
+    if frames:
+        added = replies[0]
+        if added is None:
+            return StreamNotFound(mirror.stream_id), None
+        if isinstance(added, redis.ResponseError) and _NOT_PAST_LAST in str(added):
+            return _REFUSED, None
+        if isinstance(added, Exception):
+            return added, None
+    if not read_control:
+        return None, None
+    control = replies[-1]
+    if isinstance(control, Exception):
+        return control, None
+    if control[1] is None:  # no meta hash: the stream expired or vanished
+        return StreamNotFound(mirror.stream_id), None
+    return None, control
+
+
+#: Stands for a write Redis refused as not past the stream's last entry, until
+#: :meth:`_Writer._explain_refused` finds out why.
+_REFUSED = RuntimeError("refused: not past the stream's last entry")
 
 
 class _FanIn:
@@ -834,8 +966,8 @@ class _FanIn:
             mirror = self._followed.get(stream_id)
             if mirror is None or not entries:
                 continue
-            first_seq = int(entries[0][0].split(b"-")[1]) - 1
-            mirror.feed(first_seq, [fields[b"f"] for _, fields in entries], entries[-1][1][b"t"] == b"1")
+            for _, fields in entries:
+                mirror.feed(*entry_events(fields))
             wakeups.changed(stream_id)
         return bool(reply)
 
@@ -849,14 +981,15 @@ class _FanIn:
             return
         with self._log._redis.pipeline(transaction=False) as pipe:
             for mirror in quiet:
-                keys = StreamKeys(mirror.stream_id)
-                pipe.hmget(keys.meta, "finished", "last_seq")
-                pipe.exists(keys.lease)
+                pipe.xrevrange(mirror.keys.events, "+", "-", count=1)
+                pipe.exists(mirror.keys.lease)
             replies = pipe.execute()
         for i, mirror in enumerate(quiet):
-            (finished, last_seq), lease = replies[2 * i], replies[2 * i + 1]
-            if last_seq is None:
+            top, lease = replies[2 * i], replies[2 * i + 1]
+            if not top:
                 mirror.gone = True
                 self._log._wakeups.changed(mirror.stream_id)
-            elif finished != b"1" and not lease:
-                self._log._declare_lost(mirror.stream_id, int(last_seq))
+                continue
+            first_seq, frames, finished = entry_events(top[0][1])
+            if not finished and not lease:
+                self._log._declare_lost(mirror.stream_id, first_seq + len(frames) - 1)
