@@ -64,7 +64,7 @@ def create_response():
     stream_id = start_generation(svc, chat, owner, requested_idempotency(body),
                                  StartOptions({RECORD_KEY: record}, background=parsed.background))
     if parsed.stream:
-        return _event_stream(svc, stream_id, -1, chat.drop_every)
+        return _event_stream(svc, stream_id, -1, chat.drop_every, [])
     if parsed.background:
         return jsonify(_logged(svc, stream_id).snapshot())
     return jsonify(_whole(svc, stream_id).snapshot())
@@ -78,8 +78,7 @@ def retrieve_response(rid: str):
     stored = _stored(svc, rid, caller())
     if request.args.get("stream", "false").lower() not in ("true", "1"):
         return jsonify(stored.snapshot())
-    info = svc.event_log.info(stored.stream_id)
-    return _event_stream(svc, stored.stream_id, _starting_after(), info.drop_every if info else None)
+    return _event_stream(svc, stored.stream_id, _starting_after(), stored.drop_every, stored.logged)
 
 
 @bp.post("/v1/responses/<rid>/cancel")
@@ -107,11 +106,16 @@ def delete_response(rid: str):
 
 
 class _Stored(ResponseEvents):
-    """A response read from its stream's event log (``stream_id`` kept)."""
+    """A response read from its stream's event log: its ``stream_id``, the stream's
+    events read (``logged``) and its ``drop_every`` (the fake model's fault)."""
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, logged: list[Event] | None = None) -> None:
         super().__init__(stream_id)
         self.stream_id = stream_id
+        self.logged = logged if logged is not None else []
+        self.drop_every: int | None = None
+        for event in self.logged:
+            self.take(event)
 
 
 def _stored(svc: Services, rid: str, owner: str | None) -> _Stored:
@@ -127,12 +131,13 @@ def _stored(svc: Services, rid: str, owner: str | None) -> _Stored:
     if stream_id is None:
         raise missing
     try:
-        known_stream(svc, stream_id, owner)
+        info = known_stream(svc, stream_id, owner)
         stored = _logged(svc, stream_id)
     except ApiError:
         raise missing from None
     if not stored.record or not stored.record.get("store", True):
         raise missing  # a /v1/chat stream, or a response not to be kept
+    stored.drop_every = info.drop_every
     return stored
 
 
@@ -142,10 +147,7 @@ def _logged(svc: Services, stream_id: str) -> _Stored:
     Raises:
         ApiError: 404 ``response_not_found`` when the stream expired meanwhile.
     """
-    stored = _Stored(stream_id)
-    for frame in _logged_frames(svc, stream_id):
-        stored.take(read_frame(frame))
-    return stored
+    return _Stored(stream_id, [read_frame(frame) for frame in _logged_frames(svc, stream_id)])
 
 
 def _logged_frames(svc: Services, stream_id: str) -> list[bytes]:
@@ -200,16 +202,17 @@ def _starting_after() -> int:
     return int(raw)
 
 
-def _event_stream(svc: Services, stream_id: str, starting_after: int, drop_every: int | None) -> Response:
+def _event_stream(svc: Services, stream_id: str, starting_after: int, drop_every: int | None,
+                  logged: list[Event]) -> Response:
     """The response's Responses events after sequence number ``starting_after``,
-    then the live ones, as ``text/event-stream``.
+    then the live ones, as ``text/event-stream``; ``logged`` are the stream's
+    events read before (any number of its first ones).
 
     The reader starts at the first logged event that gives an event after
     ``starting_after`` (so that ``drop_every`` counts from there), with the state
     of the events before it rebuilt from the log (:class:`ResponseEvents` numbers
     them alike every time).
     """
-    logged = [read_frame(frame) for frame in _logged_frames(svc, stream_id)]
     first = _first_unsent(stream_id, logged, starting_after)
     events = ResponseEvents(stream_id)
     for event in logged[:first]:
