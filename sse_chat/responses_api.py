@@ -46,17 +46,12 @@ def event_log_down(error: EventLogUnavailable):
 
 @bp.post("/v1/responses")
 def create_response():
+    """Start a response: answer its streaming events (``stream``), the response
+    object at once (``background``), or the response object once it has ended."""
     svc, owner = services(), caller()
     body = json_body()
     parsed = parse_responses_body(body)
-    earlier = []
-    if parsed.previous_response_id is not None:
-        previous = _stored(svc, parsed.previous_response_id, owner)
-        if not previous.finished:
-            raise ApiError(400, "invalid_request", f"response {parsed.previous_response_id!r} is still "
-                                                   f"{previous.status}; continue from it once it has ended")
-        earlier = previous.conversation()
-    record = parsed.record(earlier)
+    record = parsed.record(_earlier_conversation(svc, parsed.previous_response_id, owner))
     chat = chat_request(parsed, record, svc.settings.model)
     if chat.drop_every is not None and not parsed.stream:
         raise invalid_request("\"fake.drop_every\" drops the responses of a streamed answer; "
@@ -68,6 +63,21 @@ def create_response():
     if parsed.background:
         return jsonify(_logged(svc, stream_id).snapshot())
     return jsonify(_whole(svc, stream_id).snapshot())
+
+
+def _earlier_conversation(svc: Services, previous_response_id: str | None, owner: str | None) -> list[dict]:
+    """The input and output items of ``previous_response_id`` (``[]`` for none).
+
+    Raises:
+        ApiError: 404 when it cannot be found; 400 while it is still generating.
+    """
+    if previous_response_id is None:
+        return []
+    previous = _stored(svc, previous_response_id, owner)
+    if not previous.finished:
+        raise invalid_request(f"response {previous_response_id!r} is still {previous.status}; continue from it "
+                              "once it has ended")
+    return previous.conversation()
 
 
 @bp.get("/v1/responses/<rid>")

@@ -406,3 +406,14 @@ def test_a_response_belongs_to_the_key_that_created_it(gunicorn):
     with pytest.raises(openai.AuthenticationError):
         nobody.responses.create(model="fake", input="x")
     assert alice.responses.retrieve(response.id).status == "incomplete"  # bob's delete did nothing
+
+
+def test_a_conversation_continues_only_from_an_ended_response(client):
+    running = client.responses.create(model="fake", input="A long story", max_output_tokens=500, background=True,
+                                      extra_body={"fake": {"delay_ms": 50}})
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="fake", input="And then?", previous_response_id=running.id)
+    assert "still in_progress" in raised.value.message
+    client.responses.cancel(running.id)
+    continued = client.responses.create(model="fake", input="And then?", previous_response_id=running.id)
+    assert continued.status == "completed" and continued.previous_response_id == running.id
