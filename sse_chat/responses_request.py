@@ -92,6 +92,7 @@ def parse_responses_body(payload: Any) -> ResponsesRequest:
     if previous is not None and (not isinstance(previous, str) or not previous):
         raise invalid_request("\"previous_response_id\" must be the id of an earlier response, a string")
     _check_tools(payload.get("tools"))
+    _chat_tool_choice(payload.get("tool_choice"))  # checked here, with or without tools
     _check_metadata(payload.get("metadata"))
     _check_number(payload, "top_p", 0, 1)
     max_output_tokens = payload.get("max_output_tokens")

@@ -154,7 +154,7 @@ def test_the_chat_has_instructions_first_and_tools_in_chat_completions_shape():
     {"input": [{"type": "message", "role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
     {"input": [{"type": "function_call", "call_id": "c", "name": "f"}]},
     {"input": [{"type": "item_reference", "id": "x"}]}, {"input": "x", "metadata": {"k": 1}},
-    {"input": "x", "top_p": 2}, {"input": "x", "instructions": 5},
+    {"input": "x", "top_p": 2}, {"input": "x", "instructions": 5}, {"input": "x", "tool_choice": "sometimes"},
 ])
 def test_malformed_bodies_are_400(body):
     with pytest.raises(ApiError) as raised:
