@@ -42,6 +42,11 @@ T = TypeVar("T")
 EXPIRED = "the stream expired while it was being read; ask again"
 #: Seconds between a reader's updates of the events-sent metric.
 METRICS_FLUSH_S = 1.0
+#: The most events one write carries. A resume of a long stream sends its backlog
+#: in writes of this many, letting other greenlets run between two, so that it
+#: neither holds the event loop (the OpenAI surface rewrites every event) nor,
+#: for a client that does not read, holds more than one write's bytes.
+WRITE_EVENTS = 128
 
 
 #: Bytes a producer writes directly after one ``poll`` said the client's socket
@@ -142,9 +147,10 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
            drop_every: int | None = None, direct: DirectWrites | None = None) -> Body[list[bytes]]:
     """Attach a reader now, and return an iterator over the frames of ``stream_id``
     after event ``after_seq``, as lists of the frames that gathered since the last
-    look (one write each). The first list holds
-    every event already logged (it may be empty); later an empty list means
-    ``heartbeat_s`` seconds passed without an event. Returns after the terminal
+    look (one write each), at most :data:`WRITE_EVENTS` in one. The first list
+    holds the events already logged (it may be empty; a longer backlog follows
+    at once in more lists); later an empty list means ``heartbeat_s`` seconds
+    passed without an event. Returns after the terminal
     event, or once ``draining`` is set and the log woke its readers (the client
     then reconnects elsewhere); a stream that vanishes (expired) ends with a
     ``stream_lost`` error frame.
@@ -182,7 +188,7 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
     finished = drained = False
     sent = _SentCounter(metrics)
     try:
-        frames, finished = allowance.take(cursor)
+        frames, finished, more = allowance.take(cursor)
         yield frames
         sent_at = time.monotonic()
         sent.add(len(frames), sent_at)
@@ -190,11 +196,14 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
             drained = draining is not None and draining.is_set()
             if drained:
                 return
-            parked = direct is not None and allowance.unbounded and direct.usable and cursor.park(direct)
-            cursor.wait(sent_at + heartbeat_s)
-            if parked and direct is not None:
-                sent_at = _settle(direct, sent, sent_at)
-            frames, finished = allowance.take(cursor)
+            if more:
+                time.sleep(0)  # more of a backlog: other greenlets first (gevent patches sleep)
+            else:
+                parked = direct is not None and allowance.unbounded and direct.usable and cursor.park(direct)
+                cursor.wait(sent_at + heartbeat_s)
+                if parked and direct is not None:
+                    sent_at = _settle(direct, sent, sent_at)
+            frames, finished, more = allowance.take(cursor)
             now = time.monotonic()
             if frames or now - sent_at >= heartbeat_s:
                 yield frames
@@ -253,22 +262,19 @@ class _Allowance:
         """True once the response carried its ``drop_every`` events."""
         return self._left == 0
 
-    def take(self, cursor: Cursor) -> tuple[list[bytes], bool]:
-        """The cursor's next frames, cut to what is left of the allowance, and
-        whether the last of them ends the stream (a cut batch does not: the
-        cursor's later frames are never sent by this response).
+    def take(self, cursor: Cursor) -> tuple[list[bytes], bool, bool]:
+        """The cursor's next frames (at most :data:`WRITE_EVENTS`, and no more
+        than is left of the allowance), whether the last of them ends the stream,
+        and whether more may be there already (the write was full).
 
         Raises:
             StreamNotFound: as :meth:`Cursor.take`.
         """
-        batch = cursor.take()
-        if self._left is None or len(batch.frames) <= self._left:
-            frames = batch.frames
-        else:
-            frames = batch.frames[:self._left]
+        limit = WRITE_EVENTS if self._left is None else min(WRITE_EVENTS, self._left)
+        batch = cursor.take(limit)
         if self._left is not None:
-            self._left -= len(frames)
-        return frames, batch.finished and len(frames) == len(batch.frames)
+            self._left -= len(batch.frames)
+        return batch.frames, batch.finished, len(batch.frames) == limit
 
 
 class Body(Generic[T]):

@@ -125,3 +125,39 @@ def flood(url: str, head: bytes, seconds: float) -> tuple[int, int]:
                           capture_output=True, text=True, timeout=seconds + 30, check=True)
     connections, sent = done.stdout.split()
     return int(connections), int(sent)
+
+
+#: Reads one response to its end on a raw socket (little CPU: no HTTP library):
+#: HOST PORT REQUEST; prints "STATUS LENGTH CHUNKS" (CHUNKS: how often
+#: "chat.completion.chunk" occurs) and then the repr of the last 200 bytes.
+_READ = """
+import socket, sys
+host, port, request = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode("latin-1")
+data = bytearray()
+with socket.create_connection((host, port), timeout=120) as sock:
+    sock.sendall(request)
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+print(int(data[9:12]), len(data), data.count(b"chat.completion.chunk"))
+print(repr(bytes(data[-200:])))
+"""
+
+
+class ReaderProcess:
+    """Sends ``request`` (a whole HTTP/1.1 request with ``Connection: close``) and
+    reads the response to its end in another process, so that this one's threads
+    keep their share of the interpreter; :meth:`result` gives ``(status, length
+    in bytes, how often "chat.completion.chunk" occurs, its last 200 bytes)``."""
+
+    def __init__(self, url: str, request: bytes) -> None:
+        host, port = address(url)
+        self._process = subprocess.Popen([sys.executable, "-c", _READ, host, str(port), request.decode("latin-1")],
+                                         stdout=subprocess.PIPE, text=True)
+
+    def result(self, timeout_s: float = 120) -> tuple[int, int, int, bytes]:
+        import ast
+
+        out, _ = self._process.communicate(timeout=timeout_s)
+        first, tail = out.splitlines()[:2]
+        status, length, chunks = (int(part) for part in first.split())
+        return status, length, chunks, ast.literal_eval(tail)

@@ -5,17 +5,17 @@ request bodies cannot hold a worker or a connection."""
 from __future__ import annotations
 
 import json
-import threading
+import socket
 import time
 
 import pytest
 import requests
 
 from sse_chat.config import Settings
-from sse_chat.testing.servers import base_env, rss_kib, run_cli, start_gunicorn
+from sse_chat.testing.servers import PeakRss, base_env, rss_kib, run_cli, start_gunicorn
 
 from .event_reading import events_of
-from .hostile import HealthProbe, TimedStream, flood, open_raw, read_answer
+from .hostile import HealthProbe, ReaderProcess, TimedStream, address, flood, open_raw, read_answer
 
 KEY = "k-abuse"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -169,3 +169,73 @@ def test_five_thousand_slow_request_heads_lock_out_neither_health_checks_nor_new
           f"the worker grew {grown_mib:.0f} MiB")
     assert health.status_code == 200 and events_of([stream.content])[-1].type == "done"
     assert both_s < 5
+
+
+# -- resuming long streams -------------------------------------------------------
+
+LONG = 100_000  # events: the most a stream may have (start, 99,998 tokens, done)
+
+
+@pytest.fixture(scope="module")
+def long_stream(tmp_path_factory):
+    """gunicorn as shipped, and a finished stream of :data:`LONG` events:
+    ``(server, stream_id)``."""
+    server = start_gunicorn(tmp_path_factory.mktemp("long"), SSE_CHAT_API_KEYS=KEY, SSE_CHAT_FAKE_DELAY_MS="0")
+    try:
+        response = requests.post(server.url + "/v1/chat", json={"prompt": "long", "max_tokens": LONG - 2},
+                                 headers=AUTH, timeout=120)
+        events = events_of([response.content])
+        assert len(events) == LONG and events[-1].type == "done"
+        yield server, events[0].last_event_id.rsplit(":", 1)[0]
+    finally:
+        server.stop()
+
+
+def test_a_hundred_resumes_that_never_read_hold_little_of_the_worker(long_stream):
+    server, stream_id = long_stream
+    rss_before = rss_kib(server.worker_pids())
+    head = (f"GET /v1/streams/{stream_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Last-Event-ID: {stream_id}:0\r\n\r\n").encode()
+    readers = []
+    with PeakRss(server.worker_pids) as peak:
+        for _ in range(100):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that will not read
+            sock.connect(address(server.url))
+            sock.sendall(head)
+            readers.append(sock)
+        for sock in readers:  # each response has begun: its first write is under way
+            sock.settimeout(60)
+            assert sock.recv(12) == b"HTTP/1.1 200"
+        time.sleep(3)
+    try:
+        grown_mib = (peak.peak_kib - rss_before) / 1024
+        started = time.monotonic()
+        health = requests.get(server.url + "/healthz", timeout=30)
+        health_s = time.monotonic() - started
+    finally:
+        for sock in readers:
+            sock.close()
+    print(f"100 resumes of {LONG:,} events that never read: the worker grew {grown_mib:.0f} MiB; "
+          f"/healthz in {health_s:.3f} s")
+    assert health.status_code == 200 and health_s < 1
+    assert grown_mib < 200
+
+
+def test_five_openai_resumes_of_a_long_stream_leave_health_checks_answered(long_stream):
+    server, stream_id = long_stream
+    probe = HealthProbe(server.url, every_s=0.05)
+    probe.start()
+    body = b'{"model": "fake"}'
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+               f"Last-Event-ID: {stream_id}:0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+               "Connection: close\r\n\r\n").encode() + body
+    resumes = [ReaderProcess(server.url, request) for _ in range(5)]
+    results = [resume.result() for resume in resumes]
+    probe.stop()
+    print(f"5 OpenAI-surface resumes of {LONG:,} events: slowest /healthz {probe.slowest_s:.3f} s "
+          f"of {probe.answers}")
+    for status, _, chunks, tail in results:
+        assert status == 200 and tail.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")  # the last chunk
+        assert chunks >= LONG - 2
+    assert probe.slowest_s < 1

@@ -87,6 +87,30 @@ def test_a_cursor_takes_each_event_once(make_log):
     cursor.close()
 
 
+def test_a_take_with_a_limit_gives_that_many_and_finishes_with_the_last(make_log):
+    log = make_log()
+    stream_id = _stream(log, 7, finished=True)
+    cursor = log.open(stream_id, 0)
+    pieces = [cursor.take(limit=4), cursor.take(limit=4), cursor.take(limit=4)]
+    cursor.close()
+    assert [(p.first_seq, p.frames, p.finished) for p in pieces] == [
+        (1, _frames(stream_id, 5)[1:], False), (5, [_frame(stream_id, 5), _frame(stream_id, 6)], True), (7, [], True)]
+
+
+def test_a_limited_take_crosses_from_a_replayed_backlog_into_the_live_events(redis_server):
+    producing = RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, clock=Clock())
+    reading = RedisEventLog(redis.Redis.from_url(redis_server.url), ttl_s=60, max_events=1000, clock=Clock())
+    stream_id = _stream(producing, 8)
+    later = reading.open(stream_id, 5)  # this worker now follows the stream from event 6
+    early = reading.open(stream_id, -1)  # events 0 … 5 come from Redis, the rest from the mirror
+    pieces = [early.take(limit=4) for _ in range(3)]
+    assert [(p.first_seq, p.frames) for p in pieces] == [
+        (0, _frames(stream_id, 4)), (4, _frames(stream_id, 8)[4:]), (8, [])]
+    assert later.take(limit=1).frames == [_frame(stream_id, 6)]
+    early.close()
+    later.close()
+
+
 def test_a_wait_at_the_end_returns_by_its_deadline(make_log):
     log = make_log()
     stream_id = _stream(log, 2)

@@ -89,9 +89,10 @@ class Cursor(Protocol):
     #: The seq of the last event taken (-1 before the first).
     position: int
 
-    def take(self) -> Batch:
-        """Return, without waiting, every event after :attr:`position` that is
-        visible now, and move past them (an empty batch when none is).
+    def take(self, limit: int | None = None) -> Batch:
+        """Return, without waiting, the events after :attr:`position` that are
+        visible now, at most ``limit`` of them (all when ``None``), and move past
+        them (an empty batch when none is).
 
         Raises:
             StreamNotFound: the stream expired or vanished.

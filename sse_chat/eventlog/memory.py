@@ -177,16 +177,16 @@ class _MemoryCursor:
         self._closed = False
         self._sink: Callable[[bytes], bool] | None = None
 
-    def take(self) -> Batch:
+    def take(self, limit: int | None = None) -> Batch:
         stream = self._stream
         if self._log._expired(stream):
             raise StreamNotFound(self._stream_id)
         # Read the flag first: a finished stream's frames are all there already.
         finished = stream.finished_at is not None
         first = self.position + 1
-        frames = stream.frames[first:]
+        frames = stream.frames[first:] if limit is None else stream.frames[first:first + limit]
         self.position += len(frames)
-        return Batch(first, frames, finished)
+        return Batch(first, frames, finished and self.position == len(stream.frames) - 1)
 
     def park(self, sink: Callable[[bytes], bool]) -> bool:
         stream = self._stream

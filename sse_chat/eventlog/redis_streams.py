@@ -481,12 +481,12 @@ class _RedisCursor:
                  bell: Bell) -> None:
         self._log = event_log
         self._mirror = mirror
-        self._backlog = backlog
+        self._backlog = backlog  # events after_seq + 1 … mirror.base - 1, from Redis
         self._bell = bell
         self.position = after_seq
         self._closed = False
 
-    def take(self) -> Batch:
+    def take(self, limit: int | None = None) -> Batch:
         mirror = self._mirror
         if mirror.gone:
             raise StreamNotFound(mirror.stream_id)
@@ -494,9 +494,16 @@ class _RedisCursor:
         finished = mirror.finished  # read first: a finished mirror holds every frame
         frames = self._backlog
         if frames:
-            self._backlog = []
+            if limit is not None and len(frames) > limit:
+                frames, self._backlog = frames[:limit], frames[limit:]
+            else:
+                self._backlog = []
         if first + len(frames) >= mirror.base:
-            frames = frames + mirror.frames[first + len(frames) - mirror.base:]
+            start = first + len(frames) - mirror.base
+            if limit is None:
+                frames = frames + mirror.frames[start:]
+            elif len(frames) < limit:
+                frames = frames + mirror.frames[start:start + limit - len(frames)]
         self.position += len(frames)
         return Batch(first, frames, finished and self.position == mirror.end - 1)
 
