@@ -208,3 +208,58 @@ def test_through_a_proxy_that_cuts_every_connection_the_events_arrive_exactly_on
     assert [seq_of(e.id) for e in cut] == list(range(len(cut)))
     assert [e.event for e in cut].count("done") == 1 and cut[-1].event == "done"
     assert [e.content for e in cut] == [e.content for e in uncut]
+
+
+@pytest.mark.parametrize("client_class", ["ChatClient", "AsyncChatClient"])
+def test_mistakes_in_the_arguments_fail_before_any_round_trip(client_class):
+    """Against an address where nothing listens: a round trip would raise ChatError."""
+    import asyncio
+
+    import sse_chat.client
+
+    client = getattr(sse_chat.client, client_class)(f"http://127.0.0.1:{free_port()}")
+
+    def call(method, *args, **kwargs):
+        result = getattr(client, method)(*args, **kwargs)
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+
+    with pytest.raises(TypeError, match="temprature"):
+        call("ask", "hi", temprature=0.5)
+    with pytest.raises(TypeError, match="temprature"):
+        call("stream", "hi", temprature=0.5)
+    for kwargs in ({}, {"messages": []}, {"max_tokens": 0}, {"temperature": 3}):
+        with pytest.raises(ValueError):
+            call("ask", None if not kwargs or "messages" in kwargs else "hi", **kwargs)
+    with pytest.raises(TypeError):
+        call("ask", 42)
+    with pytest.raises(ValueError, match="timeout"):
+        getattr(sse_chat.client, client_class)("http://127.0.0.1:9", timeout=0)
+    with pytest.raises(TypeError):
+        getattr(sse_chat.client, client_class)("http://127.0.0.1:9", retry=3)
+
+
+def test_client_and_stream_are_context_managers_that_close(sse_chat_server):
+    with ChatClient(sse_chat_server.url) as client:
+        with client.stream("long", max_tokens=2000, fake={"delay_ms": 20}) as stream:
+            first = next(stream)
+        assert first.event == "start" and list(stream) == []  # closed: nothing more
+        assert client.ask("hi", max_tokens=2).finish_reason == "length"
+    assert all(not adapter.poolmanager.pools for adapter in client.session.adapters.values())
+    given = requests.Session()
+    with ChatClient(sse_chat_server.url, session=given) as other:
+        other.ask("hi", max_tokens=2)
+    assert given.adapters["http://"].poolmanager.pools  # a session given is left open
+
+
+def test_the_read_timeout_is_the_longest_silence_then_it_resumes(sse_chat_server):
+    """``timeout=(connect, read)``: a stall longer than ``read`` is a dropped
+    connection, resumed with Last-Event-ID."""
+    waits, kwargs = _no_sleep()
+    reasons: list[str] = []
+    client = ChatClient(sse_chat_server.url, retries=2, timeout=(5, 0.5), on_retry=lambda r, *a: reasons.append(r),
+                        **kwargs)
+    with pytest.raises(ChatError) as caught:
+        client.ask("stall", max_tokens=10, fake={"stall_after": 3})
+    assert reasons == ["the server sent nothing for too long"] * 2
+    assert caught.value.type == "gave_up" and caught.value.last_event_id.endswith(":3")

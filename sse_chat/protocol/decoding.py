@@ -53,60 +53,6 @@ class DispatchedEvent:
     last_event_id: str  # the last event ID string after this event ("" when none / reset)
 
 
-def _decode(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Decode the byte stream with the WHATWG Encoding "UTF-8 decode" algorithm.
-
-    §9.2.6: "Streams must be decoded using the UTF-8 decode algorithm." That
-    algorithm strips one leading BOM and replaces invalid sequences with
-    U+FFFD. Decoding is incremental, so a character split across chunks is
-    decoded once its last byte arrives. Only non-empty strings are yielded.
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    at_start = True
-    for chunk in chunks:
-        text = decoder.decode(chunk)
-        if at_start and text:
-            at_start = False
-            if text[0] == _BOM:
-                text = text[1:]
-        if text:
-            yield text
-    # A truncated sequence at the very end becomes U+FFFD; it can only belong
-    # to an unfinished line, which is discarded anyway.
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        yield tail
-
-
-def _lines(texts: Iterable[str]) -> Iterator[str]:
-    """Yield each complete line (without its line end) as soon as it ends.
-
-    A CR ends a line at once; an LF that directly follows it, possibly at the
-    start of the next chunk, belongs to the same line end and is skipped. Text
-    after the last line end is an unfinished line and is never yielded (§9.2.6:
-    "Once the end of the file is reached, any pending data must be discarded").
-    """
-    partial: list[str] = []
-    skip_lf = False
-    for text in texts:
-        if not text:
-            continue
-        if skip_lf:
-            skip_lf = False
-            if text[0] == "\n":
-                text = text[1:]
-                if not text:
-                    continue
-        pos = 0
-        for match in _LINE_END.finditer(text):
-            partial.append(text[pos : match.start()])
-            yield "".join(partial)
-            partial.clear()
-            pos = match.end()
-        partial.append(text[pos:])
-        skip_lf = text[-1] == "\r"
-
-
 def _field(line: str) -> tuple[str, str] | None:
     """Split a non-empty line into (name, value); None for a comment line.
 
@@ -132,7 +78,9 @@ def _feed(blocks: list[bytes]) -> Iterator[bytes]:
 
 
 class EventStreamDecoder:
-    """One decoder per connection.
+    """One decoder per connection, fed the bytes as they arrive: by
+    :meth:`iter_events` from an iterable of chunks (blocking clients), or chunk by
+    chunk with :meth:`feed` (asyncio clients, which read with ``await``).
 
     ``last_event_id`` is the event source's "last event ID string": it is set
     from the stream's last event ID buffer whenever a block is complete (the
@@ -147,60 +95,109 @@ class EventStreamDecoder:
     def __init__(self, last_event_id: str = "") -> None:
         self.last_event_id: str = last_event_id
         self.reconnection_time_ms: int | None = None
+        # The WHATWG Encoding "UTF-8 decode" algorithm (§9.2.6: "Streams must be
+        # decoded using the UTF-8 decode algorithm"): one leading BOM stripped,
+        # invalid sequences replaced with U+FFFD, incrementally, so a character
+        # split across chunks is decoded once its last byte arrives.
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._at_start = True
+        self._partial: list[str] = []  # the unfinished line
+        self._skip_lf = False  # the last text ended with CR: an LF next belongs to it
+        self._id_buffer = last_event_id
+        self._block: list[str] = []  # lines handed to sseclient
+        self._has_data = False
+        self._queued: list[bytes] = []
+        self._assembled: Iterator[sseclient.Event] | None = None
 
     def iter_events(self, chunks: Iterable[bytes]) -> Iterator[DispatchedEvent]:
-        """Yield dispatched events as the byte chunks arrive; discard an unfinished event at the end.
+        """Yield dispatched events as the byte chunks arrive; an unfinished event
+        at the end is discarded (§9.2.6: "Once the end of the file is reached, any
+        pending data must be discarded"): it is never dispatched.
 
         An event is yielded as soon as the line end of its terminating blank
         line has arrived, without reading further chunks.
         """
-        id_buffer = self.last_event_id
-        block: list[str] = []  # lines handed to sseclient
-        has_data = False
-        queued: list[bytes] = []
-        assembled = sseclient.SSEClient(_feed(queued), char_enc="utf-8").events()
-        try:
-            for line in _lines(_decode(chunks)):
-                if line:
-                    field = _field(line)
-                    if field is None:
-                        continue  # comment
-                    name, value = field
-                    if name == "id":
-                        # "If the field value does not contain U+0000 NULL, then
-                        # set the last event ID buffer to the field value.
-                        # Otherwise, ignore the field."
-                        if "\0" not in value:
-                            id_buffer = value
-                    elif name == "retry":
-                        # "If the field value consists of only ASCII digits, then
-                        # interpret the field value as an integer in base ten, and
-                        # set the event stream's reconnection time to that
-                        # integer. Otherwise, ignore the field."
-                        if value.isascii() and value.isdigit():
-                            self.reconnection_time_ms = int(value)
-                    else:
-                        # "event", "data" and unknown fields: sseclient's job.
-                        has_data = has_data or name == "data"
-                        block.append(line)
-                    continue
+        for chunk in chunks:
+            yield from self.feed(chunk)
 
-                # Blank line: "dispatch the event".
-                # Step 1: "Set the last event ID string of the event source to
-                # the value of the last event ID buffer."
-                self.last_event_id = id_buffer
-                # Step 2: "If the data buffer is an empty string, set the data
-                # buffer and the event type buffer to the empty string and
-                # return." (The data buffer is empty iff no data field was seen.)
-                if has_data:
-                    # Steps 3-6 (strip the final LF, event type or "message"):
-                    # sseclient assembles the block into exactly one event.
-                    queued.append(("\n".join(block) + "\n\n").encode("utf-8"))
-                    event = next(assembled)
-                    yield DispatchedEvent(
-                        type=event.event, data=event.data, last_event_id=self.last_event_id
-                    )
-                block.clear()
-                has_data = False
-        finally:
-            assembled.close()
+    def feed(self, chunk: bytes) -> Iterator[DispatchedEvent]:
+        """The events that ``chunk``, the next bytes of the stream, completes, one
+        at a time (iterate it to the end before feeding the next chunk). What
+        remains unfinished waits for the next chunk; a stream that ends there
+        dispatches nothing more."""
+        text = self._utf8.decode(chunk)
+        if self._at_start and text:
+            self._at_start = False
+            if text[0] == _BOM:
+                text = text[1:]
+        for line in self._lines(text):
+            event = self._interpret(line)
+            if event is not None:
+                yield event
+
+    def _lines(self, text: str) -> Iterator[str]:
+        """Each line that ``text`` completes (without its line end), as soon as it
+        ends. A CR ends a line at once; an LF that directly follows it, possibly
+        at the start of the next chunk, belongs to the same line end and is
+        skipped. Text after the last line end waits in ``_partial``."""
+        if self._skip_lf and text:
+            self._skip_lf = False
+            if text[0] == "\n":
+                text = text[1:]
+        if not text:
+            return
+        pos = 0
+        for match in _LINE_END.finditer(text):
+            self._partial.append(text[pos : match.start()])
+            line = "".join(self._partial)
+            self._partial.clear()
+            pos = match.end()
+            yield line
+        self._partial.append(text[pos:])
+        self._skip_lf = text[-1] == "\r"
+
+    def _interpret(self, line: str) -> DispatchedEvent | None:
+        """Process one line; the event it dispatches, if any."""
+        if line:
+            field = _field(line)
+            if field is None:
+                return None  # comment
+            name, value = field
+            if name == "id":
+                # "If the field value does not contain U+0000 NULL, then
+                # set the last event ID buffer to the field value.
+                # Otherwise, ignore the field."
+                if "\0" not in value:
+                    self._id_buffer = value
+            elif name == "retry":
+                # "If the field value consists of only ASCII digits, then
+                # interpret the field value as an integer in base ten, and
+                # set the event stream's reconnection time to that
+                # integer. Otherwise, ignore the field."
+                if value.isascii() and value.isdigit():
+                    self.reconnection_time_ms = int(value)
+            else:
+                # "event", "data" and unknown fields: sseclient's job.
+                self._has_data = self._has_data or name == "data"
+                self._block.append(line)
+            return None
+
+        # Blank line: "dispatch the event".
+        # Step 1: "Set the last event ID string of the event source to
+        # the value of the last event ID buffer."
+        self.last_event_id = self._id_buffer
+        # Step 2: "If the data buffer is an empty string, set the data
+        # buffer and the event type buffer to the empty string and
+        # return." (The data buffer is empty iff no data field was seen.)
+        dispatched = None
+        if self._has_data:
+            # Steps 3-6 (strip the final LF, event type or "message"):
+            # sseclient assembles the block into exactly one event.
+            if self._assembled is None:
+                self._assembled = sseclient.SSEClient(_feed(self._queued), char_enc="utf-8").events()
+            self._queued.append(("\n".join(self._block) + "\n\n").encode("utf-8"))
+            event = next(self._assembled)
+            dispatched = DispatchedEvent(type=event.event, data=event.data, last_event_id=self.last_event_id)
+        self._block.clear()
+        self._has_data = False
+        return dispatched
