@@ -10,6 +10,9 @@ resumes after sequence number N on any worker.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 from flask import Blueprint, Response, jsonify, request
 
 from .errors import ApiError, invalid_request
@@ -73,7 +76,7 @@ def _earlier_conversation(svc: Services, previous_response_id: str | None, owner
     """
     if previous_response_id is None:
         return []
-    previous = _stored(svc, previous_response_id, owner)
+    previous = _stored(svc, previous_response_id, owner).response
     if not previous.finished:
         raise invalid_request(f"response {previous_response_id!r} is still {previous.status}; continue from it "
                               "once it has ended")
@@ -87,7 +90,7 @@ def retrieve_response(rid: str):
     svc = services()
     stored = _stored(svc, rid, caller())
     if request.args.get("stream", "false").lower() not in ("true", "1"):
-        return jsonify(stored.snapshot())
+        return jsonify(stored.response.snapshot())
     return _event_stream(svc, stored.stream_id, _starting_after(), stored.drop_every, stored.logged)
 
 
@@ -97,7 +100,7 @@ def cancel_response(rid: str):
     ``cancelled``, or how it ended if it had ended already)."""
     svc = services()
     stored = _stored(svc, rid, caller())
-    if not stored.finished:
+    if not stored.response.finished:
         _cancel(svc, stored.stream_id)
     return jsonify(_whole(svc, stored.stream_id).snapshot())
 
@@ -108,24 +111,34 @@ def delete_response(rid: str):
     answer 404."""
     svc = services()
     stored = _stored(svc, rid, caller())
-    if not stored.finished:
+    if not stored.response.finished:
         _cancel(svc, stored.stream_id)
         _whole(svc, stored.stream_id)
     svc.event_log.delete(stored.stream_id)
     return jsonify(deleted_response(rid))
 
 
-class _Stored(ResponseEvents):
-    """A response read from its stream's event log: its ``stream_id``, the stream's
-    events read (``logged``) and its ``drop_every`` (the fake model's fault)."""
+@dataclass
+class _Stored:
+    """A stored response as read from its stream's event log: the stream's events
+    logged so far and its ``drop_every`` (the fake model's fault)."""
 
-    def __init__(self, stream_id: str, logged: list[Event] | None = None) -> None:
-        super().__init__(stream_id)
-        self.stream_id = stream_id
-        self.logged = logged if logged is not None else []
-        self.drop_every: int | None = None
-        for event in self.logged:
-            self.take(event)
+    stream_id: str
+    logged: list[Event]
+    drop_every: int | None
+
+    @cached_property
+    def response(self) -> ResponseEvents:
+        """The response as the events read describe it (made when first asked:
+        a resume only needs the events)."""
+        return _described(self.stream_id, self.logged)
+
+
+def _described(stream_id: str, events: list[Event]) -> ResponseEvents:
+    response = ResponseEvents(stream_id)
+    for event in events:
+        response.take(event)
+    return response
 
 
 def _stored(svc: Services, rid: str, owner: str | None) -> _Stored:
@@ -142,22 +155,22 @@ def _stored(svc: Services, rid: str, owner: str | None) -> _Stored:
         raise missing
     try:
         info = known_stream(svc, stream_id, owner)
-        stored = _logged(svc, stream_id)
+        logged = [read_frame(frame) for frame in _logged_frames(svc, stream_id)]
     except ApiError:
         raise missing from None
-    if not stored.record or not stored.record.get("store", True):
+    record = logged[0].data.get(RECORD_KEY) if logged else None
+    if not record or not record.get("store", True):
         raise missing  # a /v1/chat stream, or a response not to be kept
-    stored.drop_every = info.drop_every
-    return stored
+    return _Stored(stream_id, logged, info.drop_every)
 
 
-def _logged(svc: Services, stream_id: str) -> _Stored:
+def _logged(svc: Services, stream_id: str) -> ResponseEvents:
     """The response as the events logged by now describe it.
 
     Raises:
         ApiError: 404 ``response_not_found`` when the stream expired meanwhile.
     """
-    return _Stored(stream_id, [read_frame(frame) for frame in _logged_frames(svc, stream_id)])
+    return _described(stream_id, [read_frame(frame) for frame in _logged_frames(svc, stream_id)])
 
 
 def _logged_frames(svc: Services, stream_id: str) -> list[bytes]:
@@ -178,9 +191,9 @@ def _logged_frames(svc: Services, stream_id: str) -> list[bytes]:
         cursor.close()
 
 
-def _whole(svc: Services, stream_id: str) -> _Stored:
+def _whole(svc: Services, stream_id: str) -> ResponseEvents:
     """The response once its stream has ended (waits for the terminal event)."""
-    stored = _Stored(stream_id)
+    stored = ResponseEvents(stream_id)
     batches = follow(svc.event_log, stream_id, -1, heartbeat_s=svc.settings.heartbeat_s)
     try:
         for frames in batches:
