@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .background import spawn
-from .eventlog import EventLog, StreamFull, StreamLost
+from .eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
 from .metrics import Metrics
 from .models import ChatModel, ChatRequest, Delta, InjectedFault, UpstreamError
 from .protocol import Event, EventId, EventType, ToolCalls, content_frame
@@ -119,6 +119,9 @@ class Producer:
                 event_type, data = self._generate()
             except StreamLost:
                 log.warning("stream %s was declared lost while its producer ran; stopping", self._stream_id)
+                return
+            except StreamNotFound:  # a finished stream expires; one still written to was deleted
+                log.info("stream %s was deleted while its producer ran; stopping", self._stream_id)
                 return
             except Exception:  # a bug of ours: still end the stream, and say so in the log
                 log.exception("producer of stream %s failed", self._stream_id)

@@ -10,6 +10,7 @@ resumes after sequence number N on any worker.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -33,6 +34,10 @@ from .services import Services
 from .web import caller, event_stream_response, json_body, requested_idempotency, services, unavailable_error
 
 bp = Blueprint("responses", __name__)
+
+#: Seconds a cancel or a delete waits for the producer to end the response (it
+#: notices at its next token; a model that has gone silent may take longer).
+STOP_WAIT_S = 3.0
 
 
 @bp.errorhandler(ApiError)
@@ -97,23 +102,26 @@ def retrieve_response(rid: str):
 @bp.post("/v1/responses/<rid>/cancel")
 def cancel_response(rid: str):
     """Stop the response's generation and answer it once it has ended (status
-    ``cancelled``, or how it ended if it had ended already)."""
+    ``cancelled``, or how it ended if it had ended already), or as it stands after
+    :data:`STOP_WAIT_S` (``in_progress``: the model has not answered since)."""
     svc = services()
     stored = _stored(svc, rid, caller())
-    if not stored.response.finished:
-        _cancel(svc, stored.stream_id)
-    return jsonify(_whole(svc, stored.stream_id).snapshot())
+    if stored.response.finished:
+        return jsonify(stored.response.snapshot())
+    _cancel(svc, stored.stream_id)
+    return jsonify(_ended_within(svc, stored.stream_id, STOP_WAIT_S).snapshot())
 
 
 @bp.delete("/v1/responses/<rid>")
 def delete_response(rid: str):
-    """Stop the response if it is still generating, then forget it: later reads
-    answer 404."""
+    """Stop the response if it is still generating (waiting up to
+    :data:`STOP_WAIT_S` for it to end; a producer that finds its stream deleted
+    stops), then forget it: later reads answer 404."""
     svc = services()
     stored = _stored(svc, rid, caller())
     if not stored.response.finished:
         _cancel(svc, stored.stream_id)
-        _whole(svc, stored.stream_id)
+        _ended_within(svc, stored.stream_id, STOP_WAIT_S)
     svc.event_log.delete(stored.stream_id)
     return jsonify(deleted_response(rid))
 
@@ -202,6 +210,32 @@ def _whole(svc: Services, stream_id: str) -> ResponseEvents:
     finally:
         batches.close()
     return stored
+
+
+def _ended_within(svc: Services, stream_id: str, wait_s: float) -> ResponseEvents:
+    """The response once its stream has ended, or as it stands after ``wait_s`` seconds.
+
+    Raises:
+        ApiError: 404 ``response_not_found`` when the stream expired meanwhile.
+    """
+    response = ResponseEvents(stream_id)
+    deadline = time.monotonic() + wait_s
+    try:
+        cursor = svc.event_log.open(stream_id, -1)
+    except StreamNotFound:
+        raise ApiError(404, "response_not_found", "the response expired") from None
+    try:
+        while True:
+            batch = cursor.take()
+            for frame in batch.frames:
+                response.take(read_frame(frame))
+            if batch.finished or time.monotonic() >= deadline:
+                return response
+            cursor.wait(deadline)
+    except StreamNotFound:
+        return response
+    finally:
+        cursor.close()
 
 
 def _cancel(svc: Services, stream_id: str) -> None:

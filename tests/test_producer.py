@@ -1,6 +1,7 @@
 """The producer against the in-memory log, with a controlled clock."""
 
 import json
+import logging
 
 from sse_chat.models import ChatRequest, Message
 from sse_chat.eventlog import MemoryEventLog
@@ -76,3 +77,30 @@ def test_upstream_error_becomes_one_error_event_after_the_partial_answer():
     assert_well_formed(events)
     assert [e.type for e in events] == ["start", "token", "error"]
     assert json.loads(events[-1].data) == {"error": {"type": "upstream_rate_limited", "message": "the upstream answered HTTP 429: slow down"}}
+
+
+class DeletingModel:
+    """Deletes its stream from the log after its first token (a DELETE of a running
+    response whose model was silent: the producer learns of it afterwards)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def stream(self, request):
+        yield Delta(content="first")
+        self.log.delete("s")
+        yield Delta(content="second")
+
+
+def test_a_producer_whose_stream_was_deleted_stops_quietly(caplog):
+    caplog.set_level(logging.INFO, logger="sse_chat.producer")
+    clock = Clock()
+    log = MemoryEventLog(ttl_s=60, max_events=1000, clock=clock)
+    ended = []
+    producer = Producer(log, "s", DeletingModel(log), REQUEST, ProducerLimits(abandon_s=5.0), clock=clock,
+                        on_end=lambda: ended.append(True))
+    producer.create_stream(owner=None)
+    producer.run()
+    assert ended == [True] and log.info("s") is None
+    assert "was deleted while its producer ran" in caplog.text
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]

@@ -417,3 +417,19 @@ def test_a_conversation_continues_only_from_an_ended_response(client):
     client.responses.cancel(running.id)
     continued = client.responses.create(model="fake", input="And then?", previous_response_id=running.id)
     assert continued.status == "completed" and continued.previous_response_id == running.id
+
+
+def test_cancel_and_delete_of_a_silent_model_answer_within_a_bound(gunicorn):
+    """The producer learns of a cancel at its model's next token: while the model is
+    silent, cancel answers the response as it stands after STOP_WAIT_S, and delete
+    forgets it all the same (the producer stops quietly when the model speaks)."""
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="1", SSE_CHAT_UPSTREAM_TIMEOUT_S="120")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    created = client.responses.create(model="fake", input="x", background=True,
+                                      extra_body={"fake": {"stall_after": 2}})
+    wait_until(lambda: len(client.responses.retrieve(created.id).output_text.split()) >= 2, 10, "two tokens")
+    cancelled = client.responses.cancel(created.id)
+    assert cancelled.status == "in_progress" and len(cancelled.output_text.split()) == 2
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
