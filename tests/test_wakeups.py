@@ -182,3 +182,20 @@ def test_a_response_body_detaches_its_reader_when_closed_even_if_never_iterated(
     body.close()
     clock.now += 5
     assert log.control("s").unattended_s == pytest.approx(5.0)
+
+
+def test_readers_are_woken_in_the_order_their_streams_changed():
+    wakeups = Wakeups(cooperative=True, tick_s=60)
+    names = [f"stream-{i}" for i in (7, 3, 19, 0, 12, 5, 16, 1, 9, 14, 2, 18, 6, 11, 4, 17, 8, 13, 10, 15)]
+    woken = []
+
+    def wait(name, bell):
+        bell.wait(time.monotonic() + 30)
+        woken.append(name)
+
+    waiters = [gevent.spawn(wait, name, wakeups.subscribe(name)) for name in sorted(names)]
+    gevent.sleep(0)  # every reader is waiting
+    for name in names:
+        wakeups.changed(name)
+    assert gevent.joinall(waiters, timeout=TEST_TIMEOUT_S) and len(woken) == len(names)
+    assert woken == names

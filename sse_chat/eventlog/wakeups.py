@@ -110,7 +110,7 @@ class Wakeups:
         self._tick_s = tick_s
         self._clock = clock
         self._bells: dict[str, set[Bell]] = {}
-        self._changed: set[str] = set()
+        self._changed: dict[str, None] = {}  # in the order they changed: readers are served first come, first served
         self._flush_timer: Any = None
         self._ticker: Any = None
         self._subscriptions_lock = threading.Lock()
@@ -148,7 +148,7 @@ class Wakeups:
             if self._flush_timer is None:
                 self._flush_timer = gevent.get_hub().loop.timer(0.0)
             self._flush_timer.start(self._flush)
-        self._changed.add(stream_id)
+        self._changed[stream_id] = None
 
     def ring_all(self) -> None:
         """Wake every reader now (a graceful stop began: they must look)."""
@@ -157,7 +157,7 @@ class Wakeups:
                 bell.ring()
 
     def _flush(self) -> None:
-        changed, self._changed = self._changed, set()
+        changed, self._changed = self._changed, {}
         for stream_id in changed:
             self._ring(stream_id)
 
