@@ -27,8 +27,10 @@ import httpx
 from sse_chat.client_base import (
     CANCEL_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
+    GAVE_UP,
     READ_TIMEOUT_S,
     Answer,
+    ChatError,
     ChatEvent,
     Reconnection,
     Retry,
@@ -40,6 +42,7 @@ from sse_chat.client_base import (
     check_base_url,
     check_event_id,
     check_timeout,
+    model_list,
 )
 from sse_chat.protocol import EventStreamDecoder, EventType
 
@@ -241,6 +244,15 @@ class AsyncChatClient:
         except httpx.HTTPError:
             return False
         return response.status_code < 300
+
+    async def models(self) -> list[dict]:
+        """The service's models; as :meth:`sse_chat.client.ChatClient.models`."""
+        try:
+            response = await self.http.get(f"{self.base_url}/v1/models")
+        except _DROPPED as exc:
+            raise StreamState(None).connect_error(exc, self.base_url, (httpx.ConnectError,)) \
+                or ChatError(GAVE_UP, f"{_describe(exc)} ({self.base_url})") from None
+        return model_list(response.status_code, response.text, response.reason_phrase)
 
     async def close(self) -> None:
         """Close the client's connections (the ``httpx.AsyncClient``, if this client made it)."""

@@ -57,6 +57,7 @@ from sse_chat.client_base import (
     check_base_url,
     check_event_id,
     check_timeout,
+    model_list,
     retry_after_ms,
 )
 from sse_chat.protocol import EventStreamDecoder, EventType
@@ -315,6 +316,21 @@ class ChatClient:
         except requests.RequestException:
             return False
         return response.status_code < 300
+
+    def models(self) -> list[dict]:
+        """The service's models (``GET /v1/models``): ``[{"id": str, "object":
+        "model", "owned_by": str, …}, …]``.
+
+        Raises:
+            ChatError: an HTTP error answer, or no connection (``connection_refused``,
+                ``unknown_host``, ``gave_up`` for a dropped one).
+        """
+        try:
+            response = self.session.get(f"{self.base_url}/v1/models", timeout=self._timeout)
+        except _DROPPED as exc:
+            raise StreamState(None).connect_error(exc, self.base_url, (urllib3.exceptions.NewConnectionError,)) \
+                or ChatError(GAVE_UP, f"{_describe(exc)} ({self.base_url})") from None
+        return model_list(response.status_code, response.text, response.reason or "")
 
     def close(self) -> None:
         """Close the client's connections (the session, if the client made it)."""

@@ -366,6 +366,22 @@ class StreamState:
         return None
 
 
+def model_list(status: int, text: str, reason: str) -> list[dict]:
+    """The models of a ``GET /v1/models`` answer: ``[{"id", "object": "model",
+    "owned_by", …}, …]`` (OpenAI's shape).
+
+    Raises:
+        ChatError: an HTTP error answer, or a body that is not such a list.
+    """
+    if status != 200:
+        refused = StreamState(None).refusal(status, text, reason, None)
+        raise refused if isinstance(refused, ChatError) else ChatError("http_error", refused.reason, status)
+    data = (json_object(text) or {}).get("data")
+    if not isinstance(data, list):
+        raise ChatError("http_error", "GET /v1/models did not answer a list of models", status)
+    return [model for model in data if isinstance(model, dict)]
+
+
 class Reconnection:
     """The reconnection policy of one stream (docs/python-client.md, "Reconnection"):
     after a failed connection, the wait before the next one, or :data:`GAVE_UP`.

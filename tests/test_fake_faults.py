@@ -286,8 +286,9 @@ def test_fake_option_pairs_become_the_fake_object():
 
 
 def test_ask_puts_fake_options_in_the_body():
-    from sse_chat.cli.main import _chat_body
+    from sse_chat.cli.main import _fields
 
-    assert _chat_body("hi", "fake", None, 5, None, {"drop_every": 2}) == \
-        {"prompt": "hi", "model": "fake", "max_tokens": 5, "fake": {"drop_every": 2}}
-    assert "fake" not in _chat_body("hi", None, None, None, None, {})
+    common = {"system": None, "temperature": None, "option_pairs": ()}
+    assert _fields(model=None, max_tokens=5, fake=True, fake_pairs=("drop_every=2",), **common) == \
+        {"model": "fake", "max_tokens": 5, "fake": {"drop_every": 2}}
+    assert "fake" not in _fields(model=None, max_tokens=None, fake=False, fake_pairs=(), **common)

@@ -1,5 +1,6 @@
 """What a person sees in a terminal: ``sse-chat ask`` driven in tmux."""
 
+import json
 import os
 import re
 import subprocess
@@ -7,7 +8,7 @@ import uuid
 
 import pytest
 
-from sse_chat.testing.servers import BIN, require_binary, wait_until
+from sse_chat.testing.servers import BIN, base_env, require_binary, run_cli, wait_until
 
 
 @pytest.fixture
@@ -80,3 +81,46 @@ def test_ctrl_c_during_a_markdown_answer_shows_it_once_and_says_so(tmux):
     assert "EXIT=130" in screen
     assert screen.count("You asked:") == 1, screen
     assert re.search(r"^sse-chat: interrupted", screen, re.M), screen
+
+
+def _prompts(screen):
+    return len(re.findall(r"^>( |$)", screen, re.M))  # capture-pane drops trailing spaces
+
+
+def test_chat_two_turns_then_ctrl_d_and_the_log_holds_one_conversation(tmux, tmp_path):
+    tmux.type(f"export SSE_CHAT_HOME='{tmp_path}'; clear; sse-chat chat --fake --max-tokens 6; echo EXIT=$?")
+    wait_until(lambda: "chatting with fake" in tmux.screen() and _prompts(tmux.screen()) == 1, 30, "the first prompt")
+    tmux.type("first question")
+    wait_until(lambda: _prompts(tmux.screen()) == 2, 30, "the first answer and the next prompt")
+    tmux.type("second question")
+    wait_until(lambda: _prompts(tmux.screen()) == 3, 30, "the second answer and the next prompt")
+    tmux.keys("C-d")
+    wait_until(lambda: _ended(tmux.screen()), 30, "the session to end")
+    screen = tmux.screen()
+    assert "EXIT=0" in screen and "Traceback" not in screen
+    logged = [json.loads(line) for line in
+              run_cli("logs", "--json", env=base_env(SSE_CHAT_HOME=str(tmp_path))).stdout.splitlines()]
+    assert [exchange["prompt"] for exchange in logged] == ["first question", "second question"]
+    assert logged[0]["conversation_id"] == logged[1]["conversation_id"]
+    assert all(exchange["status"] == "complete" and exchange["answer"] for exchange in logged)
+    for exchange in logged:  # each answer was shown after its question, on a line of its own
+        assert re.search(f"^> {exchange['prompt']}\n+ ?{re.escape(exchange['answer'].strip())}\n+>", screen, re.M)
+
+
+def test_chat_ctrl_c_stops_the_answer_not_the_session_and_exit_ends_it(tmux, tmp_path):
+    tmux.type(f"export SSE_CHAT_HOME='{tmp_path}'; clear; SSE_CHAT_FAKE_DELAY_MS=300 sse-chat chat --fake; "
+              "echo EXIT=$?")
+    wait_until(lambda: _prompts(tmux.screen()) == 1, 30, "the first prompt")
+    tmux.type("Why is the sky blue?")
+    wait_until(lambda: "You asked" in tmux.screen(), 30, "the answer to start")
+    tmux.keys("C-c")
+    wait_until(lambda: _prompts(tmux.screen()) == 2, 30, "a new prompt after Ctrl-C")
+    screen = tmux.screen()
+    assert re.search(r"^sse-chat: interrupted", screen, re.M) and not _ended(screen), screen
+    tmux.type("exit")
+    wait_until(lambda: _ended(tmux.screen()), 30, "the session to end")
+    assert "EXIT=0" in tmux.screen()
+    [logged] = [json.loads(line) for line in
+                run_cli("logs", "--json", env=base_env(SSE_CHAT_HOME=str(tmp_path))).stdout.splitlines()]
+    assert logged["prompt"] == "Why is the sky blue?" and logged["answer"].startswith("You asked")
+    assert logged["status"] != "complete" and logged["finish_reason"] is None

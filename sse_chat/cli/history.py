@@ -78,6 +78,11 @@ class Exchange:
         return {**asdict(self), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created))}
 
 
+def new_conversation_id() -> str:
+    """A new conversation id: 12 hexadecimal digits."""
+    return uuid.uuid4().hex[:12]
+
+
 def enabled(no_log: bool) -> bool:
     """False with ``--no-log`` or when ``SSE_CHAT_LOG`` is ``0``/``false``/``no``/``off``."""
     return not no_log and os.environ.get("SSE_CHAT_LOG", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -116,7 +121,7 @@ class History:
             cursor = db.execute(
                 "INSERT INTO exchanges (created, conversation_id, base_url, model, system, prompt, status) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), conversation_id or uuid.uuid4().hex[:12], base_url, model,
+                (time.time(), conversation_id or new_conversation_id(), base_url, model,
                  bounded(system) if system is not None else None, bounded(prompt), UNFINISHED))
             return int(cursor.lastrowid or 0)
 
@@ -132,10 +137,12 @@ class History:
                         json.dumps(usage) if usage is not None else None, error, row_id))
 
     def last(self, n: int = 3, conversation_id: str | None = None) -> list[Exchange]:
-        """The last ``n`` exchanges (of one conversation when given), oldest first."""
+        """The last ``n`` exchanges (all when ``n`` is 0; of one conversation when
+        given), oldest first."""
         where, args = ("WHERE conversation_id = ?", [conversation_id]) if conversation_id else ("", [])
         with self._db() as db:
-            rows = db.execute(f"SELECT * FROM exchanges {where} ORDER BY id DESC LIMIT ?", [*args, n]).fetchall()
+            rows = db.execute(f"SELECT * FROM exchanges {where} ORDER BY id DESC LIMIT ?",
+                              [*args, n if n > 0 else -1]).fetchall()
         return [_exchange(row) for row in reversed(rows)]
 
     def conversation(self, conversation_id: str | None) -> tuple[str, list[dict]]:

@@ -144,6 +144,30 @@ class JsonOutput:
         """Nothing to add."""
 
 
+class BufferedOutput:
+    """``--no-stream``: holds back what ``inner`` would write and writes it all at
+    once at :meth:`finish`, when the answer is complete (or stopped)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._held: list[tuple[str, tuple]] = []
+
+    def raw(self, chunk: bytes) -> None:
+        self._held.append(("raw", (chunk,)))
+
+    def event(self, event: DispatchedEvent, payload: dict | None) -> None:
+        self._held.append(("event", (event, payload)))
+
+    def break_line(self) -> None:
+        """Nothing was written yet."""
+
+    def finish(self) -> None:
+        held, self._held = self._held, []
+        for method, args in held:
+            getattr(self._inner, method)(*args)
+        self._inner.finish()
+
+
 def usage_line(done: dict | None) -> str:
     """``--usage``: the ``done`` event's token counts as one line for stderr,
     ``sse-chat: usage: 5 prompt + 7 completion = 12 tokens (finish_reason length)``;
