@@ -24,6 +24,7 @@ from .routes import bp
 from .services import Services
 from .session_routes import bp as session_bp
 from .sessions import SessionKeys
+from .tools import ToolRegistry
 from .web import unavailable_error
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,12 @@ def create_app(config: Settings | None = None) -> Flask:
             (:meth:`Settings.from_env`).
 
     Raises:
-        ConfigError: when the environment holds an invalid setting.
+        ConfigError: when the environment holds an invalid setting, or a server
+            tool (``SSE_CHAT_TOOLS``, the ``sse_chat.tools`` entry points) does
+            not import.
     """
     settings = config if config is not None else Settings.from_env()
+    tools = ToolRegistry.load(settings.tools)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Bodies with a deadline, read yielding, and not drained when refused.
@@ -60,6 +64,7 @@ def create_app(config: Settings | None = None) -> Flask:
         limiter=StreamLimiter(settings.max_streams, settings.max_streams_per_key),
         metrics=Metrics(),
         sessions=SessionKeys(settings.api_keys, settings.session_ttl_s),
+        tools=tools,
     )
     app.register_blueprint(bp)
     app.register_blueprint(session_bp)

@@ -1,4 +1,5 @@
-"""Running work in the background: a greenlet under gevent, else a daemon thread.
+"""Running work in the background: a greenlet under gevent, else a daemon thread;
+and blocking work in a real thread (:func:`run_blocking`).
 
 gunicorn's gevent worker patches :mod:`threading`, so a ``threading.Thread`` is a
 greenlet there too, but ``Thread.start()`` then waits until the new greenlet has
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import gevent
 from gevent import monkey
+
+T = TypeVar("T")
 
 
 def running_under_gevent() -> bool:
@@ -27,3 +31,38 @@ def spawn(target: Callable[[], None], name: str) -> None:
         gevent.spawn(target)
     else:
         threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def run_blocking(function: Callable[[], T], timeout_s: float) -> T:
+    """Run ``function()`` in a real OS thread and return what it returns, waiting
+    at most ``timeout_s`` seconds: gevent's threadpool under gevent (the event
+    loop and every other greenlet go on meanwhile), else a daemon thread.
+
+    Raises:
+        TimeoutError: ``function`` did not return in time; it goes on running in
+            its thread (Python cannot stop a thread), and its result is dropped.
+        Exception: what ``function`` raised.
+    """
+    if running_under_gevent():
+        result = gevent.get_hub().threadpool.spawn(function)
+        try:
+            return result.get(timeout=timeout_s)
+        except gevent.Timeout:
+            raise TimeoutError(f"no result within {timeout_s:g} s") from None
+    outcome: list[tuple[bool, object]] = []
+
+    def target() -> None:
+        try:
+            outcome.append((True, function()))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=target, name="blocking-call", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise TimeoutError(f"no result within {timeout_s:g} s")
+    returned, value = outcome[0]
+    if not returned:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]

@@ -50,6 +50,9 @@ class Settings:
     body_timeout_s: float = 30.0
     bind: str = "127.0.0.1:8000"
     workers: int = 1
+    tools: tuple[str, ...] = ()
+    tool_timeout_s: float = 30.0
+    max_tool_steps: int = 8
 
     @property
     def bound_beyond_loopback(self) -> bool:
@@ -100,6 +103,10 @@ class Settings:
             body_timeout_s=read.seconds("SSE_CHAT_BODY_TIMEOUT_S", defaults.body_timeout_s),
             bind=read.text("SSE_CHAT_BIND", defaults.bind),
             workers=read.integer("WEB_CONCURRENCY", defaults.workers, minimum=1, unit="worker processes"),
+            tools=read.import_paths("SSE_CHAT_TOOLS"),
+            tool_timeout_s=read.seconds("SSE_CHAT_TOOL_TIMEOUT_S", defaults.tool_timeout_s),
+            max_tool_steps=read.integer("SSE_CHAT_MAX_TOOL_STEPS", defaults.max_tool_steps, minimum=1,
+                                        unit="model calls with tool results"),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -176,6 +183,19 @@ class _Reader:
                 f"set it to one (e.g. {default:g}), or unset it for the default {default:g}"
             )
         return value
+
+    def import_paths(self, name: str) -> tuple[str, ...]:
+        """Comma-separated ``module:function`` paths, in order (they are imported
+        later, by the app: see :mod:`sse_chat.tools`)."""
+        paths = tuple(path.strip() for path in (self.optional(name) or "").split(",") if path.strip())
+        for path in paths:
+            module, colon, function = path.partition(":")
+            if not (colon and module and function) or " " in path:
+                raise ConfigError(
+                    f"{name} holds {path!r}, which is not an import path of the form module:function; "
+                    f"set it to e.g. sse_chat.example_tools:current_time (comma-separated for several)"
+                )
+        return paths
 
     def key_list(self, name: str) -> frozenset[str]:
         raw = self.optional(name) or ""

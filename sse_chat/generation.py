@@ -79,9 +79,11 @@ def _start(services: Services, chat: ChatRequest, model: ChatModel, owner: str |
         if on_end is not None:
             on_end()
 
-    abandon_s = math.inf if options.background else services.settings.abandon_s
-    producer = Producer(services.event_log, stream_id, model, chat, ProducerLimits(abandon_s=abandon_s),
-                        on_end=ended, metrics=services.metrics, start_extra=options.start_extra)
+    settings = services.settings
+    limits = ProducerLimits(abandon_s=math.inf if options.background else settings.abandon_s,
+                            tool_timeout_s=settings.tool_timeout_s, max_tool_steps=settings.max_tool_steps)
+    producer = Producer(services.event_log, stream_id, model, chat, limits, on_end=ended, metrics=services.metrics,
+                        start_extra=options.start_extra, tools=services.tools)
     try:
         producer.create_stream(owner)
     except BaseException:

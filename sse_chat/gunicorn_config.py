@@ -170,7 +170,7 @@ def child_exit(server, worker):
 def worker_exit(server, worker):
     """Before a worker exits gracefully (SIGTERM, not a quick SIGINT/SIGQUIT stop),
     let its producers finish, for up to ``graceful_timeout``."""
-    services = getattr(worker.wsgi, "extensions", {}).get("sse_chat")
+    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("sse_chat")  # None: it never booted
     if services is None or not services.draining.is_set():
         return
     left = services.drain(worker.cfg.graceful_timeout, notify=lambda: os.utime(worker.sse_chat_liveness_fd))

@@ -59,7 +59,8 @@ def chat_completions():
     last_event_id = requested_last_event_id()
     if last_event_id is not None:
         def resumed(position: ReadFrom) -> Response:
-            chunks = CompletionChunks(position.stream_id, "", int(time.time()), include_usage=True)
+            chunks = CompletionChunks(position.stream_id, "", int(time.time()), include_usage=True,
+                                      server_tools=frozenset(svc.tools.names))
             return _chunk_stream(svc, position, chunks)
 
         return resume_response(svc, last_event_id, caller(), resumed)
@@ -68,7 +69,9 @@ def chat_completions():
     stream_id = start_generation(svc, request.chat, caller(), requested_idempotency(body))
     if not request.stream:
         return _whole_completion(svc.event_log, svc.settings, stream_id, request.chat.model)
-    chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage)
+    client_tools = {(tool.get("function") or {}).get("name") for tool in request.chat.tools or ()}
+    chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage,
+                              server_tools=frozenset(svc.tools.names) - client_tools)
     return _chunk_stream(svc, ReadFrom(stream_id, -1, request.chat.drop_every), chunks)
 
 

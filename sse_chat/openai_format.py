@@ -87,13 +87,19 @@ class CompletionChunks:
     """Turns a stream's events into ``chat.completion.chunk`` frames, each with the
     event's ``id:`` so that ``Last-Event-ID`` resumes (docs/openai.md, "Resuming chunks").
     ``created`` (Unix seconds) is the ``start`` event's once that is read, so that
-    every reading of a stream from its start has the same chunks."""
+    every reading of a stream from its start has the same chunks.
+
+    Calls of ``server_tools`` (tools the service runs itself) are resolved inside
+    the service: their ``tool_call`` fragments, like their ``tool_result``s,
+    give no chunk, so the client sees only the final answer."""
 
     stream_id: str
     model: str
     created: int
     include_usage: bool
+    server_tools: frozenset[str] = frozenset()
     ended: bool = field(default=False, init=False)
+    _hidden: dict[int, bool] = field(default_factory=dict, init=False, repr=False)
 
     def frames(self, event: Event) -> list[bytes]:
         """The SSE frames for one event: one chunk, or at the end the finishing
@@ -110,6 +116,8 @@ class CompletionChunks:
         if event.type == EventType.REASONING:
             return [self._frame(event.id, {"reasoning_content": event.data["content"]})]
         if event.type == EventType.TOOL_CALL:
+            if self._server_call(event.data):
+                return []
             return [self._frame(event.id, {"tool_calls": [_tool_call_delta(event.data)]})]
         if event.type not in TERMINAL_TYPES:
             return []
@@ -123,6 +131,14 @@ class CompletionChunks:
             frames.append(ServerSentEvent(compact_json(self._chunk([], usage=event.data.get("usage")))).encode())
         frames.append(DONE_FRAME)
         return frames
+
+    def _server_call(self, fragment: dict) -> bool:
+        """Whether ``fragment`` belongs to a call of a server tool: a call's first
+        fragment (it has an ``id`` or a ``name``) says so for its ``index``."""
+        index: int = fragment["index"]
+        if fragment.get("id") is not None or fragment.get("name") is not None:
+            self._hidden[index] = fragment.get("name") in self.server_tools
+        return self._hidden.get(index, False)
 
     def _frame(self, event_id: EventId, delta: dict, finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}

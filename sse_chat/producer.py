@@ -13,15 +13,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .background import spawn
 from .eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
 from .metrics import Metrics
-from .models import ChatModel, ChatRequest, Delta, InjectedFault, UpstreamError
+from .models import ChatModel, ChatRequest, Delta, InjectedFault, Message, ToolCall, UpstreamError, Usage
 from .protocol import Event, EventId, EventType, ToolCalls, content_frame
 from .protocol import error_data as error_body
+from .tools import ServerTool, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,25 @@ CONTROL_INTERVAL_S = 0.2
 
 @dataclass(frozen=True)
 class ProducerLimits:
-    """``abandon_s``: seconds without a reader before generation stops."""
+    """``abandon_s``: seconds without a reader before generation stops;
+    ``tool_timeout_s``: the longest a server tool may run (seconds);
+    ``max_tool_steps``: how many times the model is called again with server
+    tools' results (the call after the last of them offers no server tools)."""
 
     abandon_s: float
+    tool_timeout_s: float = 30.0
+    max_tool_steps: int = 8
+
+
+@dataclass
+class _Answer:
+    """What one call of the model gave: its ``finish_reason``, ``usage``, the text
+    of its ``token``s and its whole tool calls (ids filled in)."""
+
+    finish_reason: str
+    usage: Usage | None
+    text: str
+    calls: list[dict[str, str]]
 
 
 class _Stop(Exception):
@@ -49,7 +66,13 @@ class Producer:
     """Writes one stream: ``start``, then ``token``/``reasoning``/``tool_call``
     events, then exactly one terminal event (``done`` or ``error``), ids
     ``{stream_id}:0``, ``:1``, … ``done`` also carries the assembled
-    ``tool_calls`` when the answer called tools.
+    ``tool_calls`` when the answer called the client's tools.
+
+    With server ``tools`` (docs/tools.md) the model is offered them beside the
+    request's own; when it calls them, the producer runs each call (the only
+    place that runs one: readers only read the log), appends a ``tool_result``,
+    and calls the model again with the calls and results added to the
+    conversation, up to ``limits.max_tool_steps`` times.
 
     Call :meth:`run` (blocking) or :meth:`start` (in a new thread/greenlet).
     """
@@ -57,7 +80,8 @@ class Producer:
     def __init__(self, event_log: EventLog, stream_id: str, model: ChatModel, request: ChatRequest,
                  limits: ProducerLimits, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, on_end: Callable[[], None] | None = None,
-                 metrics: Metrics | None = None, start_extra: dict[str, Any] | None = None) -> None:
+                 metrics: Metrics | None = None, start_extra: dict[str, Any] | None = None,
+                 tools: ToolRegistry | None = None) -> None:
         self._log = event_log
         self._start_extra = start_extra or {}
         self._stream_id = stream_id
@@ -69,6 +93,7 @@ class Producer:
         self._seq = 0
         self._on_end = on_end
         self._metrics = metrics
+        self._tools = tools if tools else None
         self._started_at = clock()
         # The first look, too, comes an interval after the start: by then a Redis
         # log's writes have brought the fields back, so starting a stream costs no
@@ -117,6 +142,8 @@ class Producer:
         with self._lease():
             try:
                 event_type, data = self._generate()
+            except _Stop as stop:
+                event_type, data = stop.terminal
             except StreamLost:
                 log.warning("stream %s was declared lost while its producer ran; stopping", self._stream_id)
                 return
@@ -172,9 +199,45 @@ class Producer:
             stopped.set()
 
     def _generate(self) -> tuple[EventType, dict]:
-        deltas: Iterator[Delta] = self._model.stream(self._request)
+        """The whole answer: one call of the model, or with server tools one per
+        step; returns the terminal event."""
+        if self._tools is None:
+            return self._finish([self._answer_or_stop(self._request)])
+        request, answers = self._offer_server_tools(self._request, with_tools=True), []
+        for step in range(self._limits.max_tool_steps + 1):
+            answer = self._answer_or_stop(request)
+            answers.append(answer)
+            ours = [call for call in answer.calls if self._server_tool(call["name"], request)]
+            if not ours:
+                break
+            results = [self._run_tool(call) for call in ours]
+            if len(ours) < len(answer.calls):
+                break  # the client's calls end the stream; it has seen ours and their results
+            last_step = step + 1 == self._limits.max_tool_steps
+            request = self._offer_server_tools(_continued(request, answer, results), with_tools=not last_step)
+        return self._finish(answers)
+
+    def _answer_or_stop(self, request: ChatRequest) -> _Answer:
+        """:meth:`_answer`, with the ways a stream stops early raised as :class:`_Stop`."""
+        try:
+            return self._answer(request)
+        except _Stop:
+            raise
+        except UpstreamError as exc:
+            self._next_control_check = 0.0
+            self._check_control()  # a DELETE during a silent upstream still ends as cancelled
+            self._injected = isinstance(exc, InjectedFault)
+            raise _Stop((EventType.ERROR, error_body(exc.type, exc.message))) from None
+        except StreamFull as exc:
+            raise _Stop((EventType.ERROR, error_body(
+                "stream_too_long", f"the answer exceeded the server's bound on events per stream ({exc})"))) from None
+
+    def _answer(self, request: ChatRequest) -> _Answer:
+        """Stream one call of the model into the log: the hot path, one turn per delta."""
+        deltas: Iterator[Delta] = self._model.stream(request)
         finish_reason, usage = "stop", None
         tool_calls = ToolCalls()
+        text: list[str] = []
         try:
             for delta in deltas:
                 self._check_control()
@@ -183,33 +246,75 @@ class Producer:
                 if delta.content:
                     self._note_token()
                     self._append_content(EventType.TOKEN, delta.content)
+                    text.append(delta.content)
                 for fragment in delta.tool_calls:
                     self._append(EventType.TOOL_CALL, tool_calls.add(fragment.as_event_data()))
                 if delta.finish_reason:
                     finish_reason, usage = delta.finish_reason, delta.usage
-        except _Stop as stop:
-            return stop.terminal
-        except UpstreamError as exc:
-            self._next_control_check = 0.0
-            try:
-                self._check_control()  # a DELETE during a silent upstream still ends as cancelled
-            except _Stop as stop:
-                return stop.terminal
-            self._injected = isinstance(exc, InjectedFault)
-            return EventType.ERROR, error_body(exc.type, exc.message)
-        except StreamFull as exc:
-            return EventType.ERROR, error_body("stream_too_long",
-                                           f"the answer exceeded the server's bound on events per stream ({exc})")
         finally:
             close = getattr(deltas, "close", None)
             if close is not None:
                 close()
-        if tool_calls and finish_reason == "stop":
+        calls = tool_calls.finished()
+        for number, call in enumerate(calls):
+            call["id"] = call["id"] or f"call_{self._stream_id}_{self._seq}_{number}"
+        return _Answer(finish_reason, usage, "".join(text), calls)
+
+    def _finish(self, answers: list[_Answer]) -> tuple[EventType, dict]:
+        """The ``done`` event after the model's last answer: its ``finish_reason``
+        (``tool_calls`` when it called the client's tools), the usage of every
+        call added up (``None`` unless each reported it), the client's calls."""
+        last = answers[-1]
+        calls = [call for call in last.calls if self._tools is None or self._tools.get(call["name"]) is None
+                 or self._client_declares(call["name"])]
+        finish_reason = last.finish_reason
+        if calls and finish_reason == "stop":
             finish_reason = "tool_calls"  # OpenAI (named tool_choice), vLLM and Ollama say "stop"
+        elif not calls and last.calls:
+            finish_reason = "stop"  # only server tools were called, and no step was left to answer
+        usages = [answer.usage for answer in answers]
+        usage = None if None in usages else Usage(sum(u.prompt_tokens for u in usages if u),
+                                                  sum(u.completion_tokens for u in usages if u))
         done: dict[str, Any] = {"finish_reason": finish_reason, "usage": usage.as_dict() if usage else None}
-        if tool_calls:
-            done["tool_calls"] = tool_calls.finished()
+        if calls:
+            done["tool_calls"] = calls
         return EventType.DONE, done
+
+    def _client_declares(self, name: str | None) -> bool:
+        return any(_tool_name(tool) == name for tool in self._request.tools or ())
+
+    def _server_tool(self, name: str, request: ChatRequest) -> ServerTool | None:
+        """The server tool a call of ``name`` runs: one of ours that ``request``
+        offered and the client does not declare itself (the client's wins)."""
+        tool = self._tools.get(name) if self._tools is not None else None
+        if tool is None or self._client_declares(name) or tool.definition not in (request.tools or ()):
+            return None
+        return tool
+
+    def _offer_server_tools(self, request: ChatRequest, *, with_tools: bool) -> ChatRequest:
+        """``request`` with the server tools offered after the client's (but for
+        names the client declares), or without any of them (``with_tools`` false)."""
+        client_tools = tuple(self._request.tools or ())
+        ours: tuple[dict[str, Any], ...] = ()
+        if with_tools and self._tools is not None:
+            ours = tuple(dict(tool) for tool in self._tools.definitions
+                         if not self._client_declares(_tool_name(tool)))
+        tools = client_tools + ours
+        return replace(request, tools=tools or None)
+
+    def _run_tool(self, call: dict[str, str]) -> Message:
+        """Run one call of a server tool, append its ``tool_result``; returns the
+        ``tool`` message for the model."""
+        tool = self._tools.get(call["name"]) if self._tools is not None else None
+        assert tool is not None
+        started = self._clock()
+        outcome = tool.call(call["arguments"], self._limits.tool_timeout_s)
+        log.info("stream %s: tool %s %s in %.0f ms", self._stream_id, tool.name,
+                 outcome.error_type or "answered", (self._clock() - started) * 1000)
+        self._append(EventType.TOOL_RESULT, outcome.as_event_data(call["id"], tool.name))
+        self._next_control_check = 0.0
+        self._check_control()  # a DELETE while the tool ran ends the stream now
+        return Message("tool", outcome.as_message_content(), tool_call_id=call["id"])
 
     def _backend_label(self) -> str:
         """``fake`` or ``upstream``: model names come from callers, so they would
@@ -250,3 +355,17 @@ class Producer:
 
     def _encode(self, event_type: EventType, data: dict) -> bytes:
         return Event(EventId(self._stream_id, self._seq), event_type.value, data).encode()
+
+
+def _tool_name(tool: Any) -> str | None:
+    """The function name of an OpenAI tool object, or ``None``."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    return function.get("name") if isinstance(function, dict) else None
+
+
+def _continued(request: ChatRequest, answer: _Answer, results: list[Message]) -> ChatRequest:
+    """``request`` with the model's answer (its text and tool calls) and the
+    results of those calls appended to the conversation."""
+    calls = tuple(ToolCall(call["id"], call["name"], call["arguments"]) for call in answer.calls)
+    assistant = Message("assistant", answer.text or None, tool_calls=calls)
+    return replace(request, messages=(*request.messages, assistant, *results))

@@ -13,6 +13,7 @@ from .limits import StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
 from .sessions import SessionKeys
+from .tools import ToolRegistry
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Services:
     limiter: StreamLimiter
     metrics: Metrics
     sessions: SessionKeys
+    #: The tools the service runs itself (``SSE_CHAT_TOOLS`` and entry points).
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
     #: Set when the process begins a graceful stop: readers end their responses
     #: (clients reconnect elsewhere) while producers finish.
     draining: threading.Event = field(default_factory=threading.Event)

@@ -146,3 +146,22 @@ def test_a_background_response_of_the_real_model_resumes_with_the_openai_sdk(ser
     assert final["status"] in ("completed", "incomplete")
     text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert text.strip() and text == client.responses.retrieve(rid).output_text
+
+
+def test_a_stream_of_the_real_model_completes_with_a_server_tool_offered(gunicorn, llama_server):
+    # The service offers its own tool (docs/tools.md) beside the request's none.
+    # Gemma's chat format in llama-cpp-python has no tool template, so the model
+    # may answer in text; either way the stream must end with done, and any call
+    # it makes must have been run by the service (a tool_result) and answered.
+    server = gunicorn(OPENAI_BASE_URL=llama_server, SSE_CHAT_MODEL=MODEL_NAME, SSE_CHAT_UPSTREAM_TIMEOUT_S="120",
+                      SSE_CHAT_TOOLS="sse_chat.example_tools:current_time")
+    response = requests.post(server.url + "/v1/chat", json={
+        "prompt": "What time is it in Paris?", "max_tokens": 40}, timeout=300)
+    events = events_of([response.content])
+    assert_well_formed(events)
+    done = json.loads(events[-1].data)
+    assert events[-1].type == "done" and done["finish_reason"] in ("stop", "length")
+    calls = {json.loads(e.data)["id"] for e in events if e.type == "tool_call" and json.loads(e.data)["id"]}
+    results = [json.loads(e.data) for e in events if e.type == "tool_result"]
+    assert {r["tool_call_id"] for r in results} == calls
+    assert "tool_calls" not in done

@@ -162,6 +162,6 @@ def _serve_in_process(stack: ExitStack) -> str:
 
     try:
         settings = Settings.from_env()
-    except ConfigError as exc:
+        return stack.enter_context(serve_fake_model(settings))
+    except ConfigError as exc:  # a setting, or a server tool that does not import
         raise click.UsageError(str(exc)) from None
-    return stack.enter_context(serve_fake_model(settings))
