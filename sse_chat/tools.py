@@ -21,13 +21,13 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, get_type_hints
-
-import pydantic
-import pydantic_core
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from .background import run_blocking
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    import pydantic
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ class ServerTool:
             ConfigError: ``function`` is not a function, takes ``*args``/``**kwargs``,
                 or its annotations cannot make a JSON Schema.
         """
+        import pydantic  # only where tools are configured: a service without them never loads it
+
         if not callable(function) or not hasattr(function, "__name__"):
             raise ConfigError(f"{origin} is not a function; a tool is a function with annotated parameters")
         name = function.__name__
@@ -104,6 +106,9 @@ class ServerTool:
         do not fit give ``invalid_arguments``, an exception ``tool_error``
         (its class and message), a call past the timeout ``tool_timeout`` (the
         function may then still be running; its result is thrown away)."""
+        import pydantic
+        import pydantic_core
+
         try:
             values = self.arguments.model_validate_json(arguments or "{}")
         except pydantic.ValidationError as exc:
@@ -131,6 +136,8 @@ class ServerTool:
 def _arguments_model(function: Callable[..., Any]) -> type[pydantic.BaseModel]:
     """A pydantic model of ``function``'s parameters: each one's annotation (``Any``
     when none) and default (required when none)."""
+    import pydantic
+
     hints = get_type_hints(function, include_extras=True)
     fields: dict[str, Any] = {}
     for parameter in inspect.signature(function).parameters.values():

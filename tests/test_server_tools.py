@@ -190,3 +190,34 @@ def test_the_example_tool_answers_through_the_cli_in_process():
     line = result.stderr.decode()
     assert line.startswith("tool result current_time ") and ("+01:00" in line or "+02:00" in line)
     assert line.removeprefix("tool result current_time ").strip() in result.stdout.decode()
+
+
+@pytest.mark.browser
+def test_the_page_shows_the_call_and_its_result_as_a_collapsed_block(tool_server, browser, calls_file, tmp_path):
+    server = tool_server(SSE_CHAT_FAKE_DELAY_MS="20")
+    page = browser.new_page(viewport={"width": 900, "height": 500})
+    try:
+        page.goto(server.url + "/")
+        page.fill("#prompt", "make it loud")
+        page.press("#prompt", "Enter")
+        page.wait_for_function("() => document.querySelector('#conversation li.assistant')?.dataset.finishReason")
+        page.screenshot(path=str(tmp_path / "server-tool-collapsed.png"))
+        shown = page.evaluate("""() => {
+            const li = document.querySelector('#conversation li.assistant');
+            const call = li.querySelector('.tool-call');
+            return {name: call.querySelector('.tool-name').textContent, open: call.open,
+                    visible: call.querySelector('.tool-result').checkVisibility(),
+                    answer: li.querySelector('.answer').textContent.trim(), finish: li.dataset.finishReason};
+        }""")
+        page.click(".tool-call summary")
+        page.screenshot(path=str(tmp_path / "server-tool-open.png"))
+        opened = page.evaluate("""() => {
+            const result = document.querySelector('.tool-call .tool-result');
+            return {text: result.textContent, visible: result.checkVisibility()};
+        }""")
+    finally:
+        page.close()
+    assert shown == {"name": "shout", "open": False, "visible": False, "answer": _quoted(("shout", "MAKE IT LOUD")),
+                     "finish": "stop"}
+    assert opened == {"text": "MAKE IT LOUD", "visible": True}
+    assert server_tools.calls(str(calls_file)) == ["shout make it loud"]
