@@ -6,6 +6,8 @@ file, so that calls on any worker or host are counted."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import openai
 import pytest
 import requests
 
-from sse_chat.testing.servers import BIN, ROOT, base_env, free_port, run_cli
+from sse_chat.testing.servers import BIN, ROOT, base_env, free_port, run_cli, wait_until
 
 from . import server_tools
 from .event_reading import answer_text, assert_well_formed, events_of, stream_of
@@ -221,3 +223,35 @@ def test_the_page_shows_the_call_and_its_result_as_a_collapsed_block(tool_server
                      "finish": "stop"}
     assert opened == {"text": "MAKE IT LOUD", "visible": True}
     assert server_tools.calls(str(calls_file)) == ["shout make it loud"]
+
+
+def test_the_python_client_yields_the_tool_result(tool_server):
+    from sse_chat.client import ChatClient
+
+    server = tool_server()
+    events = list(ChatClient(server.url).stream(prompt="client side"))
+    [result] = [e.data for e in events if e.event == "tool_result"]
+    assert result["name"] == "shout" and result["content"] == "CLIENT SIDE"
+    assert "".join(e.content for e in events) == _quoted(("shout", "CLIENT SIDE"))
+
+
+@pytest.mark.redis
+def test_a_producer_killed_while_its_tool_runs_ends_the_stream_with_stream_lost(gunicorn, redis_server, calls_file):
+    # docs/tools.md: the tool may then have run; the stream ends as any other
+    # whose producer died, and no reader runs the tool again.
+    env = {"SSE_CHAT_TOOLS": "tests.server_tools:dawdle", "PYTHONPATH": str(ROOT),
+           "SSE_CHAT_TEST_TOOL_CALLS": str(calls_file), "SSE_CHAT_REDIS_URL": redis_server.url,
+           "SSE_CHAT_FAKE_DELAY_MS": "0"}
+    producing, reading = gunicorn(**env), gunicorn(**env)
+    with requests.post(producing.url + "/v1/chat", json={"prompt": "never answered"}, stream=True,
+                       timeout=30) as response:
+        start = events_of([next(response.iter_content(chunk_size=None))])[0]
+        wait_until(lambda: server_tools.calls(str(calls_file)) == ["dawdle never answered"], 10, "the tool's call")
+        [worker] = producing.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+    stream_id = stream_of(start.last_event_id)
+    events = events_of([requests.get(f"{reading.url}/v1/streams/{stream_id}", timeout=60).content])
+    assert_well_formed(events)
+    assert "tool_result" not in [e.type for e in events]
+    assert events[-1].type == "error" and json.loads(events[-1].data)["error"]["type"] == "stream_lost"
+    assert server_tools.calls(str(calls_file)) == ["dawdle never answered"]
