@@ -130,7 +130,8 @@ class Load:
 class Setup:
     """One server under load: ``app`` is ``"project"`` or ``"baseline"``; ``*_cpus``
     are ``taskset -c`` lists (``redis_cpus`` only with ``redis``); ``project_dir``:
-    the checkout the project runs from (``None``: this one, or ``--project-dir``)."""
+    the checkout the project runs from (``None``: this one, or ``--project-dir``);
+    ``env``: more environment variables of the server, ``(name, value)`` pairs."""
 
     label: str
     app: str
@@ -140,6 +141,7 @@ class Setup:
     redis: bool = False
     redis_cpus: str | None = None
     project_dir: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
     def layout(self) -> str:
         parts = [f"gunicorn ({self.workers} worker{'s' if self.workers > 1 else ''}) taskset -c {self.server_cpus}",
@@ -371,6 +373,7 @@ def server_env(setup: Setup, load: Load, port: int, tmp: Path, redis_url: str | 
                    SSE_CHAT_MAX_STREAMS=str(max(2000, load.streams)), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
         if redis_url is not None:
             env["SSE_CHAT_REDIS_URL"] = redis_url
+    env.update(setup.env)
     return base_env(**env)
 
 
