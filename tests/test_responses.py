@@ -433,3 +433,18 @@ def test_cancel_and_delete_of_a_silent_model_answer_within_a_bound(gunicorn):
     client.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(created.id)
+
+
+def test_output_items_sent_back_as_input_continue_the_conversation(client):
+    """The stateless way (no previous_response_id): the client keeps the history,
+    sending a response's output items back with the function's result."""
+    question = {"role": "user", "content": "Weather in Paris?"}
+    called = client.responses.create(model="fake", input=[question], tools=[WEATHER_TOOL], store=False)
+    [call] = called.output
+    history = [question, *(item.to_dict() for item in called.output),
+               {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+    answered = client.responses.create(model="fake", input=history, tools=[WEATHER_TOOL], store=False)
+    assert answered.status == "completed" and "sunny" in answered.output_text
+    again = client.responses.create(model="fake", input=[*history, *(item.to_dict() for item in answered.output),
+                                                         {"role": "user", "content": "Thanks!"}])
+    assert again.status == "completed" and "Thanks!" in again.output_text
