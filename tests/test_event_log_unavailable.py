@@ -143,3 +143,23 @@ def test_readyz_needs_no_api_key(make_app):
     assert client.get("/v1/models").status_code == 401
     assert client.get("/readyz").status_code == 200
 
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/v1/responses", {"model": "fake", "input": "hi"}),
+    ("POST", "/v1/responses", {"model": "fake", "input": "hi", "stream": True}),
+    ("POST", "/v1/responses", {"model": "fake", "input": "hi", "background": True}),
+    ("POST", "/v1/responses", {"model": "fake", "input": "hi", "previous_response_id": "{id}"}),
+    ("GET", "/v1/responses/{id}", None),
+    ("GET", "/v1/responses/{id}?stream=true&starting_after=3", None),
+    ("POST", "/v1/responses/{id}/cancel", None),
+    ("DELETE", "/v1/responses/{id}", None),
+])
+def test_the_responses_surface_gets_503_in_openais_shape(outage, method, path, body):
+    client, event_log = outage
+    response_id = client.post("/v1/responses", json={"model": "fake", "input": "hi", "max_output_tokens": 5}).json["id"]
+    event_log.down = True
+    body = {key: value.format(id=response_id) if isinstance(value, str) else value for key, value in (body or {}).items()}
+    _assert_unavailable(client.open(path.format(id=response_id), method=method, json=body or None), OPENAI_SHAPE)
+    event_log.down = False
+    assert client.get(f"/v1/responses/{response_id}").json["status"] == "incomplete"
