@@ -88,23 +88,8 @@ def event_stream_response(body: Any) -> Response:
     sock = request.environ.get("gunicorn.socket")
     if sock is not None:
         sock.settimeout(services().settings.send_timeout_s)
-    return _EventStreamResponse(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
-                                headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
-
-
-class _EventStreamResponse(Response):
-    """A response that hands the WSGI ``write`` callable (PEP 3333: what
-    ``start_response`` returns) to its body, when the body takes it
-    (``attach_write``: :class:`sse_chat.reader.Body`), so that a producer can write
-    a caught-up reader's events itself (:class:`sse_chat.reader.DirectWrites`)."""
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        app_iter, status, headers = self.get_wsgi_response(environ)
-        write = start_response(status, headers)
-        attach = getattr(app_iter, "attach_write", None)
-        if attach is not None:
-            attach(write, environ)
-        return app_iter
+    return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
+                    headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
 
 
 def unavailable_error(error: EventLogUnavailable) -> ApiError:

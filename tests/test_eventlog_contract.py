@@ -287,65 +287,7 @@ def test_readers_follow_a_stream_through_the_wakeups_the_log_was_given(make_log)
     again.close()
 
 
-def test_a_reader_that_is_not_caught_up_is_not_parked_and_redis_never_parks(make_log):
-    log = make_log()
-    stream_id = _stream(log, 3)
-    cursor = log.open(stream_id, 0)
-    assert not cursor.park(lambda frame: True)  # events 1 and 2 are still to take
-    cursor.take()
-    parks = cursor.park(lambda frame: True)
-    cursor.close()
-    assert parks == isinstance(log, MemoryEventLog)
-
-
 # --- memory only ----------------------------------------------------------------
-
-def test_a_parked_reader_is_handed_each_append_and_takes_the_terminal_event_itself():
-    log = MemoryEventLog(ttl_s=60, max_events=100)
-    stream_id = _stream(log, 1)
-    cursor = log.open(stream_id, -1)
-    cursor.take()
-    handed = []
-    assert cursor.park(lambda frame: handed.append(frame) or True)
-    log.append(stream_id, 1, _frame(stream_id, 1))
-    log.append(stream_id, 2, _frame(stream_id, 2))
-    assert (handed, cursor.position) == ([_frame(stream_id, 1), _frame(stream_id, 2)], 2)
-    log.append(stream_id, 3, _frame(stream_id, 3, "done"), terminal=True)
-    assert len(handed) == 2
-    end = cursor.take()
-    assert (end.first_seq, end.frames, end.finished) == (3, [_frame(stream_id, 3, "done")], True)
-    cursor.close()
-
-
-def test_a_sink_that_cannot_take_a_frame_unparks_its_reader_which_takes_it():
-    log = MemoryEventLog(ttl_s=60, max_events=100, wakeups=Wakeups(cooperative=False))
-    stream_id = _stream(log, 1)
-    cursor = log.open(stream_id, 0)
-    offered = []
-    assert cursor.park(lambda frame: offered.append(frame) and False)
-    log.append(stream_id, 1, _frame(stream_id, 1))
-    log.append(stream_id, 2, _frame(stream_id, 2))  # no longer parked: not offered
-    assert offered == [_frame(stream_id, 1)]
-    cursor.wait(time.monotonic() + 5)  # rung at once (threads): returns long before the deadline
-    assert cursor.take().frames == [_frame(stream_id, 1), _frame(stream_id, 2)]
-    cursor.close()
-
-
-def test_a_wait_or_close_ends_a_park():
-    log = MemoryEventLog(ttl_s=60, max_events=100)
-    stream_id = _stream(log, 1)
-    cursor = log.open(stream_id, 0)
-    handed = []
-    assert cursor.park(handed.append)
-    cursor.wait(time.monotonic())
-    log.append(stream_id, 1, _frame(stream_id, 1))
-    assert cursor.park(handed.append) is False  # event 1 is still to take
-    cursor.take()
-    assert cursor.park(handed.append)
-    cursor.close()
-    log.append(stream_id, 2, _frame(stream_id, 2))
-    assert handed == []
-
 
 def test_a_finished_stream_is_kept_for_exactly_its_ttl():
     clock = Clock()

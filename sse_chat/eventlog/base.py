@@ -7,7 +7,6 @@ producer appends to a stream; any number of readers read it from a position.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,25 +97,10 @@ class Cursor(Protocol):
             StreamNotFound: the stream expired or vanished.
         """
 
-    def park(self, sink: Callable[[bytes], bool]) -> bool:
-        """Offer to take the next events without waking this reader: until the next
-        :meth:`wait` returns (or :meth:`close`), the log hands each event appended
-        after :attr:`position` to ``sink`` as it is appended, in the appending
-        producer's thread or greenlet, instead of ringing the reader. ``sink(frame)``
-        returns True once it has sent the frame (the cursor then moves past it),
-        False when it cannot now: the cursor then stops handing events over and
-        wakes its reader, which takes that frame as usual. The terminal event is
-        never handed over: the reader takes it.
-
-        Returns False, and the reader waits as usual, when the log does not offer
-        this (events do not come from a producer of this process, or the reader is
-        not caught up).
-        """
-
     def wait(self, deadline: float) -> None:
         """Block until the stream may have changed, or the monotonic clock reaches
         ``deadline`` (seconds), whichever comes first. May return early; call
-        :meth:`take` to see. Ends a :meth:`park`."""
+        :meth:`take` to see."""
 
     def close(self) -> None:
         """Stop following: the reader detaches."""

@@ -16,8 +16,7 @@ from .wakeups import Bell, Wakeups
 
 
 class _Stream:
-    __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since", "drop_every",
-                 "parked")
+    __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since", "drop_every")
 
     def __init__(self, owner: str | None, now: float, drop_every: int | None = None) -> None:
         self.owner = owner
@@ -27,8 +26,6 @@ class _Stream:
         self.cancelled = False
         self.readers = 0
         self.unattended_since = now
-        #: Cursors whose readers take the next events from the producer (Cursor.park).
-        self.parked: list[_MemoryCursor] = []
 
 
 class MemoryEventLog:
@@ -73,11 +70,6 @@ class MemoryEventLog:
         frames.append(frame)
         if terminal:
             stream.finished_at = self._clock()
-        elif stream.parked:  # hand the frame to caught-up readers (Cursor.park): no wake-up for them
-            for cursor in tuple(stream.parked):
-                cursor.hand_over(seq, frame)
-            if len(stream.parked) == stream.readers:
-                return
         self._wakeups.changed(stream_id)
 
     def flush(self, stream_id: str) -> None:
@@ -166,7 +158,7 @@ class MemoryEventLog:
 class _MemoryCursor:
     """A reader's position in one in-memory stream (:class:`~.base.Cursor`)."""
 
-    __slots__ = ("_log", "_stream_id", "_stream", "_bell", "position", "_closed", "_sink")
+    __slots__ = ("_log", "_stream_id", "_stream", "_bell", "position", "_closed")
 
     def __init__(self, log: MemoryEventLog, stream_id: str, stream: _Stream, after_seq: int, bell: Bell) -> None:
         self._log = log
@@ -175,7 +167,6 @@ class _MemoryCursor:
         self._bell = bell
         self.position = after_seq
         self._closed = False
-        self._sink: Callable[[bytes], bool] | None = None
 
     def take(self, limit: int | None = None) -> Batch:
         stream = self._stream
@@ -188,39 +179,11 @@ class _MemoryCursor:
         self.position += len(frames)
         return Batch(first, frames, finished and self.position == len(stream.frames) - 1)
 
-    def park(self, sink: Callable[[bytes], bool]) -> bool:
-        stream = self._stream
-        if self._closed or stream.finished_at is not None or self.position != len(stream.frames) - 1:
-            return False
-        self._sink = sink
-        stream.parked.append(self)
-        return True
-
-    def hand_over(self, seq: int, frame: bytes) -> None:
-        """Give event ``seq`` to the parked reader's sink (the log's ``append``
-        calls it); unpark when the sink cannot take it, so that the reader is rung."""
-        sink = self._sink
-        if sink is not None and seq == self.position + 1 and sink(frame):
-            self.position = seq
-        else:
-            self._unpark()
-
     def wait(self, deadline: float) -> None:
-        try:
-            self._bell.wait(deadline)
-        finally:
-            if self._sink is not None:
-                self._unpark()
-
-    def _unpark(self) -> None:
-        self._sink = None
-        parked = self._stream.parked
-        if self in parked:
-            parked.remove(self)
+        self._bell.wait(deadline)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._unpark()
             self._log._wakeups.unsubscribe(self._stream_id, self._bell)
             self._log._detach(self._stream_id, self._stream)

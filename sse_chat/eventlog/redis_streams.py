@@ -507,11 +507,6 @@ class _RedisCursor:
         self.position += len(frames)
         return Batch(first, frames, finished and self.position == mirror.end - 1)
 
-    def park(self, sink: Callable[[bytes], bool]) -> bool:
-        """Never: events reach a mirror from the writer's greenlet once Redis has
-        them, and that greenlet must not wait for any client."""
-        return False
-
     def wait(self, deadline: float) -> None:
         self._bell.wait(deadline)
 

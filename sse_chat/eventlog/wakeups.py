@@ -22,8 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
-from gevent import getcurrent
-from gevent.hub import Waiter
+import gevent.event
 
 from ..background import running_under_gevent
 
@@ -34,14 +33,14 @@ class Bell:
     """One reader's wake-up call: :meth:`ring` from anywhere, :meth:`wait` by its reader.
 
     A ring that comes while the reader is not waiting is kept, so a change made
-    between the reader's last look and its wait is never missed. This one is for
-    plain threads: a :class:`threading.Event`, and waits time out by themselves.
+    between the reader's last look and its wait is never missed.
     """
 
-    __slots__ = ("_event", "_clock", "due")
+    __slots__ = ("_event", "_cooperative", "_clock", "due")
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._event = threading.Event()
+    def __init__(self, event: Any, cooperative: bool, clock: Callable[[], float]) -> None:
+        self._event = event
+        self._cooperative = cooperative
         self._clock = clock
         #: Monotonic seconds at which a waiting reader wants to wake anyway
         #: (``inf``: never); kept by the ticker under gevent.
@@ -52,45 +51,17 @@ class Bell:
 
     def wait(self, deadline: float) -> None:
         """Block until the bell rings or the monotonic clock reaches ``deadline``
-        (seconds); consumes the ring."""
-        self._event.wait(max(0.0, deadline - self._clock()))
-        self._event.clear()
-
-
-class _GreenletBell(Bell):
-    """A :class:`Bell` under gevent: the reader parks on a :class:`gevent.hub.Waiter`
-    (no timer: the ticker keeps :attr:`due`), and a ring from the event loop's own
-    greenlet (the wake-up timer, :meth:`Wakeups._flush`) switches to the reader at
-    once: it runs until it waits again, then the loop goes on. A ring from any other
-    greenlet schedules that switch for the loop's next round of callbacks.
-
-    Compared with a :class:`gevent.event.Event` this skips a callback and the
-    event's links per wake-up: 2 to 3 microseconds of a worker's CPU per event at
-    1,000 streams x 20 tokens/s."""
-
-    __slots__ = ("_hub", "_waiter")
-
-    def __init__(self, hub: Any, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self.due = _NEVER
-        self._hub = hub
-        self._waiter = Waiter(hub)
-
-    def ring(self) -> None:
-        if getcurrent() is self._hub:
-            self._waiter.switch(None)  # kept when the reader is not waiting
-        else:
-            self._hub.loop.run_callback(self._waiter.switch, None)
-
-    def wait(self, deadline: float) -> None:
-        waiter = self._waiter
-        if not waiter.ready():
+        (seconds); consumes the ring. Under gevent the ticker keeps the deadline
+        (no timer per wait); with threads the wait times out by itself."""
+        if self._cooperative:
             self.due = deadline
             try:
-                waiter.get()
+                self._event.wait()
             finally:
                 self.due = _NEVER
-        waiter.clear()
+        else:
+            self._event.wait(max(0.0, deadline - self._clock()))
+        self._event.clear()
 
 
 class Wakeups:
@@ -117,7 +88,8 @@ class Wakeups:
 
     def subscribe(self, stream_id: str) -> Bell:
         """A new bell, rung whenever ``stream_id`` changes, until :meth:`unsubscribe`."""
-        bell = _GreenletBell(gevent.get_hub(), self._clock) if self._cooperative else Bell(self._clock)
+        event = gevent.event.Event() if self._cooperative else threading.Event()
+        bell = Bell(event, self._cooperative, self._clock)
         if self._cooperative:
             self._start_ticker()
         with self._subscriptions_lock:
