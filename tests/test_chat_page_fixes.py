@@ -4,6 +4,7 @@ CommonMark's word-boundary rule for ``_``, incremental rendering, and a
 Content-Security-Policy the page runs under. Each test fails on the page before
 these fixes."""
 
+import itertools
 import json
 import time
 
@@ -107,12 +108,12 @@ class _Script:
     resumes, registered for both): each request gets the next action, then the
     real service. Actions: ``("cut", n)`` the real answer's first ``n`` frames,
     then the end of the body; ``("no_done",)`` all frames but the last;
-    ``("status", code)``. ``arrived``/``answered`` say when each request came and
-    when its answer was given (``time.monotonic()``)."""
+    ``("status", code)``. ``arrived`` holds when each request came
+    (``time.monotonic()``)."""
 
     def __init__(self, *actions):
         self.actions = list(actions)
-        self.arrived, self.answered = [], []
+        self.arrived = []
 
     def __call__(self, route):
         self.arrived.append(time.monotonic())
@@ -126,11 +127,6 @@ class _Script:
             frames = _frames(route.fetch().body())
             kept = frames[:action[1]] if action[0] == "cut" else frames[:-1]
             route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=b"".join(kept))
-        self.answered.append(time.monotonic())
-
-    def waits(self):
-        """Seconds between each answer and the next request."""
-        return [later - earlier for earlier, later in zip(self.answered, self.arrived[1:], strict=False)]
 
 
 def _route_streams(page, script):
@@ -138,11 +134,66 @@ def _route_streams(page, script):
     page.route("**/v1/streams/*", script)
 
 
+# Recorded in the page, on the page's own clock (performance.now(), milliseconds):
+# each stream request (fetch of /v1/chat or /v1/streams/...) and each timer the
+# page sets (setTimeout, with its delay). Added before the page's modules run.
+_RECORD_RECONNECTIONS = """(() => {
+  const log = [];
+  Object.defineProperty(window, "__reconnections", { value: log });
+  const realFetch = window.fetch, realSetTimeout = window.setTimeout;
+  window.fetch = function (input, ...rest) {
+    const url = typeof input === "string" ? input : input.url;
+    if (/\\/v1\\/(chat$|streams\\/)/.test(new URL(url, location.href).pathname)) {
+      log.push({ kind: "request", at: performance.now() });
+    }
+    return realFetch.call(this, input, ...rest);
+  };
+  window.setTimeout = function (callback, delay, ...rest) {
+    log.push({ kind: "timer", delay: Number(delay) || 0, at: performance.now() });
+    return realSetTimeout.call(this, callback, delay, ...rest);
+  };
+})();"""
+
+# performance.now() is coarsened (Chromium: 100 microseconds, with jitter) and a
+# timer's delay is kept in whole milliseconds: one millisecond covers both.
+_CLOCK_RESOLUTION_S = 0.001
+
+
+def _record_reconnections(page):
+    page.add_init_script(_RECORD_RECONNECTIONS)
+
+
+def _reconnection_waits(page):
+    """``(chosen, waited)`` in seconds for each reconnection, from the page's own
+    record: the delay of the one timer the page set between a stream request and
+    the next, and the time from setting that timer to the next request. Fails when
+    a reconnection came without exactly one timer before it."""
+    log = page.evaluate("() => window.__reconnections")
+    requests_at = [i for i, entry in enumerate(log) if entry["kind"] == "request"]
+    waits = []
+    for this, following in itertools.pairwise(requests_at):
+        timers = [entry for entry in log[this + 1:following] if entry["kind"] == "timer"]
+        assert len(timers) == 1, ("not one timer between two stream requests", log)
+        waits.append((timers[0]["delay"] / 1000, (log[following]["at"] - timers[0]["at"]) / 1000))
+    return waits
+
+
+def _assert_waited(waits, bounds):
+    """Each chosen delay lies in its ``(low, high)`` bounds (seconds), and the
+    page waited it out before the next request: at least the delay (to the
+    clock's resolution), at most a quarter of a second longer."""
+    assert len(waits) == len(bounds), (waits, bounds)
+    for (chosen, waited), (low, high) in zip(waits, bounds, strict=True):
+        assert low <= chosen <= high, (waits, bounds)
+        assert chosen - _CLOCK_RESOLUTION_S <= waited <= chosen + 0.25, (waits, bounds)
+
+
 def test_reconnection_waits_double_per_failure_and_start_over_after_progress(gunicorn, page):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0", SSE_CHAT_RETRY_MS="100")
     expected = _expected_answer(server, "back off", max_tokens=40)
     script = _Script(("cut", 3), ("status", 503), ("status", 503), ("status", 502), ("cut", 3), ("status", 504))
     _route_streams(page, script)
+    _record_reconnections(page)
     page.goto(server.url + "/?max_tokens=40")
     _ask(page, "back off")
     _wait_until_idle(page)
@@ -151,16 +202,15 @@ def test_reconnection_waits_double_per_failure_and_start_over_after_progress(gun
     # retry: 100 ms, doubled per failure in a row, times 1 to 1.5 (jitter); reset
     # by a connection that received events
     bounds = [(0.1, 0.15), (0.2, 0.3), (0.4, 0.6), (0.8, 1.2), (0.1, 0.15), (0.2, 0.3)]
-    waits = script.waits()
-    assert len(waits) == len(bounds), waits
-    for wait, (low, high) in zip(waits, bounds, strict=True):
-        assert low * 0.95 <= wait <= high + 0.25, (waits, bounds)
+    assert len(script.arrived) == 1 + len(bounds)
+    _assert_waited(_reconnection_waits(page), bounds)
 
 
 def test_the_page_gives_up_after_five_failed_reconnections_in_a_row(gunicorn, page):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0", SSE_CHAT_RETRY_MS="20")
     script = _Script(("cut", 4), *[("status", 503)] * 30)
     _route_streams(page, script)
+    _record_reconnections(page)
     page.goto(server.url + "/?max_tokens=40")
     _ask(page, "give up")
     _wait_until_idle(page)
@@ -168,9 +218,8 @@ def test_the_page_gives_up_after_five_failed_reconnections_in_a_row(gunicorn, pa
     note = page.locator("#conversation li.error .note").text_content()
     assert "gave up after 5 reconnection attempts" in note and "HTTP 503" in note
     assert _answers(page).first.text_content()  # what came before the cut stays
-    waits = script.waits()
-    lows = [0.02, 0.04, 0.08, 0.16, 0.32]
-    assert all(low * 0.95 <= wait for wait, low in zip(waits, lows, strict=True)), waits
+    # retry: 20 ms, doubled per failure in a row, times 1 to 1.5 (jitter)
+    _assert_waited(_reconnection_waits(page), [(low, low * 1.5) for low in (0.02, 0.04, 0.08, 0.16, 0.32)])
 
 
 # -- 204 on resume ------------------------------------------------------------
