@@ -7,6 +7,7 @@ settings in the gunicorn master, before gevent patches anything.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -80,7 +81,7 @@ class Settings:
             model=read.text("SSE_CHAT_MODEL", defaults.model),
             openai_api_key=read.optional("OPENAI_API_KEY"),
             openai_base_url=read.url("OPENAI_BASE_URL", ("http://", "https://")),
-            redis_url=read.url("SSE_CHAT_REDIS_URL", ("redis://", "rediss://", "unix://")),
+            redis_url=read.redis_url("SSE_CHAT_REDIS_URL"),
             retry_ms=read.integer("SSE_CHAT_RETRY_MS", defaults.retry_ms, minimum=0, unit="milliseconds"),
             heartbeat_s=read.seconds("SSE_CHAT_HEARTBEAT_S", defaults.heartbeat_s),
             abandon_s=read.seconds("SSE_CHAT_ABANDON_S", defaults.abandon_s),
@@ -151,6 +152,16 @@ class _Reader:
                 f"{name}={value!r} is not a URL starting with {' or '.join(schemes)}; "
                 f"set it to e.g. {schemes[0]}127.0.0.1:PORT or unset it"
             )
+        return value
+
+    def redis_url(self, name: str) -> str | None:
+        """A Redis URL, whose query may say ``cluster=yes`` or ``cluster=no``."""
+        value = self.url(name, ("redis://", "rediss://", "unix://"))
+        if value is not None:
+            cluster = [v for k, v in urllib.parse.parse_qsl(urllib.parse.urlsplit(value).query) if k == "cluster"]
+            if cluster and cluster[-1] not in ("yes", "no"):
+                raise ConfigError(f"{name}={value!r} says cluster={cluster[-1]!r}; use cluster=yes (a Redis Cluster), "
+                                  "cluster=no (one Redis), or leave it out (told by the server)")
         return value
 
     def integer(self, name: str, default: int, *, minimum: int, unit: str, maximum: int | None = None) -> int:

@@ -30,6 +30,7 @@ def test_values_are_read_and_typed():
     ("SSE_CHAT_MAX_BODY_BYTES", "1MB", "bytes"),
     ("OPENAI_BASE_URL", "127.0.0.1:8080", "http://"),
     ("SSE_CHAT_REDIS_URL", "localhost", "redis://"),
+    ("SSE_CHAT_REDIS_URL", "redis://127.0.0.1:7000/0?cluster=maybe", "cluster=yes"),
     ("WEB_CONCURRENCY", "0", "worker processes"),
 ])
 def test_bad_values_name_the_variable_and_the_fix(name, value, says):

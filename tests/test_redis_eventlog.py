@@ -90,11 +90,11 @@ def _counting_client(url):
 
 
 def _patch_round_trip(monkeypatch, log, replacement):
-    """Have ``log``'s writer call ``replacement(writer, commands)`` for each round
+    """Have ``log``'s writer call ``replacement(writer, commands, keys)`` for each round
     trip (the writers of other logs, such as those of earlier tests still
     retrying, are left alone)."""
     writer = log._writer
-    monkeypatch.setattr(writer, "_round_trip", lambda commands: replacement(writer, commands))
+    monkeypatch.setattr(writer, "_round_trip", lambda commands, keys: replacement(writer, commands, keys))
 
 
 def _hold_first_round_trip(monkeypatch, log):
@@ -104,12 +104,12 @@ def _hold_first_round_trip(monkeypatch, log):
     out, go_on, sizes = threading.Event(), threading.Event(), []
     round_trip = redis_streams._Writer._round_trip
 
-    def held_first_time(writer, commands):
+    def held_first_time(writer, commands, keys):
         sizes.append(len(commands))
         if len(sizes) == 1:
             out.set()
             go_on.wait(WAIT_S)
-        return round_trip(writer, commands)
+        return round_trip(writer, commands, keys)
 
     _patch_round_trip(monkeypatch, log, held_first_time)
     return out, go_on, sizes
@@ -318,7 +318,7 @@ def test_readers_in_one_worker_share_its_mirror_and_each_gets_what_it_lacks(redi
     fourth.close()
     # Memory is the behaviour here, and nothing public shows it: once its last
     # reader left, the worker forgets the mirror (of a stream still live).
-    assert stream_id not in readers._mirrors
+    assert stream_id not in readers._mirrors.by_id
 
 
 def test_a_local_streams_mirror_is_forgotten_once_finished_and_unread(redis_server):
@@ -328,7 +328,7 @@ def test_a_local_streams_mirror_is_forgotten_once_finished_and_unread(redis_serv
     log.append(stream_id, 1, _frame(stream_id, 1, "done"), terminal=True)
     assert _take_until_finished(cursor) == [_frame(stream_id, 1, "done")]
     cursor.close()
-    assert stream_id not in log._mirrors  # memory, as above
+    assert stream_id not in log._mirrors.by_id  # memory, as above
 
 
 # --- the fan-in ------------------------------------------------------------------------------
@@ -597,8 +597,8 @@ def test_a_creation_whose_reply_was_lost_is_made_again_by_its_request_and_stored
     _stream(log)  # the scripts are loaded
     round_trip = redis_streams._Writer._round_trip
 
-    def reply_lost(writer, commands):
-        round_trip(writer, commands)
+    def reply_lost(writer, commands, keys):
+        round_trip(writer, commands, keys)
         raise redis.ConnectionError("the connection closed before the reply")
 
     _patch_round_trip(monkeypatch, log, reply_lost)
@@ -697,7 +697,7 @@ def test_a_writer_connection_cut_while_idle_is_replaced_at_once_without_an_outag
     client, sent = _counting_client(redis_server.url)
     log = RedisEventLog(client, ttl_s=60, max_events=1000)
     _stream(log)  # the writer holds a connection
-    host, port = log._writer._connection._sock.getsockname()[:2]
+    host, port = log._writer._round_trips.connections["single"]._sock.getsockname()[:2]
     assert redis_server.client.client_kill(f"{host}:{port}")
     stream_id = new_stream_id()
     before = len(sent)
@@ -746,11 +746,11 @@ def test_an_unexpected_failure_of_a_round_trip_fails_its_streams_and_the_writer_
     round_trip = redis_streams._Writer._round_trip
     calls = []
 
-    def fails_once(writer, commands):
+    def fails_once(writer, commands, keys):
         calls.append(len(commands))
         if len(calls) == 1:
             raise ValueError("an unexpected reply")
-        return round_trip(writer, commands)
+        return round_trip(writer, commands, keys)
 
     _patch_round_trip(monkeypatch, log, fails_once)
     log.append(broken, 1, _frame(broken, 1))
@@ -770,8 +770,8 @@ def test_a_write_whose_reply_was_lost_is_sent_again_and_stored_once(redis_server
     round_trip = redis_streams._Writer._round_trip
     lost = []
 
-    def first_reply_lost(writer, commands):
-        replies = round_trip(writer, commands)
+    def first_reply_lost(writer, commands, keys):
+        replies = round_trip(writer, commands, keys)
         if not lost:
             lost.append(commands)
             raise redis.ConnectionError("the connection closed before the reply")
@@ -817,7 +817,7 @@ def test_events_redis_acknowledged_but_lost_are_written_again_after_a_failure(re
     for entry, fields in kept:
         client.xadd(events, fields, id=entry)
     client.pexpire(events, 60_000)
-    host, port = producer._writer._connection._sock.getsockname()[:2]
+    host, port = producer._writer._round_trips.connections["single"]._sock.getsockname()[:2]
     assert client.client_kill(f"{host}:{port}")  # the old primary's connection is gone
     caplog.set_level("WARNING", logger="sse_chat.eventlog.redis_streams")
     producer.append(stream_id, 4, _frame(stream_id, 4), terminal=True)

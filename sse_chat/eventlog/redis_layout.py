@@ -1,7 +1,7 @@
 """What the Redis log keeps in Redis: the keys, the stream entries and the Lua
 scripts that change them.
 
-Keys of one stream (the ``{stream_id}`` hash tag keeps them in one cluster slot):
+Keys of one stream (the ``{stream_id}`` hash tag keeps them in one slot):
 
 * ``sse-chat:{id}:events``: a Redis Stream, one entry per write of the stream (a
   write carries the events its producer appended during the writer's previous
@@ -21,6 +21,9 @@ Keys of one stream (the ``{stream_id}`` hash tag keeps them in one cluster slot)
   finds it gone on an unfinished stream appends the terminal ``error`` event
   ``stream_lost``.
 
+In a Redis Cluster the same keys are ``sse-chat:{sse-chat:N}:id:…``: the hash tag is
+the stream's group ``N`` (:class:`Layout`), not its id.
+
 One key per idempotency key (:meth:`.redis_streams.RedisEventLog.claim`), in a slot
 of its own:
 
@@ -39,6 +42,7 @@ https://redis.io/docs/latest/develop/interact/programmability/eval-intro/
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import Any, ClassVar
 
 import redis
@@ -133,6 +137,8 @@ class Scripts:
         "claim": _CLAIM, "release": _RELEASE}
 
     def __init__(self) -> None:
+        #: The scripts' sources (what ``SCRIPT LOAD`` is given).
+        self.sources = list(self._SOURCES.values())
         #: Each script's SHA1 (hex), by name: what ``EVALSHA`` is given.
         self.sha = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._SOURCES.items()}
 
@@ -151,7 +157,8 @@ class Scripts:
             return client.evalsha(self.sha[name], len(keys), *keys, *args)
 
     def load(self, client: redis.Redis) -> None:
-        """``SCRIPT LOAD`` every script (a restart empties Redis's script cache).
+        """``SCRIPT LOAD`` every script (a restart empties Redis's script cache); a
+        ``RedisCluster`` sends it to every primary.
 
         Raises:
             redis.RedisError: as ``client.script_load``.
@@ -161,24 +168,51 @@ class Scripts:
 
 
 class StreamKeys:
-    """The Redis keys of one stream, all under its hash tag ``{stream_id}``."""
+    """The Redis keys of one stream, all under one hash tag: ``{stream_id}`` on one
+    Redis, the stream's group ``{sse-chat:N}`` in a Cluster (:class:`Layout`)."""
 
-    __slots__ = ("stream_id", "events", "meta", "lease", "triple")
+    __slots__ = ("stream_id", "tag", "events", "meta", "lease", "triple")
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, group: int | None = None) -> None:
         self.stream_id = stream_id
-        prefix = f"sse-chat:{{{stream_id}}}"
+        #: The hash tag: keys with the same tag are in the same Cluster slot.
+        self.tag = stream_id if group is None else f"sse-chat:{group}"
+        prefix = f"sse-chat:{{{stream_id}}}" if group is None else f"sse-chat:{{{self.tag}}}:{stream_id}"
         self.events = f"{prefix}:events"
         self.meta = f"{prefix}:meta"
         self.lease = f"{prefix}:lease"
-        #: The keys of an append script call, in its order.
+        #: The keys of a create or lost script call, in its order.
         self.triple = [self.events, self.meta, self.lease]
 
     @staticmethod
     def stream_of(events_key: bytes) -> str:
-        """The stream id inside an events key (``sse-chat:{ID}:events``)."""
+        """The stream id inside an events key (``sse-chat:{ID}:events`` or
+        ``sse-chat:{sse-chat:N}:ID:events``)."""
         text = events_key.decode()
-        return text[text.index("{") + 1:text.rindex("}")]
+        close = text.rindex("}")
+        if text.endswith("}:events"):
+            return text[text.index("{") + 1:close]
+        return text[close + 2:-len(":events")]
+
+
+class Layout:
+    """How streams map to keys. On one Redis each stream has a hash tag of its own
+    (``groups`` is ``None``). In a Cluster the streams fall into ``groups`` hash
+    tags by a hash of their id (CRC-32 modulo ``groups``): keys of one tag share a
+    slot, so that a worker reads every stream it follows in a group with one
+    ``XREAD`` (Redis refuses a command across slots), however many there are;
+    ``groups`` several times the number of primaries spreads them evenly."""
+
+    def __init__(self, groups: int | None = None) -> None:
+        if groups is not None and groups < 1:
+            raise ValueError(f"groups must be at least 1, not {groups}")
+        self.groups = groups
+
+    def keys(self, stream_id: str) -> StreamKeys:
+        """The keys of ``stream_id``."""
+        if self.groups is None:
+            return StreamKeys(stream_id)
+        return StreamKeys(stream_id, zlib.crc32(stream_id.encode()) % self.groups)
 
 
 def claim_key(owner: str | None, key: str) -> str:

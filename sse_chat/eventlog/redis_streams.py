@@ -27,9 +27,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, Protocol
 
-import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
@@ -38,7 +37,8 @@ from redis.retry import Retry
 from ..background import spawn
 from ..protocol import EventId, stream_lost_frame
 from .base import Batch, Claim, Control, EventLogUnavailable, StreamFull, StreamInfo, StreamLost, StreamNotFound
-from .redis_layout import TERMINAL_FIELD, Scripts, StreamKeys, claim_key, entry_events, entry_fields, entry_id
+from .redis_layout import TERMINAL_FIELD, Layout, Scripts, StreamKeys, claim_key, entry_events, entry_fields, entry_id
+from .redis_nodes import UNREACHABLE, Nodes, RoundTrips, connect
 from .wakeups import Bell, Wakeups
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,12 @@ CONNECT_TIMEOUT_S = 2.0
 #: Waits between attempts while Redis is unreachable (seconds, doubling).
 RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 
-_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+#: In a Redis Cluster, the streams' hash-tag groups (:class:`.redis_layout.Layout`).
+CLUSTER_GROUPS = 64
+#: While the fan-in of a Cluster finds nothing new, it polls this often (seconds).
+FANIN_POLL_S = 0.02
+
+_UNREACHABLE = UNREACHABLE
 
 
 @contextmanager
@@ -91,7 +96,8 @@ class RedisEventLog:
     """Streams in Redis, shared by every gunicorn worker and host.
 
     Args:
-        client: a ``redis.Redis`` client (bytes responses) for short commands.
+        client: a ``redis.Redis`` client (bytes responses) for one Redis, or the
+            :class:`.redis_nodes.Nodes` of one Redis or a Cluster.
         ttl_s: seconds a stream is kept after its terminal event (and after its
             producer's last lease renewal, should nobody ever declare it lost).
         max_events: bound on events per stream; also the streams' ``MAXLEN``.
@@ -100,36 +106,46 @@ class RedisEventLog:
         fanin_client: a client whose single connection the fan-in ``XREAD`` blocks
             on (default: one built from ``client``'s connection settings).
         monotonic: the clock (seconds) that times lease renewals.
+        groups: the hash-tag groups of a Cluster's streams (default
+            :data:`CLUSTER_GROUPS`); ignored on one Redis.
     """
 
     lease_renewal_s = LEASE_RENEWAL_S
 
-    def __init__(self, client: redis.Redis, ttl_s: float, max_events: int,
+    def __init__(self, client: redis.Redis | Nodes, ttl_s: float, max_events: int,
                  clock: Callable[[], float] = time.time, wakeups: Wakeups | None = None,
                  fanin_client: redis.Redis | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._redis = client
+                 monotonic: Callable[[], float] = time.monotonic, groups: int = CLUSTER_GROUPS) -> None:
+        self._nodes = client if isinstance(client, Nodes) else Nodes(client)
+        self._redis: Any = self._nodes.client
+        self._layout = Layout(groups if self._nodes.cluster else None)
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._max_events = max_events
         self._clock = clock
         self._monotonic = monotonic
         self._wakeups = wakeups if wakeups is not None else Wakeups()
         self._scripts = Scripts()
-        self._mirrors: dict[str, _Mirror] = {}
-        self._mirrors_lock = threading.Lock()
-        self._writer = _Writer(self)
-        self._fanin = _FanIn(self, fanin_client or _single_connection_client(client))
+        self._mirrors = _Mirrors()
+        self._writer = _Writer(RoundTrips(self._nodes), self._scripts, self._mirrors, self._wakeups,
+                               ttl_ms=self._ttl_ms, monotonic=monotonic)
+        if self._nodes.cluster:
+            fanin_reads: _Reads = _PolledReads(RoundTrips(self._nodes), self._layout)
+        else:
+            fanin_reads = _BlockingReads(fanin_client or _single_connection_client(self._redis), self._redis)
+        self._fanin = _FanIn(fanin_reads, self._redis, self._mirrors, self._wakeups, self._declare_lost)
 
     @classmethod
     def from_url(cls, url: str, ttl_s: float, max_events: int, wakeups: Wakeups | None = None) -> RedisEventLog:
-        """Connect lazily to ``url`` (``redis://host:port/db``): a blocking pool of
-        :data:`MAX_CONNECTIONS` for short commands, one connection for the fan-in."""
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S, health_check_interval=30)
-        # One quick retry: a pooled connection that Redis closed (restart) reconnects.
-        return cls(redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1)), ttl_s, max_events,
-                   wakeups=wakeups)
+        """Connect lazily to ``url`` (``redis://host:port/db``), one Redis or a
+        Cluster (:func:`.redis_nodes.connect` says how it tells): a blocking pool of
+        :data:`MAX_CONNECTIONS` for short commands, the writer's and the fan-in's
+        connections (one per primary).
+
+        Raises:
+            ValueError: a ``cluster=`` query value other than ``yes`` or ``no``.
+        """
+        return cls(connect(url, max_connections=MAX_CONNECTIONS, pool_timeout_s=POOL_TIMEOUT_S,
+                           connect_timeout_s=CONNECT_TIMEOUT_S), ttl_s, max_events, wakeups=wakeups)
 
     # --- producers ---------------------------------------------------------------
 
@@ -142,7 +158,7 @@ class RedisEventLog:
         Raises:
             EventLogUnavailable: Redis cannot be reached.
         """
-        mirror = _Mirror(stream_id, 0, local=True)
+        mirror = _Mirror(self._layout.keys(stream_id), 0, local=True)
         now = self._clock()
         mirror.control = (False, 0, now)  # what the creation writes
         args = [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), now, drop_every or 0]
@@ -153,8 +169,7 @@ class RedisEventLog:
         mirror.renewed_at = self._monotonic()
         mirror.next_seq = 1
         mirror.local_unattended_since = now
-        with self._mirrors_lock:
-            self._mirrors[stream_id] = mirror
+        self._mirrors.add(mirror)
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
         """Queue the event for the worker's writer, which stores everything queued
@@ -204,7 +219,8 @@ class RedisEventLog:
             cancel = cancel or mirror.local_cancel
         else:
             try:
-                reply: Any = self._redis.hmget(StreamKeys(stream_id).meta, "cancel", "readers", "unattended_since")
+                meta = self._layout.keys(stream_id).meta
+                reply: Any = self._redis.hmget(meta, "cancel", "readers", "unattended_since")
             except _UNREACHABLE:
                 cancel, readers, since = _UNKNOWN_CONTROL
             else:
@@ -222,7 +238,7 @@ class RedisEventLog:
         mirror = self._mirrors.get(stream_id)
         if mirror is not None and self._monotonic() - mirror.renewed_at < LEASE_RENEWAL_S:
             return
-        keys = StreamKeys(stream_id)
+        keys = self._layout.keys(stream_id)
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(keys.lease, 1, px=int(LEASE_S * 1000))
@@ -235,14 +251,14 @@ class RedisEventLog:
     # --- readers -------------------------------------------------------------------
 
     def open(self, stream_id: str, after_seq: int) -> _RedisCursor:
-        with self._mirrors_lock:
+        with self._mirrors.lock:
             mirror = self._mirrors.get(stream_id)
             if mirror is not None and mirror.local:  # produced here: no round trip
                 mirror.cursors += 1
                 mirror.local_readers += 1
         if mirror is not None and mirror.local:
-            return _RedisCursor(self, mirror, after_seq, [], self._wakeups.subscribe(stream_id))
-        keys = StreamKeys(stream_id)
+            return _RedisCursor(mirror, after_seq, [], self._wakeups.subscribe(stream_id), self._cursor_closed)
+        keys = self._layout.keys(stream_id)
         with _reachable("attaching a reader"):
             if not self._scripts.call(self._redis, "attach", [keys.meta], []):
                 raise StreamNotFound(stream_id)
@@ -251,10 +267,10 @@ class RedisEventLog:
         except BaseException:
             self._detach(stream_id)
             raise
-        return _RedisCursor(self, mirror, after_seq, backlog, self._wakeups.subscribe(stream_id))
+        return _RedisCursor(mirror, after_seq, backlog, self._wakeups.subscribe(stream_id), self._cursor_closed)
 
     def info(self, stream_id: str) -> StreamInfo | None:
-        keys = StreamKeys(stream_id)
+        keys = self._layout.keys(stream_id)
         with _reachable("reading a stream's state"), self._redis.pipeline(transaction=False) as pipe:
             pipe.hmget(keys.meta, "owner", "drop_every")
             pipe.xrevrange(keys.events, "+", "-", count=1)
@@ -269,14 +285,14 @@ class RedisEventLog:
         if mirror is not None and mirror.local:
             mirror.local_cancel = True  # its producer is here: it needs no read to learn it
         with _reachable("cancelling a stream"):
-            if not self._scripts.call(self._redis, "cancel", [StreamKeys(stream_id).meta], []):
+            if not self._scripts.call(self._redis, "cancel", [self._layout.keys(stream_id).meta], []):
                 raise StreamNotFound(stream_id)
 
     def delete(self, stream_id: str) -> None:
         """``DEL`` of the stream's keys (one slot: its hash tag); later writes find
         no stream (``XADD … NOMKSTREAM``) and the scripts no meta hash, and leave it so."""
         with _reachable("deleting a stream"):
-            self._redis.delete(*StreamKeys(stream_id).triple)
+            self._redis.delete(*self._layout.keys(stream_id).triple)
 
     # --- idempotency keys -------------------------------------------------------------
 
@@ -295,10 +311,8 @@ class RedisEventLog:
             self._scripts.call(self._redis, "release", [claim_key(owner, key)], [stream_id])
 
     def ready(self) -> bool:
-        try:
-            return bool(self._redis.ping())
-        except (redis.RedisError, OSError):
-            return False
+        """Every primary answers ``PING`` (one Redis, or each of a Cluster's)."""
+        return self._nodes.ready()
 
     def wake_readers(self) -> None:
         self._wakeups.ring_all()
@@ -313,7 +327,7 @@ class RedisEventLog:
         Raises:
             EventLogUnavailable: Redis cannot be reached.
         """
-        with self._mirrors_lock:
+        with self._mirrors.lock:
             mirror = self._mirrors.get(stream_id)
             if mirror is not None:
                 mirror.cursors += 1
@@ -321,10 +335,11 @@ class RedisEventLog:
             backlog = self._read(stream_id, after_seq + 1, mirror.base - 1)[0] if after_seq + 1 < mirror.base else []
             return mirror, backlog
         frames, finished = self._read(stream_id, after_seq + 1)
-        with self._mirrors_lock:
+        with self._mirrors.lock:
             mirror = self._mirrors.get(stream_id)
             if mirror is None:  # still none: this one follows it from here on
-                mirror = self._mirrors[stream_id] = _Mirror(stream_id, after_seq + 1, local=False)
+                mirror = self._mirrors.by_id[stream_id] = _Mirror(self._layout.keys(stream_id), after_seq + 1,
+                                                                  local=False)
                 mirror.frames.extend(frames)
                 mirror.finished = finished
                 mirror.cursors += 1
@@ -334,22 +349,21 @@ class RedisEventLog:
         # Another reader made it meanwhile: what it lacks comes from our read.
         return mirror, frames[:max(0, mirror.base - (after_seq + 1))]
 
-    def _release(self, mirror: _Mirror) -> None:
-        """A cursor of ``mirror`` closed: forget mirrors nobody needs any more."""
-        with self._mirrors_lock:
-            mirror.cursors -= 1
-            if mirror.cursors <= 0 and (not mirror.local or mirror.finished) and \
-                    self._mirrors.get(mirror.stream_id) is mirror:
-                del self._mirrors[mirror.stream_id]
-
-    def _producer_done(self, mirror: _Mirror) -> None:
-        with self._mirrors_lock:
-            if mirror.cursors <= 0 and self._mirrors.get(mirror.stream_id) is mirror:
-                del self._mirrors[mirror.stream_id]
+    def _cursor_closed(self, mirror: _Mirror, bell: Bell) -> None:
+        """A cursor of ``mirror`` closed: it no longer counts as a reader, and the
+        worker forgets mirrors nobody needs any more."""
+        self._wakeups.unsubscribe(mirror.stream_id, bell)
+        self._mirrors.release(mirror)
+        if mirror.local:
+            mirror.local_readers -= 1
+            if mirror.local_readers == 0:
+                mirror.local_unattended_since = self._clock()
+        else:
+            self._detach(mirror.stream_id)
 
     def _detach(self, stream_id: str) -> None:
         try:
-            self._scripts.call(self._redis, "detach", [StreamKeys(stream_id).meta], [self._clock()])
+            self._scripts.call(self._redis, "detach", [self._layout.keys(stream_id).meta], [self._clock()])
         except _UNREACHABLE as exc:
             log.warning("stream %s: could not record that a reader left: %s", stream_id, exc)
 
@@ -361,7 +375,7 @@ class RedisEventLog:
             StreamNotFound: the stream expired or vanished.
             EventLogUnavailable: Redis cannot be reached.
         """
-        keys = StreamKeys(stream_id)
+        keys = self._layout.keys(stream_id)
         frames: list[bytes] = []
         finished = False
         # From the entry holding ``first_seq - 1``, so that whether it was the last is
@@ -387,7 +401,7 @@ class RedisEventLog:
     def _declare_lost(self, stream_id: str, last_seq: int) -> None:
         """Append the terminal ``stream_lost`` error after ``last_seq``, unless the
         producer renewed its lease or someone ended the stream first."""
-        keys = StreamKeys(stream_id)
+        keys = self._layout.keys(stream_id)
         frame = stream_lost_frame(EventId(stream_id, last_seq + 1),
                                   "the server generating this stream stopped (its worker died); ask again")
         result = self._scripts.call(self._redis, "lost", keys.triple, [last_seq + 1, frame, self._ttl_ms])
@@ -412,6 +426,44 @@ def _control_fields(cancel: bytes | None, readers: bytes | None, since: bytes | 
     return cancel == b"1", int(readers or 0), float(since or 0)
 
 
+class _Mirrors:
+    """This worker's mirrors, by stream id; ``lock`` guards changes to the dict and
+    to the mirrors' reader counts (lookups need no lock)."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, _Mirror] = {}
+        self.lock = threading.Lock()
+
+    def get(self, stream_id: str) -> _Mirror | None:
+        return self.by_id.get(stream_id)
+
+    def add(self, mirror: _Mirror) -> None:
+        with self.lock:
+            self.by_id[mirror.stream_id] = mirror
+
+    def held(self, mirror: _Mirror) -> bool:
+        """Whether ``mirror`` is still the one this worker holds for its stream."""
+        return self.by_id.get(mirror.stream_id) is mirror
+
+    def local_with_events(self) -> list[_Mirror]:
+        """The mirrors of streams produced here that hold events."""
+        with self.lock:
+            return [mirror for mirror in self.by_id.values() if mirror.local and mirror.frames]
+
+    def release(self, mirror: _Mirror) -> None:
+        """A cursor of ``mirror`` closed: forget it if nobody needs it any more."""
+        with self.lock:
+            mirror.cursors -= 1
+            if mirror.cursors <= 0 and (not mirror.local or mirror.finished) and self.held(mirror):
+                del self.by_id[mirror.stream_id]
+
+    def producer_done(self, mirror: _Mirror) -> None:
+        """``mirror``'s producer ended: forget it if no cursor reads it."""
+        with self.lock:
+            if mirror.cursors <= 0 and self.held(mirror):
+                del self.by_id[mirror.stream_id]
+
+
 class _Mirror:
     """What this worker holds of one stream: events ``base``, ``base + 1``, … in
     ``frames``; ``local`` when its producer runs here (the writer feeds it once
@@ -422,9 +474,9 @@ class _Mirror:
                  "stored", "room", "error", "changed_at", "next_seq", "local_readers", "local_unattended_since",
                  "keys", "create_failed", "want_control")
 
-    def __init__(self, stream_id: str, base: int, *, local: bool) -> None:
-        self.stream_id = stream_id
-        self.keys = StreamKeys(stream_id)
+    def __init__(self, keys: StreamKeys, base: int, *, local: bool) -> None:
+        self.stream_id = keys.stream_id
+        self.keys = keys
         self.base = base
         self.frames: list[bytes] = []
         self.finished = False
@@ -473,13 +525,16 @@ class _Mirror:
 
 
 class _RedisCursor:
-    """A reader's position in a stream, served from its worker's mirror."""
+    """A reader's position in a stream, served from its worker's mirror: the events
+    of ``backlog`` (read from Redis: ones the mirror does not hold), then the
+    mirror's. ``bell`` rings when the mirror may have changed; ``on_close(mirror,
+    bell)`` is called once, at :meth:`close`."""
 
-    __slots__ = ("_log", "_mirror", "_backlog", "_bell", "position", "_closed")
+    __slots__ = ("_mirror", "_backlog", "_bell", "position", "_closed", "_on_close")
 
-    def __init__(self, event_log: RedisEventLog, mirror: _Mirror, after_seq: int, backlog: list[bytes],
-                 bell: Bell) -> None:
-        self._log = event_log
+    def __init__(self, mirror: _Mirror, after_seq: int, backlog: list[bytes], bell: Bell,
+                 on_close: Callable[[_Mirror, Bell], None]) -> None:
+        self._on_close = on_close
         self._mirror = mirror
         self._backlog = backlog  # events after_seq + 1 … mirror.base - 1, from Redis
         self._bell = bell
@@ -514,14 +569,7 @@ class _RedisCursor:
         if self._closed:
             return
         self._closed = True
-        self._log._wakeups.unsubscribe(self._mirror.stream_id, self._bell)
-        self._log._release(self._mirror)
-        if self._mirror.local:
-            self._mirror.local_readers -= 1
-            if self._mirror.local_readers == 0:
-                self._mirror.local_unattended_since = self._log._clock()
-        else:
-            self._log._detach(self._mirror.stream_id)
+        self._on_close(self._mirror, self._bell)
 
 
 def _retry_wait(failures: int) -> float:
@@ -550,15 +598,20 @@ class _Writer:
     take a pure-Python ``RLock`` on every append under gevent).
     """
 
-    def __init__(self, event_log: RedisEventLog) -> None:
-        self._log = event_log
+    def __init__(self, round_trips: RoundTrips, scripts: Scripts, mirrors: _Mirrors, wakeups: Wakeups, *,
+                 ttl_ms: int, monotonic: Callable[[], float]) -> None:
+        self._round_trips = round_trips
+        self._scripts = scripts
+        self._mirrors = mirrors
+        self._wakeups = wakeups
+        self._ttl_ms = ttl_ms
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._work = threading.Event()  # set while the queue holds a stream or a creation
         self._queue: dict[str, _Mirror] = {}
         self._creations: list[tuple[_Mirror, list[Any]]] = []
         self._failures = 0  # round trips failed in a row
         self._started = False
-        self._connection: Any = None
         self._check_stored = False  # a round trip failed: compare Redis with the mirrors first
 
     def create(self, mirror: _Mirror, args: list[Any]) -> bool:
@@ -718,17 +771,22 @@ class _Writer:
         Raises:
             redis.ConnectionError, redis.TimeoutError: Redis cannot be reached.
         """
-        scripts, now = self._log._scripts, self._log._monotonic()
-        create = scripts.sha["create"]
+        now = self._monotonic()
+        create = self._scripts.sha["create"]
         commands: list[tuple[Any, ...]] = [("EVALSHA", create, 3, *mirror.keys.triple, *args)
                                            for mirror, args in creations]
+        keys = [mirror.keys.events for mirror, _ in creations]
         starts = []
         for write in batch:
             starts.append(len(commands))
             commands += self._commands(write, now)
-        results = self._round_trip(commands)
+            keys += [write[0].keys.events] * (len(commands) - len(keys))
+        results = self._round_trip(commands, keys)
         if any(isinstance(result, NoScriptError) for result in results[:len(creations)]):
-            scripts.load(self._log._redis)  # Redis restarted: creations are idempotent, writes checked
+            # Redis restarted (or a replica took over): load the scripts where the
+            # creations go; creations are idempotent and writes checked.
+            self._round_trip([("SCRIPT", "LOAD", source) for _ in creations for source in self._scripts.sources],
+                             [mirror.keys.events for mirror, _ in creations for _ in self._scripts.sources])
             return self._write(batch, creations)
         ends = [*starts[1:], len(commands)] if starts else []
         outcomes = [_outcome(write, results[start:end]) for write, start, end in zip(batch, starts, ends, strict=True)]
@@ -744,7 +802,7 @@ class _Writer:
         :data:`RENEW_EVERY_S` the lease and expiry renewed. Then the control fields
         when the producer looked at them since the last read (``HMGET``, last)."""
         mirror, first_seq, frames, terminal, read_control = write
-        keys, ttl_ms = mirror.keys, self._log._ttl_ms
+        keys, ttl_ms = mirror.keys, self._ttl_ms
         commands: list[tuple[Any, ...]] = []
         if frames:
             commands.append(("XADD", keys.events, "NOMKSTREAM", entry_id(first_seq + len(frames) - 1),
@@ -769,7 +827,8 @@ class _Writer:
         Raises:
             redis.ConnectionError, redis.TimeoutError: Redis cannot be reached.
         """
-        tops = self._round_trip([("XREVRANGE", batch[i][0].keys.events, "+", "-", "COUNT", 1) for i in refused])
+        tops = self._round_trip([("XREVRANGE", batch[i][0].keys.events, "+", "-", "COUNT", 1) for i in refused],
+                                [batch[i][0].keys.events for i in refused])
         for index, top in zip(refused, tops, strict=True):
             mirror, first_seq, frames, _, _ = batch[index]
             if isinstance(top, Exception):
@@ -792,12 +851,12 @@ class _Writer:
         Raises:
             redis.ConnectionError, redis.TimeoutError: Redis cannot be reached.
         """
-        with self._log._mirrors_lock:
-            mirrors = [m for m in self._log._mirrors.values() if m.local and m.frames]
+        mirrors = self._mirrors.local_with_events()
         if not mirrors:
             return
-        tops = self._round_trip([("XREVRANGE", m.keys.events, "+", "-", "COUNT", 1) for m in mirrors])
-        commands = []
+        tops = self._round_trip([("XREVRANGE", m.keys.events, "+", "-", "COUNT", 1) for m in mirrors],
+                                [m.keys.events for m in mirrors])
+        commands, keys = [], []
         for mirror, top in zip(mirrors, tops, strict=True):
             if not isinstance(top, list) or not top or top[0][0].startswith(b"1-"):
                 continue  # gone, or declared lost: the next write learns it
@@ -808,8 +867,9 @@ class _Writer:
                         "written again", mirror.stream_id, stored + 1, mirror.end - 1)
             commands.append(("XADD", mirror.keys.events, "NOMKSTREAM", entry_id(mirror.end - 1),
                              *entry_fields(stored + 1, mirror.frames[stored + 1 - mirror.base:], mirror.finished)))
+            keys.append(mirror.keys.events)
         if commands:
-            self._round_trip(commands)
+            self._round_trip(commands, keys)
 
     @staticmethod
     def _settle_creations(creations: list[tuple[_Mirror, list[Any]]], results: list[Any]) -> None:
@@ -819,25 +879,12 @@ class _Writer:
             mirror.create_failed = isinstance(result, Exception)
             mirror.stored.set()
 
-    def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        if self._connection is None:
-            self._connection = self._log._redis.connection_pool.get_connection()
-        connection = self._connection
-        try:
-            connection.send_packed_command([b"".join(map(hiredis.pack_command, commands))], check_health=False)
-            results: list[Any] = []
-            for _ in commands:
-                try:
-                    results.append(connection.read_response())
-                except redis.ResponseError as error:
-                    results.append(error)
-            return results
-        except BaseException:
-            connection.disconnect()  # a half-read reply must not be read by the next call
-            raise
+    def _round_trip(self, commands: list[tuple[Any, ...]], keys: list[str]) -> list[Any]:
+        """:meth:`.redis_nodes.RoundTrips.send` (one round trip per primary, all at once)."""
+        return self._round_trips.send(commands, keys)
 
     def _settle(self, batch: list[_Write], outcomes: list[tuple[Exception | None, Any]]) -> None:
-        wakeups = self._log._wakeups
+        wakeups = self._wakeups
         for (mirror, first_seq, frames, terminal, _), (error, control) in zip(batch, outcomes, strict=True):
             with self._lock:
                 mirror.in_flight -= len(frames)
@@ -854,7 +901,7 @@ class _Writer:
             if frames or error is not None:
                 wakeups.changed(mirror.stream_id)
             if terminal or error is not None:
-                self._log._producer_done(mirror)
+                self._mirrors.producer_done(mirror)
 
 
 def _outcome(write: _Write, replies: list[Any]) -> tuple[Exception | None, Any]:
@@ -887,17 +934,22 @@ _REFUSED = RuntimeError("refused: not past the stream's last entry")
 
 
 class _FanIn:
-    """One blocking ``XREAD`` over every stream this worker's readers follow whose
-    producer runs elsewhere; feeds their mirrors and rings their readers. Looks at
-    the leases of quiet streams every :data:`LEASE_CHECK_S` seconds."""
+    """The reads of every stream this worker's readers follow whose producer runs
+    elsewhere (``reads``: one blocking ``XREAD`` on one Redis, polled ones per
+    group in a Cluster); feeds their mirrors and rings their readers. Looks at the
+    leases of quiet streams every :data:`LEASE_CHECK_S` seconds (``client``, for
+    short commands) and has ``declare_lost(stream_id, last_seq)`` end those whose
+    producer died."""
 
-    def __init__(self, event_log: RedisEventLog, client: redis.Redis) -> None:
-        self._log = event_log
+    def __init__(self, reads: _Reads, client: Any, mirrors: _Mirrors, wakeups: Wakeups,
+                 declare_lost: Callable[[str, int], None]) -> None:
+        self._reads = reads
         self._client = client
-        self._client_id: int | None = None
+        self._mirrors = mirrors
+        self._wakeups = wakeups
+        self._declare_lost = declare_lost
         self._followed: dict[str, _Mirror] = {}
         self._more = threading.Event()
-        self._blocked = False
         self._started = False
         self._lease_check_at = 0.0
 
@@ -910,15 +962,8 @@ class _FanIn:
         if not self._started:
             self._started = True
             spawn(self._run, "sse-chat-redis-fanin")
-        elif self._blocked and self._client_id is not None:
-            spawn(self._unblock, "sse-chat-redis-unblock")
-
-    def _unblock(self) -> None:
-        """Have the blocked ``XREAD`` return now, so the next one includes the new stream."""
-        if self._client_id is None:
-            return
-        with suppress(*_UNREACHABLE):
-            self._log._redis.client_unblock(self._client_id)
+        else:
+            self._reads.followed_more()
 
     def _run(self) -> None:
         failures = 0
@@ -934,44 +979,39 @@ class _FanIn:
                     self._check_leases()
             except _UNREACHABLE as exc:
                 failures += 1
-                self._client_id = None
+                self._reads.failed()
                 if failures == 1:
                     log.warning("Redis cannot be reached (%s); %d followed streams wait", exc, len(self._followed))
                 time.sleep(_retry_wait(failures))
                 continue
             except Exception:
                 log.exception("the Redis fan-in failed; retrying")
+                self._reads.failed()
                 time.sleep(RETRY_MAX_S)
                 continue
             failures = 0
             if got:
                 time.sleep(FANIN_PAUSE_S)
+            elif self._reads.idle_wait_s:
+                self._more.clear()
+                self._more.wait(self._reads.idle_wait_s)
 
     def _forget_unfollowed(self) -> None:
-        mirrors = self._log._mirrors
         for stream_id, mirror in list(self._followed.items()):
-            if mirror.finished or mirror.gone or mirrors.get(stream_id) is not mirror:
+            if mirror.finished or mirror.gone or not self._mirrors.held(mirror):
                 del self._followed[stream_id]
 
     def _read_once(self) -> bool:
-        if self._client_id is None:
-            self._client_id = self._client.client_id()
-        streams: Any = {mirror.keys.events: f"0-{mirror.end}" for mirror in self._followed.values()}
-        self._blocked = True
-        try:
-            reply: Any = self._client.xread(streams, count=READ_COUNT, block=FANIN_BLOCK_MS)
-        finally:
-            self._blocked = False
-        wakeups = self._log._wakeups
-        for key, entries in reply or []:
+        got = self._reads.read(list(self._followed.values()))
+        for key, entries in got:
             stream_id = StreamKeys.stream_of(key)
             mirror = self._followed.get(stream_id)
             if mirror is None or not entries:
                 continue
             for _, fields in entries:
                 mirror.feed(*entry_events(fields))
-            wakeups.changed(stream_id)
-        return bool(reply)
+            self._wakeups.changed(stream_id)
+        return bool(got)
 
     def _check_leases(self) -> None:
         """End the quiet streams whose producer's lease expired with ``stream_lost``;
@@ -981,7 +1021,7 @@ class _FanIn:
         quiet = [m for m in self._followed.values() if now - m.changed_at >= LEASE_CHECK_S]
         if not quiet:
             return
-        with self._log._redis.pipeline(transaction=False) as pipe:
+        with self._client.pipeline(transaction=False) as pipe:  # a Cluster's pipeline: one per primary
             for mirror in quiet:
                 pipe.xrevrange(mirror.keys.events, "+", "-", count=1)
                 pipe.exists(mirror.keys.lease)
@@ -990,8 +1030,113 @@ class _FanIn:
             top, lease = replies[2 * i], replies[2 * i + 1]
             if not top:
                 mirror.gone = True
-                self._log._wakeups.changed(mirror.stream_id)
+                self._wakeups.changed(mirror.stream_id)
                 continue
             first_seq, frames, finished = entry_events(top[0][1])
             if not finished and not lease:
-                self._log._declare_lost(mirror.stream_id, first_seq + len(frames) - 1)
+                self._declare_lost(mirror.stream_id, first_seq + len(frames) - 1)
+
+
+#: A read's reply: for each stream with new entries, its events key and the
+#: entries, ``(entry id, {field: value})``.
+_Got = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+
+class _Reads(Protocol):
+    """How the fan-in reads what follows in the streams it follows."""
+
+    #: Seconds to wait after a read that found nothing (0: the read itself waits).
+    idle_wait_s: float
+
+    def read(self, followed: list[_Mirror]) -> _Got:
+        """What follows each mirror's end, for the streams that have some.
+
+        Raises:
+            redis.RedisError: as the commands (:data:`_UNREACHABLE` when Redis is away).
+        """
+
+    def followed_more(self) -> None:
+        """A stream joined: a read that waits should return now."""
+
+    def failed(self) -> None:
+        """A read failed: start afresh (new connections)."""
+
+
+class _BlockingReads:
+    """One Redis: one blocking ``XREAD`` over every followed stream (keys of any
+    slots), on a connection of its own (``client``); a stream that joins while it
+    blocks makes it return (``CLIENT UNBLOCK`` sent through ``control``)."""
+
+    idle_wait_s = 0.0
+
+    def __init__(self, client: redis.Redis, control: redis.Redis) -> None:
+        self._client = client
+        self._control = control
+        self._client_id: int | None = None
+        self._blocked = False
+
+    def read(self, followed: list[_Mirror]) -> _Got:
+        if self._client_id is None:
+            self._client_id = self._client.client_id()
+        streams: Any = {mirror.keys.events: f"0-{mirror.end}" for mirror in followed}
+        self._blocked = True
+        try:
+            reply: Any = self._client.xread(streams, count=READ_COUNT, block=FANIN_BLOCK_MS)
+        finally:
+            self._blocked = False
+        return reply or []
+
+    def followed_more(self) -> None:
+        if self._blocked and self._client_id is not None:
+            spawn(self._unblock, "sse-chat-redis-unblock")
+
+    def _unblock(self) -> None:
+        """Have the blocked ``XREAD`` return now, so the next one includes the new stream."""
+        if self._client_id is None:
+            return
+        with suppress(*_UNREACHABLE):
+            self._control.client_unblock(self._client_id)
+
+    def failed(self) -> None:
+        self._client_id = None
+
+
+class _PolledReads:
+    """A Cluster: one non-blocking ``XREAD`` per hash-tag group with followed
+    streams (Redis refuses a command across slots), all of a primary's in one
+    pipeline, every primary's at once (:class:`.redis_nodes.RoundTrips`); while
+    nothing new comes, again every :data:`FANIN_POLL_S`."""
+
+    idle_wait_s = FANIN_POLL_S
+
+    def __init__(self, round_trips: RoundTrips, layout: Layout) -> None:
+        self._round_trips = round_trips
+        self._layout = layout
+
+    def read(self, followed: list[_Mirror]) -> _Got:
+        groups: dict[str, list[_Mirror]] = {}
+        for mirror in followed:
+            groups.setdefault(mirror.keys.tag, []).append(mirror)
+        commands = [("XREAD", "COUNT", READ_COUNT, "STREAMS", *(m.keys.events for m in mirrors),
+                     *(f"0-{m.end}" for m in mirrors)) for mirrors in groups.values()]
+        replies = self._round_trips.send(commands, [mirrors[0].keys.events for mirrors in groups.values()])
+        got: _Got = []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+            streams = reply.items() if isinstance(reply, dict) else reply or []  # RESP3: a map
+            for key, entries in streams:
+                got.append((key, [(entry, _pairs(fields)) for entry, fields in entries]))
+        return got
+
+    def followed_more(self) -> None:
+        """Nothing to do: the next poll includes it."""
+
+    def failed(self) -> None:
+        self._round_trips.close()
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """``[f1, v1, f2, v2, …]`` (a raw reply) as ``{f1: v1, f2: v2, …}``, in order."""
+    values = iter(flat)
+    return dict(zip(values, values, strict=False))
