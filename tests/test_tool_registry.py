@@ -180,3 +180,27 @@ def test_a_client_tool_of_the_same_name_is_the_clients():
     assert "tool_result" not in [e.type for e in events]
     assert events[-1].data["finish_reason"] == "tool_calls"
     assert [c["name"] for c in events[-1].data["tool_calls"]] == ["forecast"]
+
+
+def _installed(tmp_path, monkeypatch, entry_points: str) -> None:
+    """A distribution "demo-tools" with ``entry_points`` (entry_points.txt text),
+    installed on ``sys.path`` for this test."""
+    info = tmp_path / "demo_tools-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-tools\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_an_installed_package_adds_tools_through_the_entry_point_group(tmp_path, monkeypatch):
+    _installed(tmp_path, monkeypatch, "[sse_chat.tools]\nweather = tests.test_tool_registry:forecast\n")
+    registry = ToolRegistry.load(["sse_chat.example_tools:current_time"])
+    assert registry.names == ("current_time", "forecast")  # SSE_CHAT_TOOLS first, then entry points
+    assert ToolRegistry.load([], use_entry_points=False).names == ()
+
+
+def test_an_entry_point_that_does_not_import_is_refused_by_name(tmp_path, monkeypatch):
+    _installed(tmp_path, monkeypatch, "[sse_chat.tools]\nbroken = no_such_module_20:f\n")
+    with pytest.raises(ConfigError, match=r"the entry point broken = 'no_such_module_20:f' \(group sse_chat.tools\) "
+                                          r"does not import: ModuleNotFoundError"):
+        ToolRegistry.load([])
