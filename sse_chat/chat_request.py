@@ -58,7 +58,7 @@ def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
     return _build(payload, messages, default_model, max_tokens=payload.get("max_tokens"),
                   temperature=payload.get("temperature"), fake=_fake_object(payload.get("fake")),
                   fake_name=lambda name: f"\"fake.{name}\"", tools=_tools(payload.get("tools")),
-                  tool_choice=_tool_choice(payload.get("tool_choice")))
+                  tool_choice=_tool_choice(payload.get("tool_choice")), sampling=sampling_options(payload))
 
 
 def build_chat_request(messages: list[Message], fields: Mapping[str, Any], default_model: str) -> ChatRequest:
@@ -75,7 +75,7 @@ def build_chat_request(messages: list[Message], fields: Mapping[str, Any], defau
     return _build(fields, list(messages), default_model, max_tokens=fields.get("max_tokens"),
                   temperature=fields.get("temperature"), fake=_fake_object(fields.get("fake")),
                   fake_name=lambda name: f"\"fake.{name}\"", tools=_tools(fields.get("tools")),
-                  tool_choice=_tool_choice(fields.get("tool_choice")))
+                  tool_choice=_tool_choice(fields.get("tool_choice")), sampling=sampling_options(fields))
 
 
 def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest:
@@ -99,7 +99,8 @@ def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest
 def _build(fields: Mapping[str, Any], messages: list[Message], default_model: str,
            *, max_tokens: Any, temperature: Any, fake: Mapping[str, Any],
            fake_name: Callable[[str], str], tools: tuple[dict[str, Any], ...] | None = None,
-           tool_choice: str | dict[str, Any] | None = None) -> ChatRequest:
+           tool_choice: str | dict[str, Any] | None = None,
+           sampling: tuple[tuple[str, Any], ...] = ()) -> ChatRequest:
     if fields.get("system") is not None:
         messages.insert(0, Message("system", _text(fields, "system", allow_empty=True)))
     model = _text(fields, "model") if fields.get("model") is not None else default_model
@@ -114,6 +115,7 @@ def _build(fields: Mapping[str, Any], messages: list[Message], default_model: st
         fake=_fake_faults(fake, model, fake_name),
         tools=tools,
         tool_choice=tool_choice,
+        sampling=sampling,
     )
 
 
@@ -253,6 +255,47 @@ def _tool_choice(value: Any) -> str | dict[str, Any] | None:
         return dict(value)
     raise invalid_request(f"\"tool_choice\" must be one of {', '.join(TOOL_CHOICES)} or an object such as "
                           f"{{\"type\": \"function\", \"function\": {{\"name\": …}}}}; got {value!r}")
+
+
+#: OpenAI's sampling options this service takes besides ``temperature`` and passes to
+#: an OpenAI-compatible upstream (the fake model is deterministic and ignores them).
+SAMPLING_OPTIONS = ("top_p", "seed", "stop", "presence_penalty", "frequency_penalty")
+_MAX_STOP_SEQUENCES = 4
+
+
+def sampling_options(fields: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The :data:`SAMPLING_OPTIONS` of a JSON body, checked, as ``(name, value)``
+    pairs in that order (``null`` ones left out): ``top_p`` a number from 0 to 1,
+    ``seed`` a whole number, ``stop`` a string or a list of at most 4 (a tuple
+    here), ``presence_penalty`` and ``frequency_penalty`` numbers from -2 to 2.
+
+    Raises:
+        ApiError: 400 ``invalid_request`` naming the field and what it must be.
+    """
+    options: list[tuple[str, Any]] = []
+    for name in SAMPLING_OPTIONS:
+        value = fields.get(name)
+        if value is not None:
+            options.append((name, _sampling_value(name, value)))
+    return tuple(options)
+
+
+def _sampling_value(name: str, value: Any) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if name == "top_p" and not (number and 0 <= value <= 1):
+        raise invalid_request(f"\"top_p\" must be a number from 0 to 1; got {value!r}")
+    if name == "seed" and not (number and isinstance(value, int) and -2**63 <= value < 2**63):
+        raise invalid_request(f"\"seed\" must be a whole number; got {value!r}")
+    if name.endswith("_penalty") and not (number and -2 <= value <= 2):
+        raise invalid_request(f"\"{name}\" must be a number from -2 to 2; got {value!r}")
+    if name == "stop":
+        stops = [value] if isinstance(value, str) else value
+        if not (isinstance(stops, list) and 1 <= len(stops) <= _MAX_STOP_SEQUENCES
+                and all(isinstance(stop, str) and stop for stop in stops)):
+            raise invalid_request(f"\"stop\" must be a string or a list of 1 to {_MAX_STOP_SEQUENCES} strings; "
+                                  f"got {value!r}")
+        return value if isinstance(value, str) else tuple(value)
+    return value
 
 
 def _max_tokens(value: Any) -> int | None:

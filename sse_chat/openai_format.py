@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat_request import parse_chat_body
+from .chat_request import SAMPLING_OPTIONS, parse_chat_body
 from .errors import invalid_request
 from .models import ChatRequest
 from .protocol import TERMINAL_TYPES, Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
@@ -32,7 +32,8 @@ class CompletionRequest:
 def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest:
     """Validate OpenAI's request shape (``messages`` required; ``model``, ``stream``,
     ``stream_options.include_usage``, ``max_tokens`` or ``max_completion_tokens``,
-    ``temperature``, ``tools`` and ``tool_choice`` (passed on as given; ``messages``
+    ``temperature``, ``top_p``, ``seed``, ``stop``, ``presence_penalty``, ``frequency_penalty``,
+    ``tools`` and ``tool_choice`` (passed on as given; ``messages``
     may hold tool turns), and this service's ``fake`` faults for the fake model
     (docs/testing-clients.md; ``drop_every`` only with ``stream``); other fields
     are ignored).
@@ -44,8 +45,8 @@ def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest
         raise invalid_request("the JSON body must be an object with \"messages\"")
     if "messages" not in payload:
         raise invalid_request("\"messages\" is required: a list of {\"role\", \"content\"} objects")
-    fields = {key: payload[key] for key in ("messages", "model", "temperature", "fake", "tools", "tool_choice")
-              if key in payload}
+    fields = {key: payload[key] for key in ("messages", "model", "temperature", "fake", "tools", "tool_choice",
+                                            *SAMPLING_OPTIONS) if key in payload}
     max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if max_tokens is not None:
         fields["max_tokens"] = max_tokens

@@ -63,3 +63,15 @@ def test_logs_n_0_shows_all_and_logs_path_names_the_file(tmp_path):
     assert len(run_cli("logs", "--json", env=env).stdout.splitlines()) == 3
     path = run_cli("logs", "path", env=env)
     assert path.returncode == 0 and path.stdout.decode().strip() == str(tmp_path / "log.sqlite3")
+
+
+def test_sampling_options_reach_the_upstream_and_bad_ones_are_400(upstream_server, upstream):
+    result = run_cli("ask", "--url", upstream_server.url, "-m", "ok", "-o", "top_p", "0.5", "-o", "seed", "7",
+                     "-o", "stop", '["END", "\\n\\n"]', "-o", "presence_penalty", "-1", "hi")
+    assert result.returncode == 0, result.stderr
+    _, body = upstream.requests[-1]
+    assert (body["top_p"], body["seed"], body["stop"], body["presence_penalty"]) == (0.5, 7, ["END", "\n\n"], -1)
+    assert "frequency_penalty" not in body
+    for name, value in (("top_p", "2"), ("seed", "1.5"), ("stop", "[]"), ("frequency_penalty", "3")):
+        refused = run_cli("ask", "--url", upstream_server.url, "-m", "ok", "-o", name, value, "hi")
+        assert refused.returncode == 1 and f'HTTP 400 invalid_request: "{name}" must be'.encode() in refused.stderr

@@ -98,8 +98,10 @@ class ChatRequest:
     the ``model`` name, optional ``max_tokens`` (completion tokens) and
     ``temperature`` (0 to 2), ``tools`` and ``tool_choice`` in OpenAI's shapes
     (JSON values, passed to the upstream as the caller gave them; ``None`` when
-    not given), and ``fake``: faults for the ``fake`` model to inject (only ever
-    set for it)."""
+    not given), ``sampling``: OpenAI's other sampling options as ``(name, value)``
+    pairs (``top_p``, ``seed``, ``stop`` (a string or a tuple of them),
+    ``presence_penalty``, ``frequency_penalty``; passed to the upstream), and
+    ``fake``: faults for the ``fake`` model to inject (only ever set for it)."""
 
     messages: tuple[Message, ...]
     model: str
@@ -108,6 +110,7 @@ class ChatRequest:
     fake: FakeFaults | None = None
     tools: tuple[dict[str, Any], ...] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    sampling: tuple[tuple[str, Any], ...] = ()
 
     @property
     def drop_every(self) -> int | None:

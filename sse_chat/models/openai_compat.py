@@ -73,6 +73,8 @@ class OpenAIChatModel:
             options["tools"] = list(request.tools)
         if request.tool_choice is not None:
             options["tool_choice"] = request.tool_choice
+        for name, value in request.sampling:
+            options[name] = list(value) if isinstance(value, tuple) else value
         try:
             return self._client.chat.completions.create(
                 model=request.model,
