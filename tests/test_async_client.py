@@ -220,7 +220,7 @@ def test_the_async_client_is_not_imported_with_the_blocking_one():
 
 
 def test_the_docs_async_example_runs(sse_chat_server):
-    from sse_chat.testing.servers import ROOT
+    from . import ROOT
 
     page = (ROOT / "docs" / "python-client.md").read_text()
     code = page.split("## AsyncChatClient", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]

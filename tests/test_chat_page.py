@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from .proxy import CuttingProxy
-from sse_chat.testing.servers import ROOT
+from . import ROOT
 from .event_reading import answer_text, events_of
 
 pytestmark = pytest.mark.browser
@@ -43,6 +43,17 @@ def _answers(page):
 
 def _wait_until_idle(page, timeout_ms=60_000):
     page.wait_for_function("() => !document.querySelector('#conversation li.streaming')", timeout=timeout_ms)
+
+
+def import_module(page, module, body, arg=None):
+    """Run ``body`` (a function body that sees the module as ``m`` and the
+    argument as ``arg``) in the page, after a dynamic import of ``/static/{module}``."""
+    return page.evaluate(f"async (arg) => {{ const m = await import('/static/{module}'); {body} }}", arg)
+
+
+def expected_answer(server, prompt, **options):
+    body = {"messages": [{"role": "user", "content": prompt}], **options}
+    return answer_text(events_of([requests.post(server.url + "/v1/chat", json=body, timeout=60).content]))
 
 
 def test_type_enter_and_watch_the_answer_grow_then_continue_the_conversation(gunicorn, page):

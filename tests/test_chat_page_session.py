@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from sse_chat.sessions import SESSION_COOKIE
-from sse_chat.testing.servers import ROOT
+from . import ROOT
 
 from .event_reading import answer_text, events_of
 from .proxy import CuttingProxy

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import requests
 
-from sse_chat.cli.ask import MAX_BACKOFF_MS, retry_after_ms
+from sse_chat.client import MAX_BACKOFF_MS, retry_after_ms
 
 from .gateway import Answer, Forward, ScriptedGateway, unavailable
 from .proxy import CuttingProxy

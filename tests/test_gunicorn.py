@@ -135,7 +135,8 @@ def test_openai_backend_through_gunicorn_never_leaks_the_key(gunicorn, upstream)
 def test_the_readmes_gunicorn_conf_py_holds_the_projects_settings():
     """``gunicorn -c gunicorn.conf.py`` (the README's command) loads the same settings
     as ``python:sse_chat.gunicorn_config`` (what the tests start)."""
-    from sse_chat.testing.servers import BIN, ROOT, base_env
+    from sse_chat.testing.servers import BIN, base_env
+    from . import ROOT
 
     checked = subprocess.run([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--check-config", "--print-config"],
                              cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=60)
@@ -150,7 +151,8 @@ def test_a_worker_freezes_what_it_loaded_and_raises_the_collector_thresholds():
     """``post_worker_init`` ends with ``tune_garbage_collector``: what the worker
     loaded sits in the permanent generation and the thresholds are
     ``GC_THRESHOLDS`` (run in a fresh interpreter: ``gc`` state is process-wide)."""
-    from sse_chat.testing.servers import ROOT, base_env
+    from sse_chat.testing.servers import base_env
+    from . import ROOT
 
     script = """
 import gc, json, tempfile, types

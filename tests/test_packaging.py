@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from sse_chat.testing.servers import ROOT, base_env, free_port, wait_until
+from sse_chat.testing.servers import base_env, free_port, wait_until
+from . import ROOT
 
 
 def test_python_m_sse_chat_is_the_command():

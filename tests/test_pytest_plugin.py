@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from sse_chat.testing.servers import ROOT, base_env, require_binary
+from sse_chat.testing.servers import base_env, require_binary
+from . import ROOT
 
 from .event_reading import events_of
 

@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from .proxy import CuttingProxy
-from sse_chat.testing.servers import BIN, ROOT, base_env, run_cli, wait_until
+from sse_chat.testing.servers import BIN, base_env, run_cli, wait_until
+from . import ROOT
 from .event_reading import assert_well_formed, events_of, seq_of, stream_of
 
 

@@ -15,7 +15,8 @@ import openai
 import pytest
 import requests
 
-from sse_chat.testing.servers import BIN, ROOT, base_env, free_port, run_cli, wait_until
+from sse_chat.testing.servers import BIN, base_env, free_port, run_cli, wait_until
+from . import ROOT
 
 from . import server_tools
 from .event_reading import answer_text, assert_well_formed, events_of, stream_of

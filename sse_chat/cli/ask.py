@@ -9,17 +9,14 @@ from enum import IntEnum
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from sse_chat.client import (  # noqa: F401 - re-exported for the CLI's tests
+from sse_chat.client import (
     CONNECTION_REFUSED,
     GAVE_UP,
-    MAX_BACKOFF_MS,
     UNKNOWN_HOST,
     ChatClient,
     ChatError,
     ChatEvent,
     ChatStream,
-    backoff_ms,
-    retry_after_ms,
 )
 from sse_chat.protocol import DispatchedEvent, EventType
 

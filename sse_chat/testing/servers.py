@@ -17,8 +17,6 @@ from pathlib import Path
 
 import requests
 
-#: The repository's root, when this runs from a checkout (tests that look at its files).
-ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "sse-chat")
 
