@@ -68,3 +68,19 @@ def test_the_local_log_keeps_at_most_100000_characters_of_a_prompt(tmp_path):
     [logged] = [json.loads(line) for line in run_cli("logs", "--json", env=env).stdout.splitlines()]
     assert logged["prompt"] == "x" * 100_000 + "\n[sse-chat: 150,000 more characters not kept in the log]"
     assert (tmp_path / "log.sqlite3").stat().st_size < 250_000
+
+
+@pytest.mark.parametrize("args", [["ask", "--url", "http://127.0.0.1:9", "-m", b"caf\xe9", "hi"],
+                                  ["ask", "--fake", "--cid", b"\xe9", "hi"],
+                                  ["logs", "--cid", b"\xe9"]])
+def test_non_utf8_bytes_in_any_option_are_no_traceback(args, tmp_path):
+    import os
+    import subprocess
+
+    from sse_chat.testing.servers import CLI
+
+    argv = [os.fsencode(CLI), *[arg if isinstance(arg, bytes) else arg.encode() for arg in args]]
+    result = subprocess.run(argv, env=base_env(SSE_CHAT_HOME=str(tmp_path)), capture_output=True, timeout=60,
+                            stdin=subprocess.DEVNULL, check=False)
+    assert b"Traceback" not in result.stderr and b"UnicodeEncodeError" not in result.stderr, result.stderr
+    assert result.returncode in (0, 2, 3)

@@ -372,5 +372,9 @@ def _tools(path: str | None) -> list | None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Arguments that are not UTF-8 are read with
+    U+FFFD replacement characters (:func:`readable_text`), whatever option they
+    belong to: Python hands their bytes over as lone surrogates, which neither the
+    local log nor the service can store."""
+    sys.argv[1:] = [readable_text(arg) for arg in sys.argv[1:]]
     cli(prog_name="sse-chat")
