@@ -39,6 +39,8 @@ class Metrics:
                                           "Readers that left before the end of their stream.", registry=registry)
         self.upstream_errors = Counter("sse_chat_upstream_errors", "Upstream failures, by error type.", ["type"],
                                        registry=registry)
+        self.tool_calls = Counter("sse_chat_tool_calls", "Calls of server tools, by tool and outcome (ok, or "
+                                  "the tool_result's error type).", ["tool", "outcome"], registry=registry)
         self.time_to_first_token = Histogram("sse_chat_time_to_first_token_seconds",
                                              "Seconds from the start of generation to the first token.",
                                              registry=registry, buckets=TTFT_BUCKETS)

@@ -311,6 +311,8 @@ class Producer:
         outcome = tool.call(call["arguments"], self._limits.tool_timeout_s)
         log.info("stream %s: tool %s %s in %.0f ms", self._stream_id, tool.name,
                  outcome.error_type or "answered", (self._clock() - started) * 1000)
+        if self._metrics is not None:
+            self._metrics.tool_calls.labels(tool.name, outcome.error_type or "ok").inc()
         self._append(EventType.TOOL_RESULT, outcome.as_event_data(call["id"], tool.name))
         self._next_control_check = 0.0
         self._check_control()  # a DELETE while the tool ran ends the stream now

@@ -71,6 +71,8 @@ def test_a_server_tool_runs_once_and_the_model_answers_from_its_result(tool_serv
     assert done["finish_reason"] == "stop" and "tool_calls" not in done
     assert done["usage"]["completion_tokens"] > 0
     assert server_tools.calls(str(calls_file)) == ["shout make some noise"]
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert 'sse_chat_tool_calls_total{outcome="ok",tool="shout"} 1.0' in metrics
 
 
 def test_cut_at_random_five_cli_runs_print_the_uncut_answer_and_run_the_tool_once_each(tool_server, calls_file):
@@ -110,6 +112,8 @@ def test_a_tool_that_raises_gives_an_error_result_and_the_stream_ends_done(tool_
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
     assert server.worker_pids() == workers  # the worker lives
     assert server_tools.calls(str(calls_file)) == ["explode boom"]
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert 'sse_chat_tool_calls_total{outcome="tool_error",tool="explode"} 1.0' in metrics
 
 
 def test_a_tool_past_the_timeout_gives_tool_timeout_while_other_streams_go_on(tool_server):

@@ -204,3 +204,22 @@ def test_an_entry_point_that_does_not_import_is_refused_by_name(tmp_path, monkey
     with pytest.raises(ConfigError, match=r"the entry point broken = 'no_such_module_20:f' \(group sse_chat.tools\) "
                                           r"does not import: ModuleNotFoundError"):
         ToolRegistry.load([])
+
+
+def test_a_cancel_while_a_tool_runs_ends_the_stream_after_its_result():
+    log = MemoryEventLog(ttl_s=60, max_events=1000)
+
+    def forecast(city: str) -> str:
+        log.request_cancel("s")  # a DELETE that arrives while the tool runs
+        return "sunny"
+
+    model = CallsForever()
+    registry = ToolRegistry([ServerTool.from_function(forecast, "t:forecast")])
+    producer = Producer(log, "s", model, ChatRequest((Message("user", "weather?"),), "scripted"),
+                        ProducerLimits(abandon_s=60), tools=registry)
+    producer.create_stream(None)
+    producer.run()
+    events = [read_frame(frame) for frame in log.open("s", -1).take().frames]
+    assert [e.type for e in events][-2:] == ["tool_result", "done"]
+    assert events[-2].data["content"] == "sunny" and events[-1].data["finish_reason"] == "cancelled"
+    assert len(model.requests) == 1  # the model was not called again
