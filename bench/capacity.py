@@ -24,6 +24,10 @@ Measurements:
   (``used_memory`` delta per stream: the finished streams stay for the TTL), each
   divided by the events received; and ``MEMORY USAGE`` of the keys of up to 300
   finished streams.
+* **A Redis Cluster** (``cluster-20``): as ``redis-20``, on a Cluster of 3 primaries
+  and 3 replicas (:mod:`sse_chat.testing.redis_cluster`, every node on the load
+  generator's core); Redis's figures are the primaries' summed, and the replicas'
+  CPU per event is given apart.
 * **Readers on another worker** (``redis-20-remote``): two gunicorns of one worker
   each on the same Redis. Every stream is started on A (``POST /v1/chat``; the
   client hangs up after the first event) and read to its end on B
@@ -63,7 +67,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +89,7 @@ from loadgen_cli import raise_nofile, summarize
 
 from sse_chat.eventlog.redis_layout import entry_events
 from sse_chat.testing.loadgen import StreamResult, resume_stream, run_stream
+from sse_chat.testing.redis_cluster import RedisCluster
 from sse_chat.testing.servers import PeakRss, rss_kib
 
 if TYPE_CHECKING:
@@ -198,6 +204,86 @@ def _events_held(top: list[Any]) -> int:
     return first_seq + len(frames)
 
 
+@contextmanager
+def running_cluster(cpus: str, tmp: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 primaries and 3 replicas (:mod:`sse_chat.testing.redis_cluster`),
+    every node pinned to ``cpus``; stopped on exit."""
+    nodes = RedisCluster(tmp / f"cluster-{time.monotonic_ns()}")
+    try:
+        for process in nodes.processes.values():
+            subprocess.run(["taskset", "-pc", cpus, str(process.pid)], check=True, capture_output=True)
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+class ClusterStats(RedisStats):
+    """:class:`RedisStats` summed over a Cluster's nodes: the primaries' commands,
+    bytes, reads and CPU, plus the replicas' CPU (``replica_cpu_s``: what
+    replication costs them)."""
+
+    def __init__(self, nodes: RedisCluster) -> None:  # not RedisStats's: no single client
+        import redis
+
+        self._clients = {port: redis.Redis(port=port, socket_timeout=10) for port in nodes.ports}
+        self._cpu_before_by_port: dict[int, float] = {}
+        self._memory_before = 0
+
+    def _primaries(self) -> list[Any]:
+        return [c for c in self._clients.values() if c.info("replication")["role"] == "master"]
+
+    def _replicas(self) -> list[Any]:
+        return [c for c in self._clients.values() if c.info("replication")["role"] != "master"]
+
+    def reset(self) -> None:
+        for port, client in self._clients.items():
+            client.config_resetstat()
+            cpu = client.info("cpu")
+            self._cpu_before_by_port[port] = float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+        self._memory_before = self.used_memory()
+
+    def used_memory(self) -> int:
+        return sum(int(c.info("memory")["used_memory"]) for c in self._primaries())
+
+    def version(self) -> str:
+        return str(next(iter(self._clients.values())).info("server")["redis_version"])
+
+    def _cpu_of(self, clients: list[Any]) -> float:
+        total = 0.0
+        for port, client in self._clients.items():
+            if client in clients:
+                cpu = client.info("cpu")
+                total += float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]) - self._cpu_before_by_port[port]
+        return total
+
+    def collect(self) -> dict[str, Any]:
+        primaries = self._primaries()
+        calls: dict[str, int] = {}
+        usec: dict[str, int] = {}
+        net_in = net_out = reads = 0
+        for client in primaries:
+            stats = client.info("stats")
+            net_in += int(stats["total_net_input_bytes"])
+            net_out += int(stats["total_net_output_bytes"])
+            reads += int(stats.get("total_reads_processed", 0))
+            for name, v in client.info("commandstats").items():
+                if name not in OWN_COMMANDS:
+                    key = name.removeprefix("cmdstat_")
+                    calls[key] = calls.get(key, 0) + int(v["calls"])
+                    usec[key] = usec.get(key, 0) + int(v["usec"])
+        return {"calls": calls, "usec": usec, "net_input_bytes": net_in, "net_output_bytes": net_out,
+                "reads_processed": reads, "cpu_s": self._cpu_of(primaries),
+                "replica_cpu_s": self._cpu_of(self._replicas()),
+                "used_memory_growth": self.used_memory() - self._memory_before}
+
+    def stored_per_stream(self, sample: int = STORED_SAMPLE) -> dict[str, float] | None:
+        return None
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
 def redis_per_event(raw: dict[str, Any], events: int, streams: int) -> dict[str, Any]:
     """Per-event (and per-stream) figures from :meth:`RedisStats.collect`."""
     calls = raw["calls"]
@@ -211,6 +297,7 @@ def redis_per_event(raw: dict[str, Any], events: int, streams: int) -> dict[str,
         "bytes_in_per_event": raw["net_input_bytes"] / events,
         "bytes_out_per_event": raw["net_output_bytes"] / events,
         "redis_cpu_us_per_event": raw["cpu_s"] / events * 1e6,
+        "replica_cpu_us_per_event": raw["replica_cpu_s"] / events * 1e6 if "replica_cpu_s" in raw else None,
         "used_memory_per_stream": raw["used_memory_growth"] / streams,
     }
 
@@ -243,10 +330,18 @@ def calibrate(cpus: str) -> float:
     return float(done.stdout) * 1000
 
 
-def project_server(stack: ExitStack, setup: Setup, load: Load, tmp: Path) -> tuple[Gunicorn, RedisStats | None]:
+def project_server(stack: ExitStack, setup: Setup, load: Load, tmp: Path,
+                   cluster: bool = False) -> tuple[Gunicorn, RedisStats | None]:
     """Start, on ``stack``, the project's server for ``setup`` and, when it uses
-    Redis, a redis-server on ``setup.redis_cpus``; the server, and the Redis
-    figures' collector (``None`` without Redis)."""
+    Redis, a redis-server on ``setup.redis_cpus`` (a Cluster of 3 primaries and
+    3 replicas with ``cluster``); the server, and the Redis figures' collector
+    (``None`` without Redis)."""
+    if cluster:
+        nodes = stack.enter_context(running_cluster(setup.redis_cpus or setup.client_cpus, tmp))
+        server = stack.enter_context(running_server(setup, load, tmp, nodes.url))
+        cluster_stats = ClusterStats(nodes)
+        stack.callback(cluster_stats.close)
+        return server, cluster_stats
     redis = stack.enter_context(running_redis(setup.redis_cpus or setup.client_cpus, tmp)) if setup.redis else None
     server = stack.enter_context(running_server(setup, load, tmp, redis.url if redis else None))
     stats = RedisStats(redis) if redis else None
@@ -260,9 +355,9 @@ def cpu_run(name: str, log: str, load: Load, ramp_s: float, timeout_s: float, cp
     """One load on one server of one worker (``log`` ``"memory"`` or ``"redis"``):
     the load generator's summary, the worker's CPU per event, Redis's figures."""
     server_cpus, client_cpus = str(cpus[0]), str(cpus[1])
-    setup = Setup(name, "project", server_cpus, client_cpus, redis=log == "redis", redis_cpus=client_cpus)
+    setup = Setup(name, "project", server_cpus, client_cpus, redis=log in ("redis", "cluster"), redis_cpus=client_cpus)
     with ExitStack() as stack:
-        server, stats = project_server(stack, setup, load, tmp)
+        server, stats = project_server(stack, setup, load, tmp, cluster=log == "cluster")
         if stats:
             stats.reset()
         workers = server.worker_pids
@@ -526,6 +621,8 @@ RUNS: dict[str, tuple[str, str, int, int, int, str]] = {
                         "Redis log, producer on worker A, every reader on worker B (fan-in XREAD), 20 tokens/s"),
     "mem-fast": ("cpu", "memory", 100, 2000, 0, "memory log, 1 worker, full speed (events coalesce)"),
     "redis-fast": ("cpu", "redis", 100, 2000, 0, "Redis log, 1 worker, full speed (events coalesce)"),
+    "cluster-20": ("cpu", "cluster", 1000, 60, 50,
+                   "Redis log on a Cluster of 3 primaries + 3 replicas, 1 worker (readers local), 20 tokens/s"),
     "hold-mem": ("hold", "memory", 2000, 60, HOLD_DELAY_MS, "open idle streams, memory log"),
     "hold-redis": ("hold", "redis", 2000, 60, HOLD_DELAY_MS, "open idle streams, Redis log"),
 }
@@ -535,7 +632,8 @@ MEDIAN_KEYS = ("calibration_ms", "worker_rss_before_kib", "worker_rss_peak_kib",
                "events_per_core_s", "events_per_s", "wall_s", "worker_cpu_pct",
                "worker_wait_pct", "client_cpu_pct", "gap_p50_ms", "gap_p99_ms", "first_event_p99_ms")
 REDIS_MEDIAN_KEYS = ("commands_per_event", "evalsha_per_event", "xread_per_event", "reads_per_event",
-                     "bytes_in_per_event", "bytes_out_per_event", "redis_cpu_us_per_event", "used_memory_per_stream")
+                     "bytes_in_per_event", "bytes_out_per_event", "redis_cpu_us_per_event", "used_memory_per_stream",
+                     "replica_cpu_us_per_event")
 
 
 def _median(values: list[Any]) -> float | None:
@@ -626,6 +724,9 @@ def print_redis_table(records: dict[str, dict[str, Any]]) -> None:
               f"{low_high[0]:>5.2f}-{low_high[1]:<5.2f} {red['used_memory_per_stream']:>13,.0f}")
         calls = ", ".join(f"{n} {v:.3f}" for n, v in red["calls_per_event"].items() if v >= 0.0005)
         print(f"   {'':16} calls/event: {calls}")
+        if red.get("replica_cpu_us_per_event") is not None:
+            print(f"   {'':16} CPU above: the primaries' summed; the replicas' "
+                  f"{red['replica_cpu_us_per_event']:.2f} us/event")
         stored = red.get("stored")
         if stored:
             print(f"   {'':16} stored (MEMORY USAGE, {stored['streams_sampled']:.0f} streams): events key "

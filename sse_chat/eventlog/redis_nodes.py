@@ -211,6 +211,10 @@ class RoundTrips:
             raise TopologyChanged(f"the Redis Cluster moved a slot ({moved})")
         return results
 
+    def node_of(self, key: str) -> str:
+        """The name of the server that holds ``key`` now."""
+        return self._nodes.node_for(key)[0]
+
     def _connection(self, name: str, client: redis.Redis) -> Any:
         connection = self._connections.get(name)
         if connection is None:

@@ -785,8 +785,9 @@ class _Writer:
         if any(isinstance(result, NoScriptError) for result in results[:len(creations)]):
             # Redis restarted (or a replica took over): load the scripts where the
             # creations go; creations are idempotent and writes checked.
-            self._round_trip([("SCRIPT", "LOAD", source) for _ in creations for source in self._scripts.sources],
-                             [mirror.keys.events for mirror, _ in creations for _ in self._scripts.sources])
+            where = list({self._round_trips.node_of(m.keys.events): m.keys.events for m, _ in creations}.values())
+            self._round_trip([("SCRIPT", "LOAD", source) for _ in where for source in self._scripts.sources],
+                             [key for key in where for _ in self._scripts.sources])
             return self._write(batch, creations)
         ends = [*starts[1:], len(commands)] if starts else []
         outcomes = [_outcome(write, results[start:end]) for write, start, end in zip(batch, starts, ends, strict=True)]
