@@ -25,7 +25,6 @@ except ConfigError as _error:
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sse-chat-metrics-"))
 
 
-
 def _raise_open_files_limit(needed):
     """Raise this process's soft limit on open files (``RLIMIT_NOFILE``, inherited
     by the workers) to ``needed``, or to the hard limit when that is lower: each
@@ -44,7 +43,9 @@ bind = [_settings.bind]
 workers = _settings.workers
 
 # One greenlet per connection: an idle stream costs a few KiB, not a thread.
-worker_class = "gevent"
+# gunicorn's gevent worker, with sse-chat's graceful stop (drain on SIGTERM), log
+# lines and garbage-collector tuning (sse_chat/gunicorn_worker.py).
+worker_class = "sse_chat.gunicorn_worker.Worker"
 # Concurrent connections per worker (open streams, other requests, and connections
 # that are still sending their request head: gunicorn waits up to `keepalive`
 # seconds for a head). gunicorn's default, 1000, is the ceiling the benchmark
@@ -69,7 +70,7 @@ timeout = 30
 # workers that way) a worker stops accepting, ends its readers' responses with a
 # retry: so that clients reconnect with Last-Event-ID to the new workers (through
 # Redis), and keeps its producers running for up to this many seconds so that no
-# answer is cut (see worker_exit below). Answers longer than this are cut and end
+# answer is cut (sse_chat.gunicorn_worker.Worker.run). Answers longer than this are cut and end
 # with stream_lost.
 graceful_timeout = 120
 # Seconds an idle keep-alive connection stays open; longer than nginx's
@@ -96,83 +97,8 @@ def on_starting(server):
         sys.exit(f"sse-chat: cannot start: {error}")
 
 
-#: The worker's garbage-collector thresholds (:func:`gc.set_threshold`; Python's
-#: default is 700, 10, 10). Every open stream keeps a producer and a reader greenlet,
-#: their generators and cursors alive; each collection of the older generations
-#: walks all of them, and at 3,000 streams the default made those walks about a
-#: fifth of the worker's CPU. A first generation of 50,000 new objects (a few MB)
-#: collects young garbage about 70 times less often, and the older ones in turn.
-GC_THRESHOLDS = (50_000, 20, 10)
-
-
-def tune_garbage_collector():
-    """Move everything the worker loaded (modules, the app, the openai SDK's
-    models) into the collector's permanent generation with :func:`gc.freeze`, so
-    that no collection walks it again, and raise the thresholds to
-    :data:`GC_THRESHOLDS`. Cyclic garbage is still collected, in larger batches.
-
-    (Python's documentation of :func:`gc.freeze` describes freezing in a server's
-    parent before it forks, to spare copy-on-write; with ``preload_app`` off
-    each worker freezes what it loaded itself, for the CPU the collections no
-    longer spend.) bench/compare.py ``--scenario crowd`` shows the effect
-    (docs/deployment.md).
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
-def post_worker_init(worker):
-    """Send the app's log lines (``sse_chat.*``) to stderr beside gunicorn's, each
-    with the worker's pid, so that a stream can be traced to its producer; start
-    draining on SIGTERM; and, last, :func:`tune_garbage_collector`."""
-    import logging
-    import signal
-
-    services = worker.wsgi.extensions["sse_chat"]
-    graceful_exit = worker.handle_exit
-    # gunicorn closes the worker's liveness file before worker_exit runs; keep a
-    # descriptor of it so that a draining worker can still tell the master it lives.
-    worker.sse_chat_liveness_fd = os.dup(worker.tmp.fileno())
-
-    def handle_exit(sig, frame):
-        services.draining.set()
-        services.event_log.wake_readers()  # they see `draining` and end their responses
-        graceful_exit(sig, frame)
-
-    signal.signal(signal.SIGTERM, handle_exit)
-
-    # What a log record gathers that the format below does not print, skipped as
-    # the logging HOWTO's "Optimization" section says: the caller's file and line
-    # (a stack walk per record), the thread (under gevent a dummy Thread object
-    # for each new greenlet: 5% of a worker's CPU at 3,000 new streams a second,
-    # py-spy) and the multiprocessing process name.
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
-    app_logger = logging.getLogger("sse_chat")
-    app_logger.addHandler(handler)
-    app_logger.setLevel(logging.INFO)
-    tune_garbage_collector()
-
-
 def child_exit(server, worker):
     """Drop a dead worker's live gauges (prometheus-client multiprocess mode)."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-
-
-def worker_exit(server, worker):
-    """Before a worker exits gracefully (SIGTERM, not a quick SIGINT/SIGQUIT stop),
-    let its producers finish, for up to ``graceful_timeout``."""
-    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("sse_chat")  # None: it never booted
-    if services is None or not services.draining.is_set():
-        return
-    left = services.drain(worker.cfg.graceful_timeout, notify=lambda: os.utime(worker.sse_chat_liveness_fd))
-    if left:
-        worker.log.warning("%d streams were still generating at the end of graceful_timeout", left)

@@ -29,7 +29,7 @@ def test_streams_over_real_http_with_chunked_encoding_and_no_patch_warnings(guni
     assert_well_formed(events)
     assert len(events) == 102
     log = server.log()
-    assert "Using worker: gevent" in log
+    assert "Using worker: sse_chat.gunicorn_worker.Worker" in log   # gunicorn's gevent worker, subclassed
     for bad in ("MonkeyPatchWarning", "RecursionError", "Traceback"):
         assert bad not in log
 
@@ -143,26 +143,31 @@ def test_the_readmes_gunicorn_conf_py_holds_the_projects_settings():
     assert checked.returncode == 0, checked.stderr
     settings = dict(line.split("=", 1) for line in checked.stdout.splitlines() if "=" in line)
     settings = {name.strip(): value.strip() for name, value in settings.items()}
-    assert settings["worker_class"] == "gevent"
+    assert settings["worker_class"] == "sse_chat.gunicorn_worker.Worker"
     assert settings["wsgi_app"] == "sse_chat.app:create_app()"
 
 
 def test_a_worker_freezes_what_it_loaded_and_raises_the_collector_thresholds():
-    """``post_worker_init`` ends with ``tune_garbage_collector``: what the worker
-    loaded sits in the permanent generation and the thresholds are
-    ``GC_THRESHOLDS`` (run in a fresh interpreter: ``gc`` state is process-wide)."""
+    """The worker class's ``load_wsgi`` sends the app's log lines to stderr, loads
+    the app and then tunes the garbage collector: what it loaded sits in the
+    permanent generation and the thresholds are ``GC_THRESHOLDS`` (run in a fresh
+    interpreter: ``gc`` and ``logging`` state is process-wide)."""
     from sse_chat.testing.servers import base_env
     from . import ROOT
 
     script = """
-import gc, json, tempfile, types
-from sse_chat import gunicorn_config
+import gc, json, logging, types
+from gunicorn.workers.ggevent import GeventWorker
 from sse_chat.app import create_app
+from sse_chat.gunicorn_worker import GC_THRESHOLDS, Worker
 before = gc.get_threshold()
-worker = types.SimpleNamespace(wsgi=create_app(), tmp=tempfile.TemporaryFile(), handle_exit=lambda sig, frame: None)
-gunicorn_config.post_worker_init(worker)
+worker = Worker.__new__(Worker)   # gunicorn's arbiter builds it; here only the app is needed
+worker.app = types.SimpleNamespace(wsgi=create_app)
+worker.load_wsgi()
 print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(),
-                  "wanted": gunicorn_config.GC_THRESHOLDS}))
+                  "wanted": GC_THRESHOLDS, "gevent_worker": isinstance(worker, GeventWorker),
+                  "app": "sse_chat" in worker.wsgi.extensions,
+                  "handlers": len(logging.getLogger("sse_chat").handlers)}))
 """
     ran = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=base_env(), capture_output=True,
                          text=True, timeout=60)
@@ -170,3 +175,4 @@ print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.ge
     state = json.loads(ran.stdout)
     assert state["before"] != state["after"] == list(state["wanted"])
     assert state["frozen"] > 10_000  # Flask, werkzeug, the openai SDK, the app
+    assert state["gevent_worker"] and state["app"] and state["handlers"] == 1

@@ -1,0 +1,113 @@
+"""sse-chat's gunicorn worker (``worker_class = "sse_chat.gunicorn_worker.Worker"``):
+gunicorn's gevent worker, varied the way gunicorn varies its own workers, by
+overriding its hooks (``GeventWorker`` itself overrides ``init_process`` and
+``handle_quit``), not by patching a worker from a server hook.
+
+What it adds: a graceful stop that drains (``SIGTERM``, which a reload sends the
+old workers: readers end their responses with ``retry:`` so that clients
+reconnect elsewhere with ``Last-Event-ID``, producers finish within
+``graceful_timeout``), the app's log lines on stderr beside gunicorn's, and a
+garbage collector tuned for many long streams.
+
+gunicorn's master imports this module to set the worker class up, as it imports
+``gunicorn.workers.ggevent`` for ``worker_class = "gevent"``: it imports only the
+standard library and gunicorn, never the app (the worker patches the standard
+library with gevent before it loads the app; see :mod:`sse_chat.gunicorn_config`).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from typing import Any
+
+from gunicorn.workers.ggevent import GeventWorker
+
+#: The worker's garbage-collector thresholds (:func:`gc.set_threshold`; Python's
+#: default is 700, 10, 10). Every open stream keeps a producer and a reader greenlet,
+#: their generators and cursors alive; each collection of the older generations
+#: walks all of them, and at 3,000 streams the default made those walks about a
+#: fifth of the worker's CPU. A first generation of 50,000 new objects (a few MB)
+#: collects young garbage about 70 times less often, and the older ones in turn.
+GC_THRESHOLDS = (50_000, 20, 10)
+#: The app's log lines: time, the worker's pid (to trace a stream to its
+#: producer), level, logger, message.
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+
+
+def tune_garbage_collector() -> None:
+    """Move everything the process loaded (modules, the app, the openai SDK's
+    models) into the collector's permanent generation with :func:`gc.freeze`, so
+    that no collection walks it again, and raise the thresholds to
+    :data:`GC_THRESHOLDS`. Cyclic garbage is still collected, in larger batches.
+
+    (Python's documentation of :func:`gc.freeze` describes freezing in a server's
+    parent before it forks, to spare copy-on-write; with ``preload_app`` off
+    each worker freezes what it loaded itself, for the CPU the collections no
+    longer spend.) bench/compare.py ``--scenario crowd`` shows the effect
+    (docs/deployment.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def log_app_lines_to_stderr() -> None:
+    """Send the ``sse_chat.*`` loggers' lines, INFO and up, to stderr in
+    :data:`LOG_FORMAT`, and skip what a record gathers that the format does not
+    print, as the logging HOWTO's "Optimization" section says: the caller's file
+    and line (``logging._srcfile = None``: a stack walk per record), the thread
+    (under gevent a dummy ``Thread`` object for each new greenlet: 5% of a
+    worker's CPU at 3,000 new streams a second, py-spy) and the multiprocessing
+    process name. Process-wide: for a worker process, which owns its logging."""
+    logging._srcfile = None  # the HOWTO's documented switch
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    app_logger = logging.getLogger("sse_chat")
+    app_logger.addHandler(handler)
+    app_logger.setLevel(logging.INFO)
+
+
+class Worker(GeventWorker):
+    """gunicorn's gevent worker for sse-chat's app (``sse_chat.app:create_app()``).
+
+    - ``load_wsgi``: the app's log lines go to stderr before the app loads
+      (:func:`log_app_lines_to_stderr`); once it has loaded,
+      :func:`tune_garbage_collector`. gunicorn calls it after the gevent worker
+      has patched the standard library.
+    - ``handle_exit`` (``SIGTERM``): sets the app's ``draining`` and wakes its
+      readers, which end their responses with ``retry:``; then gunicorn's own
+      graceful stop (no new connections, open ones finish).
+    - ``run``: after gunicorn's loop has ended, when draining, waits up to
+      ``graceful_timeout`` seconds for the producers still running, telling the
+      master it lives meanwhile (gunicorn's ``notify``). Answers longer than that
+      are cut and end with ``stream_lost``.
+    """
+
+    def load_wsgi(self) -> None:
+        log_app_lines_to_stderr()
+        super().load_wsgi()
+        tune_garbage_collector()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        services = self._services()
+        if services is not None:
+            services.draining.set()
+            services.event_log.wake_readers()  # they see `draining` and end their responses
+        super().handle_exit(sig, frame)
+
+    def run(self) -> None:
+        super().run()
+        services = self._services()
+        if services is None or not services.draining.is_set():
+            return  # not a graceful stop (gunicorn's max_requests, a lost master)
+        left = services.drain(self.cfg.graceful_timeout, notify=self.notify)
+        if left:
+            self.log.warning("%d streams were still generating at the end of graceful_timeout", left)
+
+    def _services(self) -> Any:
+        """The app's ``Services`` (:mod:`sse_chat.services`), or None before the
+        app has loaded (a signal that comes first) or for another app."""
+        return getattr(getattr(self, "wsgi", None), "extensions", {}).get("sse_chat")
