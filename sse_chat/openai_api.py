@@ -11,6 +11,7 @@ from .config import Settings
 from .errors import ApiError
 from .eventlog import EventLog, EventLogUnavailable
 from .generation import ReadFrom, start_generation
+from .models.registry import is_backend_error
 from .openai_format import (
     CompletionChunks,
     completion,
@@ -96,6 +97,6 @@ def _whole_completion(event_log: EventLog, settings: Settings, stream_id: str, m
     finally:
         batches.close()
     if error is not None:
-        status = 502 if error["type"].startswith("upstream_") else 500
+        status = 502 if is_backend_error(error["type"]) else 500   # a backend's failure: a bad gateway
         return jsonify(openai_error(error["type"], error["message"])), status
     return jsonify(body)

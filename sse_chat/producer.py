@@ -20,6 +20,7 @@ from .background import spawn
 from .eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
 from .metrics import Metrics
 from .models import ChatModel, ChatRequest, Delta, InjectedFault, Message, ToolCall, UpstreamError, Usage
+from .models.registry import is_backend_error, metrics_label
 from .protocol import Event, EventId, EventType, ToolCalls, content_frame
 from .protocol import error_data as error_body
 from .tools import ServerTool, ToolRegistry
@@ -172,7 +173,7 @@ class Producer:
                 self._metrics.streams_ended.labels(event_type.value, INJECTED_REASON).inc()
                 return
             self._metrics.streams_ended.labels(event_type.value, reason).inc()
-            if reason.startswith("upstream_"):
+            if is_backend_error(reason):
                 self._metrics.upstream_errors.labels(reason).inc()
 
     @contextmanager
@@ -319,9 +320,10 @@ class Producer:
         return Message("tool", outcome.as_message_content(), tool_call_id=call["id"])
 
     def _backend_label(self) -> str:
-        """``fake`` or ``upstream``: model names come from callers, so they would
-        make metric series without bound."""
-        return "fake" if self._request.model == "fake" else "upstream"
+        """The backend's metrics label (``fake`` or ``upstream``, from the backend
+        table): model names come from callers, so they would make metric series
+        without bound."""
+        return metrics_label(self._request.model)
 
     def _note_token(self) -> None:
         self._tokens += 1
