@@ -14,7 +14,7 @@ from .config import Settings
 from .errors import ApiError, error_body
 from .eventlog import EventLog, EventLogUnavailable, MemoryEventLog
 from .eventlog.wakeups import Wakeups
-from .limits import StreamLimiter
+from .limits import KeyLimits, StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
 from .openai_api import bp as openai_bp
@@ -61,7 +61,9 @@ def create_app(config: Settings | None = None) -> Flask:
         settings=settings,
         event_log=_make_event_log(settings),
         models=ModelRegistry(settings),
-        limiter=StreamLimiter(settings.max_streams, settings.max_streams_per_key),
+        limiter=StreamLimiter(settings.max_streams, KeyLimits(
+            streams=settings.max_streams_per_key, events=settings.max_events_per_key,
+            readers=settings.max_readers_per_key, keep_s=settings.stream_ttl_s)),
         metrics=Metrics(),
         sessions=SessionKeys(settings.api_keys, settings.session_ttl_s),
         tools=tools,

@@ -47,6 +47,9 @@ class Settings:
     session_ttl_s: int = 86400
     max_streams: int = 2000
     max_streams_per_key: int = 100
+    max_tokens: int = 1_000_000
+    max_events_per_key: int = 1_000_000
+    max_readers_per_key: int = 500
     send_timeout_s: float = 30.0
     body_timeout_s: float = 30.0
     bind: str = "127.0.0.1:8000"
@@ -100,6 +103,12 @@ class Settings:
             max_streams=read.integer("SSE_CHAT_MAX_STREAMS", defaults.max_streams, minimum=1, unit="streams"),
             max_streams_per_key=read.integer("SSE_CHAT_MAX_STREAMS_PER_KEY", defaults.max_streams_per_key,
                                              minimum=1, unit="streams"),
+            max_tokens=read.integer("SSE_CHAT_MAX_TOKENS", defaults.max_tokens, minimum=1, maximum=1_000_000,
+                                    unit="tokens"),
+            max_events_per_key=read.integer("SSE_CHAT_MAX_EVENTS_PER_KEY", defaults.max_events_per_key, minimum=1,
+                                            unit="events"),
+            max_readers_per_key=read.integer("SSE_CHAT_MAX_READERS_PER_KEY", defaults.max_readers_per_key,
+                                             minimum=1, unit="event streams"),
             send_timeout_s=read.seconds("SSE_CHAT_SEND_TIMEOUT_S", defaults.send_timeout_s),
             body_timeout_s=read.seconds("SSE_CHAT_BODY_TIMEOUT_S", defaults.body_timeout_s),
             bind=read.text("SSE_CHAT_BIND", defaults.bind),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import stream_not_found
+from .errors import invalid_request, stream_not_found
 from .eventlog import StreamInfo
 from .idempotency import KeyedStart, keep_after_end, start_once
 from .models import ChatModel, ChatRequest
@@ -48,11 +48,15 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None,
 
     Raises:
         ApiError: 503 ``backend_unavailable`` when no backend serves ``chat.model``;
-            429 ``too_many_streams`` past the limits on concurrent streams; 422
+            400 ``invalid_request`` for ``max_tokens`` above ``SSE_CHAT_MAX_TOKENS``;
+            429 ``too_many_streams``, ``too_many_events`` or ``too_many_readers``
+            past the limits (:class:`~sse_chat.limits.StreamLimiter`); 422
             ``idempotency_key_reused`` when ``keyed`` came with another request; 409
             ``idempotency_key_in_use`` (see :func:`~sse_chat.idempotency.start_once`).
         EventLogUnavailable: the event log's store cannot be reached.
     """
+    _check_max_tokens(chat, services.settings.max_tokens)
+    services.limiter.check_reader(owner)
     model = services.models.resolve(chat.model)
     if keyed is None:
         return _start(services, chat, model, owner, new_stream_id(), options)
@@ -72,10 +76,13 @@ def _start(services: Services, chat: ChatRequest, model: ChatModel, owner: str |
            options: StartOptions, on_end: Callable[[], None] | None = None) -> str:
     """Admit, create and start stream ``stream_id``; ``on_end`` runs when its
     producer ends (after the limiter is told)."""
-    services.limiter.admit(stream_id, owner)
+    # a stream that asked for max_tokens holds room for them (and start and end),
+    # as many as a stream may have
+    reserved = 0 if chat.max_tokens is None else min(chat.max_tokens + 2, services.settings.max_events_per_stream)
+    services.limiter.admit(stream_id, owner, reserved)
 
     def ended() -> None:
-        services.limiter.release(stream_id)
+        services.limiter.release(stream_id, producer.events_written)
         if on_end is not None:
             on_end()
 
@@ -91,6 +98,15 @@ def _start(services: Services, chat: ChatRequest, model: ChatModel, owner: str |
         raise
     producer.start()
     return stream_id
+
+
+def _check_max_tokens(chat: ChatRequest, ceiling: int) -> None:
+    """Raises: ApiError: 400 ``invalid_request`` when ``chat`` asks for more than
+    ``ceiling`` tokens (``SSE_CHAT_MAX_TOKENS``)."""
+    if chat.max_tokens is not None and chat.max_tokens > ceiling:
+        raise invalid_request(f"the request asks for up to {chat.max_tokens:,} tokens (max_tokens, "
+                              f"max_completion_tokens or max_output_tokens); this service answers at most {ceiling:,} "
+                              "(SSE_CHAT_MAX_TOKENS): ask for fewer")
 
 
 def resume_position(services: Services, last_event_id: str, owner: str | None,

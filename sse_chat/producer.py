@@ -104,6 +104,11 @@ class Producer:
         self._tokens = 0
         self._injected = False
 
+    @property
+    def events_written(self) -> int:
+        """Events appended so far (``start`` included)."""
+        return self._seq
+
     def create_stream(self, owner: str | None) -> None:
         """Create the stream in the log, owned by ``owner``, with its ``start`` event
         (seq 0; its data also holds the producer's ``start_extra`` keys, which a

@@ -155,6 +155,18 @@ class Body(Generic[T]):
         self._items = items
         self._on_close = on_close
 
+    def also_on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` too when closed (after the earlier ``on_close``)."""
+        first = self._on_close
+
+        def both() -> None:
+            try:
+                first()
+            finally:
+                callback()
+
+        self._on_close = both
+
     def __iter__(self) -> Generator[T, None, None]:
         return self._items  # iterating skips this wrapper; close() still comes here
 

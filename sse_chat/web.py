@@ -81,13 +81,29 @@ def event_stream_response(body: Any) -> Response:
     """A ``text/event-stream`` response over the byte iterator ``body``: no
     ``Content-Length`` (chunked), no compression, not cached or buffered.
 
+    Counts an open reader of the caller until the body is closed.
+
     Under gunicorn, a send that waits longer than ``SSE_CHAT_SEND_TIMEOUT_S`` (a
     client that stopped reading) fails, which closes the response and detaches
     the reader; the stream stays resumable.
+
+    Raises:
+        ApiError: 429 ``too_many_readers`` (``body`` is closed).
     """
+    svc = services()
+    try:
+        release = svc.limiter.admit_reader(caller())
+    except ApiError:
+        body.close()  # it holds an attached reader
+        raise
+    on_close = getattr(body, "also_on_close", None)
+    if on_close is not None:
+        on_close(release)
+    else:
+        release()
     sock = request.environ.get("gunicorn.socket")
     if sock is not None:
-        sock.settimeout(services().settings.send_timeout_s)
+        sock.settimeout(svc.settings.send_timeout_s)
     return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
                     headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
 

@@ -239,3 +239,30 @@ def test_five_openai_resumes_of_a_long_stream_leave_health_checks_answered(long_
         assert status == 200 and tail.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")  # the last chunk
         assert chunks >= LONG - 2
     assert probe.slowest_s < 1
+
+
+# -- memory per key --------------------------------------------------------------
+
+def test_one_key_asking_for_a_million_tokens_again_and_again_holds_a_bounded_share(gunicorn):
+    server = gunicorn(SSE_CHAT_API_KEYS=KEY, SSE_CHAT_FAKE_DELAY_MS="0")
+    rss_before = rss_kib(server.worker_pids())
+    statuses: dict[int, int] = {}
+    refusal = None
+    with PeakRss(server.worker_pids) as peak:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with requests.post(server.url + "/v1/chat", json={"prompt": "more", "max_tokens": 1_000_000},
+                               headers=AUTH, stream=True, timeout=30) as response:
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 429:
+                    refusal = response.json()["error"]
+                    time.sleep(0.2)
+        time.sleep(3)  # the last admitted streams run on without their clients
+    grown_mib = (peak.peak_kib - rss_before) / 1024
+    print(f"15 s of max_tokens 1,000,000 from one key: {statuses}; the worker grew {grown_mib:.0f} MiB at most")
+    assert statuses.get(200) and refusal is not None and refusal["type"] == "too_many_events"
+    assert "SSE_CHAT_MAX_EVENTS_PER_KEY" in refusal["message"]
+    assert grown_mib < 300
+    other = requests.post(server.url + "/v1/chat", json={"prompt": "hi"}, headers={"Authorization": "Bearer k2"},
+                          timeout=30)
+    assert other.status_code == 401  # (only KEY is configured; the bound is per key, as test_limits.py shows)

@@ -7,7 +7,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .base import ChatRequest, Delta, FakeFaults, InjectedFault, Message, ToolCallDelta, Usage
@@ -36,14 +36,23 @@ def _seed(request: ChatRequest) -> int:
 
 def fake_tokens(request: ChatRequest) -> list[str]:
     """The answer's tokens: exactly ``max_tokens`` tokens of deterministic text when
-    it is set, otherwise a short Markdown reply that echoes the last user message."""
-    rng = random.Random(_seed(request))
+    it is set (:func:`long_answer`), otherwise a short Markdown reply that echoes
+    the last user message."""
     if request.max_tokens is not None:
-        return [rng.choice(VOCABULARY) for _ in range(request.max_tokens)]
+        return list(long_answer(request))
+    rng = random.Random(_seed(request))
     echo = split_tokens(_last_prompt(request)) or [" …"]
     closing = [rng.choice(VOCABULARY) for _ in range(12)]
     return ["You", " asked", ":", " «", *echo, " ».", "\n\n", "**Fake", " answer**", ":", " 你好", " é", *closing, ".",
             "\n\n", "-", " one", "\n", "-", " `two`", "\n"]
+
+
+def long_answer(request: ChatRequest) -> Iterator[str]:
+    """The ``max_tokens`` tokens of a request that sets it, one at a time (a
+    million of them must not be held at once)."""
+    rng = random.Random(_seed(request))
+    for _ in range(request.max_tokens or 0):
+        yield rng.choice(VOCABULARY)
 
 
 def _last_prompt(request: ChatRequest) -> str:
@@ -129,32 +138,36 @@ class FakeModel:
         self._upstream_timeout_s = upstream_timeout_s
 
     def stream(self, request: ChatRequest) -> Iterator[Delta]:
-        steps, finish_reason = self._steps(request)
+        steps, total, finish_reason = self._steps(request)
         faults = request.fake or NO_FAULTS
         delay_s = self._delay_s if faults.delay_ms is None else faults.delay_ms / 1000
         faulty = faults.error_after is not None or faults.stall_after is not None
         for position, step in enumerate(steps):
             if faulty:
-                self._inject(faults, position, len(steps))
+                self._inject(faults, position, total)
             self._sleep(delay_s)
             yield step
-        self._inject(faults, len(steps), len(steps))
+        self._inject(faults, total, total)
         prompt_tokens = sum(len(split_tokens(m.text)) + 1 for m in request.messages)
         yield Delta(finish_reason=finish_reason,
-                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=len(steps)))
+                    usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=total))
 
     @staticmethod
-    def _steps(request: ChatRequest) -> tuple[list[Delta], str]:
-        """The deltas before the last, and the ``finish_reason``: a tool call's
-        fragments (``"tool_calls"``), an answer to tool results, or
-        :func:`fake_tokens` (``"length"`` when ``max_tokens`` is given)."""
+    def _steps(request: ChatRequest) -> tuple[Iterable[Delta], int, str]:
+        """The deltas before the last, how many, and the ``finish_reason``: a tool
+        call's fragments (``"tool_calls"``), an answer to tool results, or
+        :func:`fake_tokens` (``"length"`` when ``max_tokens`` is given: then made
+        one at a time)."""
         call = fake_tool_call(request)
         if call is not None:
-            return [Delta(tool_calls=(fragment,)) for fragment in call], "tool_calls"
+            return [Delta(tool_calls=(fragment,)) for fragment in call], len(call), "tool_calls"
         if request.messages[-1].role == "tool":
-            return [Delta(content=token) for token in tool_result_tokens(request.messages)], "stop"
-        finish_reason = "length" if request.max_tokens is not None else "stop"
-        return [Delta(content=token) for token in fake_tokens(request)], finish_reason
+            deltas = [Delta(content=token) for token in tool_result_tokens(request.messages)]
+            return deltas, len(deltas), "stop"
+        if request.max_tokens is not None:
+            return (Delta(content=token) for token in long_answer(request)), request.max_tokens, "length"
+        deltas = [Delta(content=token) for token in fake_tokens(request)]
+        return deltas, len(deltas), "stop"
 
     def _inject(self, faults: FakeFaults, position: int, total: int) -> None:
         """Fail when a fault is due once ``position`` tokens (of ``total``) were sent.
