@@ -11,11 +11,12 @@ import time
 import pytest
 import requests
 
+from sse_chat.eventlog import EventLogUnavailable
 from sse_chat.eventlog.redis_layout import Layout, StreamKeys
 from sse_chat.eventlog.redis_nodes import _cluster_option
-from sse_chat.eventlog.redis_streams import CLUSTER_GROUPS
+from sse_chat.eventlog.redis_streams import CLUSTER_GROUPS, RedisEventLog
 from sse_chat.testing.redis_cluster import RedisCluster
-from sse_chat.testing.servers import BIN, base_env, run_cli, wait_until
+from sse_chat.testing.servers import BIN, base_env, free_port, run_cli, wait_until
 
 from .event_reading import events_of, seq_of, stream_of
 
@@ -37,6 +38,15 @@ def test_a_clusters_streams_fall_into_groups_and_their_keys_name_them():
     assert all(k.events.startswith(f"sse-chat:{{{k.tag}}}:{k.stream_id}:") for k in keys)
     assert {StreamKeys.stream_of(k.events.encode()) for k in keys} == {k.stream_id for k in keys}
     assert StreamKeys.stream_of(Layout().keys("abc").events.encode()) == "abc"  # one Redis: a tag per stream
+
+
+def test_a_cluster_named_in_the_url_may_be_down_when_the_log_starts():
+    log = RedisEventLog.from_url(f"redis://127.0.0.1:{free_port()}/0?cluster=yes", ttl_s=60, max_events=100)
+    assert not log.ready()
+    with pytest.raises(EventLogUnavailable):
+        log.info("any")
+    with pytest.raises(EventLogUnavailable):
+        log.create("any", None, b"start")
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,6 +28,7 @@ from redis.exceptions import (
     ClusterError,
     MasterDownError,
     MovedError,
+    RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -73,27 +76,24 @@ class Nodes:
 
     def ready(self) -> bool:
         """True when every primary answers ``PING``; never raises."""
-        for _, client in self.primaries():
-            try:
-                if not client.ping():
-                    return False
-            except (redis.RedisError, OSError):
-                return False
-        return True
+        try:
+            return all(client.ping() for _, client in self.primaries())
+        except (redis.RedisError, OSError):
+            return False
 
 
 class ClusterNodes(Nodes):
     """The primaries of a Redis Cluster, as redis-py's ``RedisCluster`` knows them.
 
     Args:
-        cluster: a ``RedisCluster`` (bytes replies).
+        cluster: a ``RedisCluster`` (bytes replies), or a :class:`LazyCluster`.
     """
 
     cluster = True
 
-    def __init__(self, cluster: RedisCluster) -> None:
+    def __init__(self, cluster: RedisCluster | LazyCluster) -> None:
         super().__init__(cluster)  # type: ignore[arg-type]
-        self._cluster = cluster
+        self._cluster: Any = cluster
 
     def node_for(self, key: str) -> tuple[str, redis.Redis]:
         node = self._cluster.get_node_from_key(key)
@@ -109,13 +109,44 @@ class ClusterNodes(Nodes):
             log.debug("could not read the Redis Cluster's slots again: %s", exc)
 
 
+class LazyCluster:
+    """A ``RedisCluster`` made by ``factory`` at its first use, and again at each
+    use until it could be made: it reads the slot map when made, which no node of
+    a Cluster that is down can give, and a worker must start all the same.
+    Attributes are the ``RedisCluster``'s.
+
+    Raises (from any attribute, while it cannot be made):
+        redis.ConnectionError: no node answers.
+    """
+
+    def __init__(self, factory: Callable[[], RedisCluster]) -> None:
+        self._factory = factory
+        self._cluster: RedisCluster | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> RedisCluster:
+        """The ``RedisCluster``, made now if it was not yet."""
+        if self._cluster is None:
+            with self._lock:
+                if self._cluster is None:
+                    try:
+                        self._cluster = self._factory()
+                    except RedisClusterException as exc:
+                        raise redis.ConnectionError(f"no node of the Redis Cluster answers: {exc}") from exc
+        return self._cluster
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
 def connect(url: str, *, max_connections: int, pool_timeout_s: float, connect_timeout_s: float) -> Nodes:
     """The :class:`Nodes` behind ``url`` (``redis://host:port/db``, ``rediss://``,
     ``unix://``). A Cluster is recognised by ``INFO cluster`` (``cluster_enabled:1``)
     when the server answers now, or by ``cluster=yes`` in the URL's query (needed
     when the Cluster may be down while the service starts); ``cluster=no`` forces
     one Redis. A server that does not answer now is taken for one Redis, and the
-    client connects lazily, as before.
+    client connects lazily, as before; a Cluster's client reads the slot map at its
+    first use (:class:`LazyCluster`).
 
     Raises:
         ValueError: ``cluster=`` is neither ``yes`` nor ``no``.
@@ -124,9 +155,9 @@ def connect(url: str, *, max_connections: int, pool_timeout_s: float, connect_ti
     if cluster is None:
         cluster = _is_cluster(url, connect_timeout_s)
     if cluster:
-        return ClusterNodes(RedisCluster.from_url(
+        return ClusterNodes(LazyCluster(lambda: RedisCluster.from_url(
             url, max_connections=max_connections, socket_connect_timeout=connect_timeout_s,
-            cluster_error_retry_attempts=1, retry=Retry(NoBackoff(), 1)))
+            retry=Retry(NoBackoff(), 1))))
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=pool_timeout_s, socket_connect_timeout=connect_timeout_s,
         health_check_interval=30)
