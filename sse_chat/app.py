@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
@@ -37,6 +37,20 @@ _HTTP_ERROR_TYPES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+#: The chat page's and its files' headers. The Content-Security-Policy (W3C CSP
+#: Level 3) allows scripts, styles and connections of this origin only: the page
+#: has no inline script or style, and renders model text as DOM text nodes;
+#: ``frame-ancestors 'none'`` stops framing (clickjacking). ``nosniff`` makes
+#: browsers hold scripts and styles to their declared types.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+#: The endpoints of the chat page and its files: ``/``, ``/static/events.js``,
+#: and Flask's own ``static`` view for the files in ``sse_chat/static/``.
+PAGE_ENDPOINTS = frozenset({"streams.chat_page", "streams.event_types_script", "static"})
 
 
 def create_app(config: Settings | None = None) -> Flask:
@@ -74,7 +88,15 @@ def create_app(config: Settings | None = None) -> Flask:
     app.register_blueprint(responses_bp)
     _register_access(app, settings)
     _register_error_handlers(app, settings)
+    app.after_request(_page_headers)
     return app
+
+
+def _page_headers(response: Response) -> Response:
+    """:data:`PAGE_HEADERS` on the answers of :data:`PAGE_ENDPOINTS`."""
+    if request.endpoint in PAGE_ENDPOINTS:
+        response.headers.update(PAGE_HEADERS)
+    return response
 
 
 def _register_access(app: Flask, settings: Settings) -> None:

@@ -25,24 +25,11 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("streams", __name__)
 
-#: The chat page's and its static files' headers. The Content-Security-Policy
-#: (W3C CSP Level 3) allows scripts, styles and connections of this origin only:
-#: the page has no inline script or style, and renders model text as DOM text
-#: nodes; ``frame-ancestors 'none'`` stops framing (clickjacking). ``nosniff``
-#: makes browsers hold scripts and styles to their declared types.
-PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
-    "X-Content-Type-Options": "nosniff",
-}
-
-
 @bp.get("/")
 def chat_page() -> Response:
-    """The chat page; its script and styles are served from ``/static/``."""
-    response = current_app.send_static_file("index.html")
-    response.headers.update(PAGE_HEADERS)
-    return response
+    """The chat page; its script and styles are served from ``/static/``. The app
+    adds its Content-Security-Policy (:data:`sse_chat.app.PAGE_HEADERS`)."""
+    return current_app.send_static_file("index.html")
 
 
 @bp.get("/static/events.js")
@@ -51,17 +38,7 @@ def event_types_script() -> Response:
     for the chat page, so that the page follows the same declaration as the
     server, the CLI and the Python client."""
     response = Response(event_types_module(), content_type="text/javascript; charset=utf-8")
-    response.headers.update(PAGE_HEADERS)
     response.headers["Cache-Control"] = "no-cache"
-    return response
-
-
-@bp.after_app_request
-def static_file_headers(response: Response) -> Response:
-    """:data:`PAGE_HEADERS` on ``/static/…`` answers (served by Flask's app-level
-    view, endpoint ``static``)."""
-    if request.endpoint == "static":
-        response.headers.update(PAGE_HEADERS)
     return response
 
 

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 
 from .auth import bearer_key
 from .sessions import clear_cookie_header, set_cookie_header
-from .web import services
+from .web import no_content, services
 
 bp = Blueprint("sessions", __name__)
 
@@ -39,7 +39,6 @@ def end_session() -> Response:
 
 
 def _no_content() -> Response:
-    response = Response(status=204)
-    del response.headers["Content-Type"]  # no content, so no type (RFC 9110, 15.3.5)
+    response = no_content()
     response.headers["Cache-Control"] = "no-store"  # never cache an answer that sets a cookie
     return response

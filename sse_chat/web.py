@@ -71,10 +71,16 @@ def resume_response(svc: Services, last_event_id: str, owner: str | None,
     """
     position = resume_position(svc, last_event_id, owner, stream_id)
     if position is None:
-        response = Response(status=204)
-        del response.headers["Content-Type"]  # no content, so no type (RFC 9110, 15.3.5)
-        return response
+        return no_content()
     return respond(position)
+
+
+def no_content() -> Response:
+    """An empty 204 No Content, without ``Content-Type`` (no content, so no type:
+    RFC 9110, 15.3.5)."""
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
 
 
 def event_stream_response(body: Any) -> Response:

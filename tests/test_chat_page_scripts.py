@@ -47,6 +47,7 @@ def test_the_page_is_modules_that_leave_window_alone(gunicorn, page):
 def test_the_page_and_its_files_carry_a_csp_the_page_runs_under(gunicorn, page):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
     for path in ("/", "/static/chat.js", "/static/markdown.js", "/static/eventstream.js", "/static/reconnect.js",
+                 "/static/events.js",
                  "/static/chat.css"):
         headers = requests.get(server.url + path, timeout=10).headers
         assert headers.get("Content-Security-Policy") == CSP, path
