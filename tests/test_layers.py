@@ -75,7 +75,9 @@ def _part_of(path: Path, modules: dict[str, list[str]]) -> list[str]:
 def test_every_module_is_in_exactly_one_part():
     modules, _ = _parts()
     misplaced = {p.relative_to(ROOT).as_posix(): _part_of(p, modules) for p in sorted(PACKAGE.rglob("*.py"))}
-    assert {path: parts for path, parts in misplaced.items() if len(parts) != 1} == {}
+    wrong = {path: parts for path, parts in misplaced.items() if len(parts) != 1}
+    assert wrong == {}, ("each module belongs in exactly one row of the table in docs/architecture.md "
+                         f"({SECTION!r}): add a new module to the row of its part")
 
 
 def test_the_arrows_name_parts_of_the_table_and_have_no_circle():
@@ -98,4 +100,5 @@ def test_no_import_runs_up_a_layer():
             if name in part and target in part and part[target] not in arrows[part[name]] | {part[name]}:
                 wrong.append(f"{path.relative_to(ROOT)}:{line} imports {target}: "
                              f"{part[name]} may not import from {part[target]}")
-    assert wrong == []
+    assert wrong == [], ("an import the table in docs/architecture.md does not allow: import from below, "
+                         "or, if the part truly needs the other, add the arrow there")
