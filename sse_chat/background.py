@@ -49,6 +49,30 @@ def run_blocking(function: Callable[[], T], timeout_s: float) -> T:
             return result.get(timeout=timeout_s)
         except gevent.Timeout:
             raise TimeoutError(f"no result within {timeout_s:g} s") from None
+    return _in_thread(function, timeout_s)
+
+
+def call_within(function: Callable[[], T], timeout_s: float) -> T:
+    """Run ``function()`` in the background (a greenlet under gevent, else a
+    daemon thread) and return what it returns, waiting at most ``timeout_s``
+    seconds; unlike :func:`run_blocking` it may use gevent's sockets (a Redis
+    client).
+
+    Raises:
+        TimeoutError: ``function`` did not return in time; it goes on, and its
+            result is dropped.
+        Exception: what ``function`` raised.
+    """
+    if running_under_gevent():
+        greenlet = gevent.spawn(function)
+        try:
+            return greenlet.get(timeout=timeout_s)
+        except gevent.Timeout:
+            raise TimeoutError(f"no result within {timeout_s:g} s") from None
+    return _in_thread(function, timeout_s)
+
+
+def _in_thread(function: Callable[[], T], timeout_s: float) -> T:
     outcome: list[tuple[bool, object]] = []
 
     def target() -> None:

@@ -6,6 +6,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .background import call_within
 from .chat_request import parse_chat_body, parse_chat_query
 from .errors import event_log_unavailable
 from .generation import ReadFrom, known_stream, start_generation
@@ -24,6 +25,11 @@ from .web import (
 log = logging.getLogger(__name__)
 
 bp = Blueprint("streams", __name__)
+
+#: Seconds ``/readyz`` waits for the event log's answer: a load balancer's
+#: readiness check must hear within a second, also while Redis is stalled.
+READY_TIMEOUT_S = 0.8
+
 
 @bp.get("/")
 def chat_page() -> Response:
@@ -58,8 +64,15 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     """Readiness: 200 ``{"status": "ready"}`` while the event log answers, else
-    503 ``event_log_unavailable`` with ``Retry-After`` (seconds)."""
-    if not services().event_log.ready():
+    503 ``event_log_unavailable`` with ``Retry-After`` (seconds); within
+    :data:`READY_TIMEOUT_S` whatever the log does (a log that takes longer is not
+    ready)."""
+    try:
+        ready = call_within(services().event_log.ready, READY_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("readiness: the event log did not answer within %g s", READY_TIMEOUT_S)
+        ready = False
+    if not ready:
         raise event_log_unavailable()
     return jsonify(status="ready")
 

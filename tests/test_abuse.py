@@ -5,6 +5,8 @@ request bodies cannot hold a worker or a connection."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import time
 
@@ -12,7 +14,7 @@ import pytest
 import requests
 
 from sse_chat.config import Settings
-from sse_chat.testing.servers import PeakRss, base_env, rss_kib, run_cli, start_gunicorn
+from sse_chat.testing.servers import PeakRss, base_env, rss_kib, run_cli, start_gunicorn, wait_until
 
 from .event_reading import events_of
 from .hostile import HealthProbe, ReaderProcess, TimedStream, address, flood, open_raw, read_answer
@@ -266,3 +268,55 @@ def test_one_key_asking_for_a_million_tokens_again_and_again_holds_a_bounded_sha
     other = requests.post(server.url + "/v1/chat", json={"prompt": "hi"}, headers={"Authorization": "Bearer k2"},
                           timeout=30)
     assert other.status_code == 401  # (only KEY is configured; the bound is per key, as test_limits.py shows)
+
+
+# -- Redis faults ----------------------------------------------------------------
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test alone (it is stopped, filled or flushed)."""
+    from sse_chat.testing.redis_server import RedisServer
+
+    server = RedisServer(tmp_path)
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        os.kill(server.process.pid, signal.SIGCONT)
+    server.stop()
+
+
+def _timed_get(url: str) -> tuple[int, float]:
+    started = time.monotonic()
+    status = requests.get(url, timeout=30).status_code
+    return status, time.monotonic() - started
+
+
+def test_redis_refusing_writes_is_503_for_new_streams_and_for_readyz(gunicorn, own_redis):
+    server = gunicorn(SSE_CHAT_REDIS_URL=own_redis.url, SSE_CHAT_FAKE_DELAY_MS="0")
+    assert _timed_get(server.url + "/readyz")[0] == 200
+    own_redis.client.config_set("maxmemory-policy", "noeviction")
+    own_redis.client.config_set("maxmemory", 1)  # every write is refused: OOM
+    try:
+        refused = requests.post(server.url + "/v1/chat", json={"prompt": "hi"}, timeout=30)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["type"] == "event_log_unavailable" and refused.headers["Retry-After"]
+        status, took_s = _timed_get(server.url + "/readyz")
+        assert status == 503 and took_s < 1
+    finally:
+        own_redis.client.config_set("maxmemory", 0)
+    assert _timed_get(server.url + "/readyz")[0] == 200
+    assert events_of([requests.post(server.url + "/v1/chat", json={"prompt": "hi"}, timeout=30).content])[-1].type \
+        == "done"
+    assert "Traceback" not in server.log()
+
+
+def test_readyz_answers_within_a_second_while_redis_is_stalled(gunicorn, own_redis):
+    server = gunicorn(SSE_CHAT_REDIS_URL=own_redis.url, SSE_CHAT_FAKE_DELAY_MS="0")
+    assert _timed_get(server.url + "/readyz")[0] == 200
+    os.kill(own_redis.process.pid, signal.SIGSTOP)  # the network to Redis stalls: nothing answers
+    try:
+        answers = [_timed_get(server.url + "/readyz") for _ in range(3)]
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+    print(f"/readyz while Redis is stalled: {answers}")
+    assert all(status == 503 and took_s < 1 for status, took_s in answers)
+    wait_until(lambda: _timed_get(server.url + "/readyz")[0] == 200, 15, "ready again")

@@ -81,15 +81,33 @@ CLUSTER_GROUPS = 64
 FANIN_POLL_S = 0.02
 
 _UNREACHABLE = UNREACHABLE
+#: How error replies of a Redis that refuses writes begin: ``maxmemory`` reached
+#: under the ``noeviction`` policy, a replica, a disk that failed to save.
+_REFUSALS = ("OOM ", "READONLY ", "MISCONF ")
+#: The key :meth:`RedisEventLog.ready` writes to see that Redis takes writes.
+READY_PROBE_KEY = "sse-chat:ready-probe"
+
+
+def refuses_writes(error: BaseException) -> bool:
+    """True for the error reply of a Redis that refuses writes (:data:`_REFUSALS`),
+    also when a script met it."""
+    if isinstance(error, (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)):
+        return True  # redis-py took the reply's first word off
+    return isinstance(error, redis.ResponseError) and any(refusal in str(error) for refusal in _REFUSALS)
 
 
 @contextmanager
 def _reachable(what: str) -> Iterator[None]:
-    """Turn a connection failure into :class:`EventLogUnavailable`."""
+    """Turn a connection failure, or a Redis that refuses writes, into
+    :class:`EventLogUnavailable`."""
     try:
         yield
     except _UNREACHABLE as exc:
         raise EventLogUnavailable(f"Redis cannot be reached ({what}: {exc})") from exc
+    except redis.ResponseError as exc:
+        if refuses_writes(exc):
+            raise EventLogUnavailable(f"Redis refuses writes ({what}: {exc})") from exc
+        raise
 
 
 class RedisEventLog:
@@ -311,8 +329,18 @@ class RedisEventLog:
             self._scripts.call(self._redis, "release", [claim_key(owner, key)], [stream_id])
 
     def ready(self) -> bool:
-        """Every primary answers ``PING`` (one Redis, or each of a Cluster's)."""
-        return self._nodes.ready()
+        """Every primary answers ``PING`` (one Redis, or each of a Cluster's), and
+        Redis takes a write (a ``SET`` of :data:`READY_PROBE_KEY` that expires in a
+        second): a Redis at ``maxmemory`` under ``noeviction`` answers ``PING`` but
+        refuses new streams. Never raises."""
+        if not self._nodes.ready():
+            return False
+        try:
+            self._redis.set(READY_PROBE_KEY, b"1", px=1000)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("Redis does not take writes: %s", exc)
+            return False
+        return True
 
     def wake_readers(self) -> None:
         self._wakeups.ring_all()
