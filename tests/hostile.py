@@ -49,6 +49,12 @@ class TimedStream(threading.Thread):
         self.status: int | None = None
         self.longest_silence_s = 0.0
         self.started_reading = threading.Event()
+        self._first = b""
+        self.ended_at: float | None = None
+
+    def stream_id(self) -> str:
+        """The stream id its ``start`` event named (once reading started)."""
+        return self._first.split(b'"stream_id":"')[1].split(b'"')[0].decode()
 
     def run(self) -> None:
         method, url, kwargs = self._request
@@ -62,8 +68,11 @@ class TimedStream(threading.Thread):
                     self.longest_silence_s = max(self.longest_silence_s, now - last)
                 last = now
                 chunks.append(chunk)
+                if not self._first:
+                    self._first = chunk
                 self.started_reading.set()
         self.body = b"".join(chunks)
+        self.ended_at = time.monotonic()
         self.started_reading.set()
 
 

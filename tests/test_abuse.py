@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -320,3 +321,97 @@ def test_readyz_answers_within_a_second_while_redis_is_stalled(gunicorn, own_red
     print(f"/readyz while Redis is stalled: {answers}")
     assert all(status == 503 and took_s < 1 for status, took_s in answers)
     wait_until(lambda: _timed_get(server.url + "/readyz")[0] == 200, 15, "ready again")
+
+
+def _readers_of_running_streams(server, streams: int, readers_each: int) -> list[TimedStream]:
+    """``streams`` long streams, each read by ``readers_each`` responses on
+    connections of their own (with two workers, most streams have readers on both)."""
+    readers = []
+    for i in range(streams):
+        first = TimedStream("POST", server.url + "/v1/chat", json={"prompt": f"fault {i}", "max_tokens": 3000})
+        first.start()
+        assert first.started_reading.wait(30)
+        readers.append(first)
+        stream_id = first.stream_id()
+        for _ in range(readers_each - 1):
+            more = TimedStream("GET", f"{server.url}/v1/streams/{stream_id}")
+            more.start()
+            readers.append(more)
+    for reader in readers:
+        assert reader.started_reading.wait(30)
+    return readers
+
+
+@pytest.mark.parametrize("fault", ["flushall", "refused writes"])
+def test_a_redis_fault_mid_stream_ends_every_reader_on_every_worker(gunicorn, own_redis, fault):
+    server = gunicorn(SSE_CHAT_REDIS_URL=own_redis.url, WEB_CONCURRENCY="2", SSE_CHAT_FAKE_DELAY_MS="20")
+    readers = _readers_of_running_streams(server, streams=3, readers_each=4)
+    completion: list[requests.Response] = []
+    whole = threading.Thread(target=lambda: completion.append(requests.post(
+        server.url + "/v1/chat/completions", timeout=60,
+        json={"model": "fake", "max_tokens": 3000, "messages": [{"role": "user", "content": "whole"}]})))
+    whole.start()
+    time.sleep(1)
+    started = time.monotonic()
+    if fault == "flushall":
+        own_redis.client.flushall()
+    else:
+        own_redis.client.config_set("maxmemory-policy", "noeviction")
+        own_redis.client.config_set("maxmemory", 1)
+    try:
+        for reader in readers:
+            reader.join(max(0.1, started + 15 - time.monotonic()))
+        whole.join(max(0.1, started + 15 - time.monotonic()))
+        assert all(reader.ended_at is None or reader.ended_at > started for reader in readers)
+        took_s = max((reader.ended_at or time.monotonic()) for reader in readers) - started
+        ended = [events_of([reader.body])[-1] for reader in readers if not reader.is_alive()]
+        print(f"{fault}: {len(ended)} of {len(readers)} readers ended within {took_s:.1f} s: "
+              f"{sorted({json.loads(event.data)['error']['type'] for event in ended if event.type == 'error'})}; "
+              f"the non-streaming completion: {[r.status_code for r in completion]}")
+        assert len(ended) == len(readers)
+        assert all(event.type == "error" and json.loads(event.data)["error"]["type"] == "stream_lost"
+                   for event in ended)
+        assert completion and completion[0].status_code >= 500
+        if fault == "refused writes":
+            refused = requests.post(server.url + "/v1/chat", json={"prompt": "new"}, timeout=30)
+            assert refused.status_code == 503 and refused.json()["error"]["type"] == "event_log_unavailable"
+            assert requests.get(server.url + "/readyz", timeout=5).status_code == 503
+    finally:
+        own_redis.client.config_set("maxmemory", 0)
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("fault", ["flushall", "refused writes"])
+def test_a_redis_fault_ends_a_reader_of_a_stream_produced_in_another_worker(own_redis, fault):
+    import redis
+
+    from sse_chat.eventlog import StreamNotFound
+    from sse_chat.eventlog.redis_streams import RedisEventLog
+    from sse_chat.protocol import new_stream_id
+
+    producing, reading = (RedisEventLog(redis.Redis.from_url(own_redis.url), ttl_s=60, max_events=1000)
+                          for _ in range(2))
+    stream_id = new_stream_id()
+    producing.create(stream_id, None, f"id: {stream_id}:0\nevent: start\ndata: {{}}\n\n".encode())
+    producing.flush(stream_id)
+    cursor = reading.open(stream_id, -1)  # followed through the reading worker's fan-in
+    assert len(cursor.take().frames) == 1
+    if fault == "flushall":
+        own_redis.client.flushall()
+    else:
+        own_redis.client.config_set("maxmemory-policy", "noeviction")
+        own_redis.client.config_set("maxmemory", 1)
+    started, ended_after_s = time.monotonic(), None
+    try:
+        while time.monotonic() < started + 20:
+            cursor.wait(time.monotonic() + 0.2)
+            try:
+                cursor.take()
+            except StreamNotFound:  # the reader ends the response with stream_lost
+                ended_after_s = time.monotonic() - started
+                break
+    finally:
+        own_redis.client.config_set("maxmemory", 0)
+        cursor.close()
+    print(f"{fault}: the other worker's reader ended after {ended_after_s} s")
+    assert ended_after_s is not None and ended_after_s < 15

@@ -432,9 +432,25 @@ class RedisEventLog:
         keys = self._layout.keys(stream_id)
         frame = stream_lost_frame(EventId(stream_id, last_seq + 1),
                                   "the server generating this stream stopped (its worker died); ask again")
-        result = self._scripts.call(self._redis, "lost", keys.triple, [last_seq + 1, frame, self._ttl_ms])
-        if result not in (1, -1, -2, -4):
+        try:
+            result = self._scripts.call(self._redis, "lost", keys.triple, [last_seq + 1, frame, self._ttl_ms])
+        except redis.ResponseError as exc:
+            if not refuses_writes(exc):
+                raise
+            log.warning("stream %s: Redis refuses writes (%s); its readers here end", stream_id, exc)
+            result = -3
+        if result == -3:  # gone from Redis (a flush, a restart without data), or unwritable: end it here
+            self._end_here(stream_id)
+        elif result not in (1, -1, -2, -4):
             log.warning("stream %s: could not declare it lost (status %s)", stream_id, result)
+
+    def _end_here(self, stream_id: str) -> None:
+        """The stream can be read no further: this worker's readers of it end with
+        ``stream_lost`` (their cursors raise :class:`StreamNotFound`)."""
+        mirror = self._mirrors.get(stream_id)
+        if mirror is not None:
+            mirror.gone = True
+            self._wakeups.changed(stream_id)
 
 
 def _single_connection_client(client: redis.Redis) -> redis.Redis:
@@ -746,7 +762,10 @@ class _Writer:
                     time.sleep(_retry_wait(self._failures))
                 continue
             except Exception as exc:  # a bug or an unexpected reply: fail these streams, keep the writer
-                log.exception("writing to Redis failed")
+                if refuses_writes(exc):
+                    log.warning("Redis refuses writes (%s): the %d streams written end", exc, len(batch))
+                else:
+                    log.exception("writing to Redis failed")
                 created, outcomes = [exc] * len(creations), [(exc, None)] * len(batch)
             reconnect = True
             if self._failures:
@@ -918,6 +937,12 @@ class _Writer:
             with self._lock:
                 mirror.in_flight -= len(frames)
                 if error is not None:
+                    if isinstance(error, StreamNotFound) or refuses_writes(error):
+                        # gone from Redis (a flush, a restart without its data) or no longer
+                        # writable: the producer stops, and this worker's readers end now
+                        mirror.gone = True
+                        if not isinstance(error, StreamNotFound):
+                            error = StreamLost(f"stream {mirror.stream_id}: Redis refuses writes ({error})")
                     mirror.error = error
                     mirror.room.set()
                 else:
