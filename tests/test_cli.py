@@ -180,8 +180,11 @@ def test_tokens_reach_stdout_as_they_arrive(gunicorn):
 
 def test_ctrl_c_cancels_the_stream_says_how_to_resume_and_exits_130(gunicorn):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="20")
+    # SIGINT at its default: a test run started in the background (`pytest &`) ignores
+    # it, and Python then installs no KeyboardInterrupt handler in the child.
     process = subprocess.Popen([CLI, "ask", "--url", server.url, "--json", "--max-tokens", "100000", "x"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=base_env())
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=base_env(),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first_line = process.stdout.readline()
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
