@@ -32,8 +32,9 @@ of its own:
   digest of its ``Idempotency-Key``.
 
 A producer's writes are plain commands (``XADD … NOMKSTREAM``, and now and then
-``SET``/``PEXPIRE``/``HMGET``): no script per write. Streams are created, readers
-attached and streams declared lost by scripts. Each script touches only the keys
+``SET``/``PEXPIRE``/``HMGET``): no script per write; a stream is created by plain
+commands in ``MULTI``/``EXEC``. Readers are attached, streams cancelled and
+declared lost, and idempotency keys claimed by scripts. Each script touches only the keys
 passed in ``KEYS``, all of one slot.
 https://redis.io/docs/latest/develop/data-types/streams/,
 https://redis.io/docs/latest/develop/interact/programmability/eval-intro/
@@ -52,20 +53,6 @@ from redis.exceptions import NoScriptError
 TERMINAL_FIELD = b"t"
 #: The id of the ``stream_lost`` entry: past every ``0-N`` a producer writes.
 LOST_ENTRY_ID = "1-0"
-
-# KEYS: events, meta, lease. ARGV: owner, frame, TTL ms, lease ms, now, drop_every (0: none).
-# Idempotent: a stream that exists already (stream ids are random, so created by an
-# earlier attempt of this very call whose reply was lost) is left as it is.
-_CREATE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'cancel', 0, 'readers', 0, 'unattended_since', ARGV[5],
-           'drop_every', ARGV[6])
-redis.call('XADD', KEYS[1], '0-1', '0', ARGV[2])
-redis.call('SET', KEYS[3], 1, 'PX', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
-"""
 
 # KEYS: events, meta, lease. ARGV: the seq of the stream_lost event, its frame, TTL ms.
 # Appends it only if the stream exists (-3), has not ended (-2), its lease is gone
@@ -133,7 +120,7 @@ class Scripts:
     restart empties its script cache)."""
 
     _SOURCES: ClassVar[dict[str, str]] = {
-        "create": _CREATE, "lost": _DECLARE_LOST, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH,
+        "lost": _DECLARE_LOST, "cancel": _SET_CANCEL, "attach": _ATTACH, "detach": _DETACH,
         "claim": _CLAIM, "release": _RELEASE}
 
     def __init__(self) -> None:
@@ -181,7 +168,7 @@ class StreamKeys:
         self.events = f"{prefix}:events"
         self.meta = f"{prefix}:meta"
         self.lease = f"{prefix}:lease"
-        #: The keys of a create or lost script call, in its order.
+        #: The keys of the lost script call, in its order (and what `delete` deletes).
         self.triple = [self.events, self.meta, self.lease]
 
     @staticmethod

@@ -31,7 +31,6 @@ from typing import Any, Protocol
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from ..background import spawn
@@ -179,10 +178,15 @@ class RedisEventLog:
         mirror = _Mirror(self._layout.keys(stream_id), 0, local=True)
         now = self._clock()
         mirror.control = (False, 0, now)  # what the creation writes
-        args = [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), now, drop_every or 0]
+        args: list[Any] = [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), now, drop_every or 0]
         if not self._writer.create(mirror, args):
-            with _reachable("creating a stream"):
-                self._scripts.call(self._redis, "create", mirror.keys.triple, args)
+            with _reachable("creating a stream"), self._redis.pipeline(transaction=True) as pipe:
+                for command in _creation(mirror.keys, *args):
+                    pipe.execute_command(*command)
+                for result in pipe.execute(raise_on_error=False):
+                    # XADD refuses entry 0 again when an attempt whose reply was lost stored it
+                    if isinstance(result, Exception) and _NOT_PAST_LAST not in str(result):
+                        raise result
         mirror.frames.append(first_frame)
         mirror.renewed_at = self._monotonic()
         mirror.next_seq = 1
@@ -806,42 +810,40 @@ class _Writer:
 
     def _write(self, batch: list[_Write], creations: list[tuple[_Mirror, list[Any]]]
                ) -> tuple[list[Any], list[tuple[Exception | None, Any]]]:
-        """Send one create script call per new stream and each stream's write
-        (:meth:`_commands`) in one round trip on the writer's own connection, and
-        return the replies of the creations (an error reply as its exception) and
-        of each write: ``(error or None, control fields or None)``, in order.
+        """Send each new stream's creation (:func:`_creation` in ``MULTI``/``EXEC``)
+        and each stream's write (:meth:`_commands`) in one round trip per primary,
+        and return the replies of the creations (an error reply as its exception)
+        and of each write: ``(error or None, control fields or None)``, in order.
         redis-py's ``Pipeline`` would cost more per command than the command itself
-        here: a callback lookup, options and a stack per command; and one
-        ``EVALSHA`` of its own per creation costs about 135 µs of the worker's CPU,
-        against 7 to 16 µs in a round trip with 10 to 50 others (measured).
+        here: a callback lookup, options and a stack per command; and a creation
+        sent on its own costs about 135 µs of the worker's CPU, against 7 to 16 µs
+        in a round trip with 10 to 50 others (measured).
 
         Raises:
             redis.ConnectionError, redis.TimeoutError: Redis cannot be reached.
         """
         now = self._monotonic()
-        create = self._scripts.sha["create"]
-        commands: list[tuple[Any, ...]] = [("EVALSHA", create, 3, *mirror.keys.triple, *args)
-                                           for mirror, args in creations]
-        keys = [mirror.keys.events for mirror, _ in creations]
+        commands: list[tuple[Any, ...]] = []
+        keys: list[str] = []
+        for mirror, args in creations:
+            commands += (("MULTI",), *_creation(mirror.keys, *args), ("EXEC",))
+            keys += [mirror.keys.events] * (len(commands) - len(keys))
+        created_at = len(commands)
         starts = []
         for write in batch:
             starts.append(len(commands))
             commands += self._commands(write, now)
             keys += [write[0].keys.events] * (len(commands) - len(keys))
         results = self._round_trip(commands, keys)
-        if any(isinstance(result, NoScriptError) for result in results[:len(creations)]):
-            # Redis restarted (or a replica took over): load the scripts where the
-            # creations go; creations are idempotent and writes checked.
-            where = list({self._round_trips.node_of(m.keys.events): m.keys.events for m, _ in creations}.values())
-            self._round_trip([("SCRIPT", "LOAD", source) for _ in where for source in self._scripts.sources],
-                             [key for key in where for _ in self._scripts.sources])
-            return self._write(batch, creations)
+        # A creation's reply is its EXEC's: a list (its XADD may have refused entry 0,
+        # already stored by an attempt whose reply was lost), else the error.
+        created = [results[end - 1] for end in range(_CREATION_LENGTH, created_at + 1, _CREATION_LENGTH)]
         ends = [*starts[1:], len(commands)] if starts else []
         outcomes = [_outcome(write, results[start:end]) for write, start, end in zip(batch, starts, ends, strict=True)]
         refused = [i for i, (error, _) in enumerate(outcomes) if error is _REFUSED]
         if refused:
             self._explain_refused(batch, outcomes, refused)
-        return results[:len(creations)], outcomes
+        return created, outcomes
 
     def _commands(self, write: _Write, now: float) -> list[tuple[Any, ...]]:
         """One stream's commands in a round trip. With events: an ``XADD`` of one
@@ -924,7 +926,7 @@ class _Writer:
         """Wake each creation's request; one whose reply is an error creates its
         stream itself (:meth:`create`)."""
         for (mirror, _), result in zip(creations, results, strict=True):
-            mirror.create_failed = isinstance(result, Exception)
+            mirror.create_failed = not isinstance(result, list)
             mirror.stored.set()
 
     def _round_trip(self, commands: list[tuple[Any, ...]], keys: list[str]) -> list[Any]:
@@ -956,6 +958,24 @@ class _Writer:
                 wakeups.changed(mirror.stream_id)
             if terminal or error is not None:
                 self._mirrors.producer_done(mirror)
+
+
+def _creation(keys: StreamKeys, owner: str, first_frame: bytes, ttl_ms: int, lease_ms: int, now: float,
+              drop_every: int) -> list[tuple[Any, ...]]:
+    """The commands that create a stream whose event 0 is ``first_frame`` (sent in
+    ``MULTI``/``EXEC``, so that no key is left without its expiry). Sent again after
+    a lost reply they change nothing that matters: nobody knows the stream yet, and
+    ``XADD`` refuses entry 0 a second time."""
+    return [("HSET", keys.meta, "owner", owner, "cancel", 0, "readers", 0, "unattended_since", now,
+             "drop_every", drop_every),
+            ("XADD", keys.events, entry_id(0), *entry_fields(0, [first_frame], False)),
+            ("SET", keys.lease, 1, "PX", lease_ms),
+            ("PEXPIRE", keys.events, ttl_ms),
+            ("PEXPIRE", keys.meta, ttl_ms)]
+
+
+#: Commands per creation in the writer's round trip: MULTI, :func:`_creation`'s, EXEC.
+_CREATION_LENGTH = 7
 
 
 def _outcome(write: _Write, replies: list[Any]) -> tuple[Exception | None, Any]:
