@@ -267,7 +267,7 @@ def test_serve_runs_gunicorn_with_the_projects_settings(tmp_path):
         wait_until(up, 30, "sse-chat serve")
         result = run_cli("ask", "--url", url, "--max-tokens", "3", "hi")
         assert result.returncode == 0 and result.stdout
-        assert b"Using worker: gevent" in (tmp_path / "serve.log").read_bytes()
+        assert b"Using worker: sse_chat.gunicorn_worker.Worker" in (tmp_path / "serve.log").read_bytes()
     finally:
         server.send_signal(signals.SIGINT)
         server.wait(20)
