@@ -17,7 +17,7 @@ import requests
 from sse_chat.config import Settings
 from sse_chat.testing.servers import PeakRss, base_env, rss_kib, run_cli, start_gunicorn, wait_until
 
-from .event_reading import events_of
+from .event_reading import answer_text, assert_well_formed, events_of
 from .hostile import HealthProbe, ReaderProcess, TimedStream, address, flood, open_raw, read_answer
 
 KEY = "k-abuse"
@@ -310,17 +310,36 @@ def test_redis_refusing_writes_is_503_for_new_streams_and_for_readyz(gunicorn, o
     assert "Traceback" not in server.log()
 
 
-def test_readyz_answers_within_a_second_while_redis_is_stalled(gunicorn, own_redis):
-    server = gunicorn(SSE_CHAT_REDIS_URL=own_redis.url, SSE_CHAT_FAKE_DELAY_MS="0")
+def test_readyz_answers_within_a_second_while_redis_is_stalled_and_the_streams_finish_whole(gunicorn, own_redis):
+    server = gunicorn(SSE_CHAT_REDIS_URL=own_redis.url, SSE_CHAT_FAKE_DELAY_MS="20")
     assert _timed_get(server.url + "/readyz")[0] == 200
+    bodies = [{"prompt": f"stall {i}", "max_tokens": 150} for i in range(20)]
+    streams = [TimedStream("POST", server.url + "/v1/chat", json=body) for body in bodies]
+    for stream in streams:
+        stream.start()
+    for stream in streams:
+        assert stream.started_reading.wait(30)
     os.kill(own_redis.process.pid, signal.SIGSTOP)  # the network to Redis stalls: nothing answers
     try:
+        stalled_at = time.monotonic()
         answers = [_timed_get(server.url + "/readyz") for _ in range(3)]
+        time.sleep(max(0.0, stalled_at + 5 - time.monotonic()))
     finally:
         os.kill(own_redis.process.pid, signal.SIGCONT)
+    for stream in streams:
+        stream.join(60)
     print(f"/readyz while Redis is stalled: {answers}")
     assert all(status == 503 and took_s < 1 for status, took_s in answers)
     wait_until(lambda: _timed_get(server.url + "/readyz")[0] == 200, 15, "ready again")
+    again = [TimedStream("POST", server.url + "/v1/chat", json=body) for body in bodies]
+    for stream in again:
+        stream.start()
+    for stream, repeat in zip(streams, again, strict=True):
+        repeat.join(60)
+        events = events_of([stream.body])
+        assert_well_formed(events)
+        assert events[-1].type == "done"
+        assert answer_text(events) == answer_text(events_of([repeat.body]))  # the fake model answers alike
 
 
 def _readers_of_running_streams(server, streams: int, readers_each: int) -> list[TimedStream]:
