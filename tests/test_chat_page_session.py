@@ -81,16 +81,19 @@ def test_the_page_trades_the_key_for_a_session_and_then_sends_no_key(gunicorn, b
 
 
 def test_the_page_resumes_through_cuts_with_the_session_cookie(gunicorn, browser):
-    # the pace and cuts of test_chat_page's resume test: Chromium may drop bytes
-    # that come in with a cut, so a resume's backlog must mostly fit the cuts
-    server = gunicorn(SSE_CHAT_API_KEYS=KEY, SSE_CHAT_FAKE_DELAY_MS="10", SSE_CHAT_RETRY_MS="20")
+    # Chromium may drop the bytes that come in with a cut, so a response whose
+    # first write (head and start, or a resume's backlog) is longer than its cut
+    # gives the page nothing. Cuts of at least 1,000 bytes always let the head and
+    # the start event through, and 50 tokens/s keep a resume's backlog within the
+    # cuts even when the machine is busy and the page reconnects late.
+    server = gunicorn(SSE_CHAT_API_KEYS=KEY, SSE_CHAT_FAKE_DELAY_MS="20", SSE_CHAT_RETRY_MS="20")
     host, port = server.url.removeprefix("http://").split(":")
     context = browser.new_context()
     page = context.new_page()
     page.on("dialog", Dialogs(KEY))
     resumes = []
     page.on("request", lambda r: resumes.append(r) if "/v1/streams/" in r.url else None)
-    with CuttingProxy((host, int(port)), 300, 3000, seed=5, only_event_streams=True) as proxy:
+    with CuttingProxy((host, int(port)), 1000, 4000, seed=5, only_event_streams=True) as proxy:
         page.goto(proxy.url + "/?max_tokens=200")
         _ask(page, "Tell me a long story")
         _wait_until_idle(page)
