@@ -184,6 +184,18 @@ def test_a_reader_in_another_worker_keeps_the_producer_attended(redis_server):
     assert onlooker.control(stream_id).unattended_s == pytest.approx(2)
 
 
+def test_a_reader_in_another_worker_closes_quietly_while_redis_refuses_writes(redis_server):
+    producer, readers = _log(redis_server.url), _log(redis_server.url)
+    stream_id = _stream(producer)
+    cursor = readers.open(stream_id, 0)
+    redis_server.client.config_set("maxmemory-policy", "noeviction")
+    redis_server.client.config_set("maxmemory", 1)
+    try:
+        cursor.close()  # the detach is refused (OOM): logged, not raised into the response
+    finally:
+        redis_server.client.config_set("maxmemory", 0)
+
+
 def test_a_producer_learns_another_workers_cancel_without_a_read_of_its_own(redis_server):
     client, sent = _counting_client(redis_server.url)
     producer, other = RedisEventLog(client, ttl_s=60, max_events=1000), _log(redis_server.url)

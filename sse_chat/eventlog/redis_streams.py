@@ -394,9 +394,17 @@ class RedisEventLog:
             self._detach(mirror.stream_id)
 
     def _detach(self, stream_id: str) -> None:
+        """Record in Redis that a reader of a stream produced elsewhere left (its
+        producer counts abandonment from then). Best effort: a Redis that cannot be
+        reached or refuses writes (OOM, READONLY, MISCONF) is logged, never raised
+        into the closing reader, whose response must still end whole."""
         try:
             self._scripts.call(self._redis, "detach", [self._layout.keys(stream_id).meta], [self._clock()])
         except _UNREACHABLE as exc:
+            log.warning("stream %s: could not record that a reader left: %s", stream_id, exc)
+        except redis.ResponseError as exc:
+            if not refuses_writes(exc):
+                raise
             log.warning("stream %s: could not record that a reader left: %s", stream_id, exc)
 
     def _read(self, stream_id: str, first_seq: int, last_seq: int | None = None) -> tuple[list[bytes], bool]:
