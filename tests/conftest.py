@@ -74,6 +74,14 @@ def browser():
         yield browser
 
 
+@pytest.fixture
+def page(browser):
+    """A new page of the module's Chromium, 900 x 700 CSS pixels, closed after the test."""
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    yield page
+    page.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cli_log_in_a_temporary_folder(tmp_path_factory):
     """``sse-chat ask`` keeps a local log under the user data folder (platformdirs,

@@ -18,14 +18,6 @@ ANSWER = "#conversation li.assistant .answer"
 # wait_for_function takes arrow functions, which Playwright does not eval.
 
 
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(viewport={"width": 900, "height": 700})
-    yield page
-    page.close()
-
-
 def _normal(text):
     """Text without whitespace: rendered Markdown joins paragraphs differently, but
     every character of the answer must be there once, in order."""

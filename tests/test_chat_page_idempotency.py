@@ -16,13 +16,6 @@ pytestmark = pytest.mark.browser
 UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(viewport={"width": 900, "height": 700})
-    yield page
-    page.close()
-
-
 def test_a_post_cut_before_start_is_retried_with_its_key_and_generated_once(gunicorn, page):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="2", SSE_CHAT_RETRY_MS="20")
     messages = [{"role": "user", "content": "cut the page early"}]

@@ -9,14 +9,6 @@ from .test_chat_page import ANSWER, _answers, _ask, _wait_until_idle, expected_a
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(viewport={"width": 900, "height": 700})
-    yield page
-    page.close()
-
-
-
 def _html(page, source):
     return import_module(page, "markdown.js", """
         const box = document.createElement("div"); box.append(m.renderMarkdown(arg)); return box.innerHTML;""", source)

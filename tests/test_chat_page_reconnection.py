@@ -23,13 +23,6 @@ from .test_chat_page import _answers, _ask, _normal, _wait_until_idle, expected_
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(viewport={"width": 900, "height": 700})
-    yield page
-    page.close()
-
-
 def test_the_reconnection_policy_is_the_clis(gunicorn, page):
     server = gunicorn()
     page.goto(server.url + "/")

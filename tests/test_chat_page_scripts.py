@@ -13,14 +13,6 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
 
 
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(viewport={"width": 900, "height": 700})
-    yield page
-    page.close()
-
-
-
 def test_the_page_is_modules_that_leave_window_alone(gunicorn, page):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")
     page.goto(server.url + "/")
@@ -41,7 +33,6 @@ def test_the_page_is_modules_that_leave_window_alone(gunicorn, page):
     assert found == {"open": True, "stop": True, "history": True, "pushState": True, "pageNames": [],
                      "scripts": ["module"]}
     assert "Fake answer" in _answers(page).first.text_content()
-
 
 
 def test_the_page_and_its_files_carry_a_csp_the_page_runs_under(gunicorn, page):
