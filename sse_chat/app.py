@@ -9,23 +9,23 @@ from flask import Flask, Response, g, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from .access import identify
+from .access.identity import identify
+from .access.limits import KeyLimits, StreamLimiter
+from .access.sessions import SessionKeys
+from .bodies.bounded import BoundedBodies
 from .config import Settings
 from .errors import ApiError, error_body
 from .eventlog import EventLog, EventLogUnavailable, MemoryEventLog
 from .eventlog.wakeups import Wakeups
-from .limits import KeyLimits, StreamLimiter
 from .metrics import Metrics
 from .models import ModelRegistry
-from .openai_api import bp as openai_bp
-from .request_body import BoundedBodies
-from .responses_api import bp as responses_bp
-from .routes import bp
-from .services import Services
-from .session_routes import bp as session_bp
-from .sessions import SessionKeys
-from .tools import ToolRegistry
-from .web import unavailable_error
+from .streaming.services import Services
+from .surfaces.openai_api import bp as openai_bp
+from .surfaces.responses_api import bp as responses_bp
+from .surfaces.routes import bp
+from .surfaces.session_routes import bp as session_bp
+from .surfaces.web import unavailable_error
+from .tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _register_access(app: Flask, settings: Settings) -> None:
     """Keys on ``/v1/…`` and ``/metrics``, as a bearer header or a session cookie
     (``/``, ``/static``, ``/healthz`` and ``/readyz`` stay open), and the CORS
     allow-list, through flask-cors: listed origins may send credentials (the
-    cookie), which :func:`sse_chat.access.identify` accepts from them."""
+    cookie), which :func:`sse_chat.access.identity.identify` accepts from them."""
     if not settings.api_keys and settings.bound_beyond_loopback:
         log.warning("SSE_CHAT_API_KEYS is not set and the service binds %s: anyone who can reach it "
                     "can use the model and its upstream credit; set SSE_CHAT_API_KEYS=key1,key2", settings.bind)

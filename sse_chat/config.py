@@ -213,7 +213,7 @@ class _Reader:
             if not (colon and module and function) or " " in path:
                 raise ConfigError(
                     f"{name} holds {path!r}, which is not an import path of the form module:function; "
-                    f"set it to e.g. sse_chat.example_tools:current_time (comma-separated for several)"
+                    f"set it to e.g. sse_chat.tools.example:current_time (comma-separated for several)"
                 )
         return paths
 

@@ -108,6 +108,6 @@ class Worker(GeventWorker):
             self.log.warning("%d streams were still generating at the end of graceful_timeout", left)
 
     def _services(self) -> Any:
-        """The app's ``Services`` (:mod:`sse_chat.services`), or None before the
+        """The app's ``Services`` (:mod:`sse_chat.streaming.services`), or None before the
         app has loaded (a signal that comes first) or for another app."""
         return getattr(getattr(self, "wsgi", None), "extensions", {}).get("sse_chat")

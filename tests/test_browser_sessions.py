@@ -7,7 +7,7 @@ Origin rule, the key's alone, and gone after DELETE /v1/session."""
 import pytest
 import requests
 
-from sse_chat.sessions import SESSION_COOKIE
+from sse_chat.access.sessions import SESSION_COOKIE
 
 from .event_reading import answer_text, events_of, seq_of, stream_of
 from .proxy import CuttingProxy

@@ -7,9 +7,9 @@ import os
 import pytest
 import requests
 
-from sse_chat.sessions import SESSION_COOKIE
-from . import ROOT
+from sse_chat.access.sessions import SESSION_COOKIE
 
+from . import ROOT
 from .event_reading import answer_text, events_of
 from .proxy import CuttingProxy
 from .test_chat_page import ANSWER, _ask, _normal, _wait_until_idle

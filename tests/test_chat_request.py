@@ -1,8 +1,8 @@
 import pytest
 
-from sse_chat.chat_request import parse_chat_body, parse_chat_query
-from sse_chat.models import ChatRequest, Message
+from sse_chat.bodies.chat import parse_chat_body, parse_chat_query
 from sse_chat.errors import ApiError
+from sse_chat.models import ChatRequest, Message
 
 
 def test_prompt_means_one_user_message():

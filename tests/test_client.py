@@ -18,7 +18,7 @@ from .proxy import CuttingProxy
 from .gateway import Answer, Forward, ScriptedGateway, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_MODULES = ("flask", "gevent", "openai", "werkzeug", "redis", "sse_chat.app", "sse_chat.routes")
+SERVER_MODULES = ("flask", "gevent", "openai", "werkzeug", "redis", "sse_chat.app", "sse_chat.surfaces.routes")
 
 
 def _no_sleep(client_kwargs=None):

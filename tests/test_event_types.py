@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 from sse_chat.app import create_app
 from sse_chat.client import ChatClient, ChatError
 from sse_chat.config import Settings
-from sse_chat.openai_format import DONE_FRAME, CompletionChunks, completion
+from sse_chat.formats.chat_completions import DONE_FRAME, CompletionChunks, completion
 from sse_chat.protocol import (
     EVENT_TYPES,
     TERMINAL_TYPES,

@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from sse_chat.chat_request import parse_chat_body, parse_chat_query
+from sse_chat.bodies.chat import parse_chat_body, parse_chat_query
 from sse_chat.errors import ApiError
 from sse_chat.eventlog import MemoryEventLog
+from sse_chat.formats.chat_completions import parse_completion_body
 from sse_chat.models import ChatRequest, FakeFaults, InjectedFault, Message
 from sse_chat.models.fake import FakeModel, fake_tokens
-from sse_chat.openai_format import parse_completion_body
-from sse_chat.reader import follow
+from sse_chat.streaming.reader import follow
 
 from .event_reading import answer_text, assert_well_formed, events_of, seq_of, seqs
 

@@ -1,6 +1,6 @@
 """Idempotent starts (``Idempotency-Key``, IETF httpapi draft "The Idempotency-Key
 HTTP Header Field"): the key's parsing and the request fingerprint, the claim logic
-of :mod:`sse_chat.idempotency` on a fake clock, then over real gunicorn (memory
+of :mod:`sse_chat.streaming.idempotency` on a fake clock, then over real gunicorn (memory
 log, and Redis with two workers), and the clients' retries through a proxy that
 cuts the first event stream before its ``start`` event."""
 
@@ -18,7 +18,7 @@ import requests
 from sse_chat.client import ChatClient
 from sse_chat.errors import ApiError
 from sse_chat.eventlog import Claim, MemoryEventLog
-from sse_chat.idempotency import (
+from sse_chat.streaming.idempotency import (
     MAX_KEY_LENGTH,
     PENDING_S,
     RUNNING_S,

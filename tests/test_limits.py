@@ -1,9 +1,9 @@
-"""What one key may hold in one worker (sse_chat/limits.py), with a controlled clock."""
+"""What one key may hold in one worker (sse_chat/access/limits.py), with a controlled clock."""
 
 import pytest
 
+from sse_chat.access.limits import KeyLimits, StreamLimiter
 from sse_chat.errors import ApiError
-from sse_chat.limits import KeyLimits, StreamLimiter
 
 
 class Clock:

@@ -3,10 +3,9 @@
 import json
 import logging
 
-from sse_chat.models import ChatRequest, Message
 from sse_chat.eventlog import MemoryEventLog
-from sse_chat.models import Delta, UpstreamError
-from sse_chat.producer import Producer, ProducerLimits
+from sse_chat.models import ChatRequest, Delta, Message, UpstreamError
+from sse_chat.streaming.producer import Producer, ProducerLimits
 
 from .event_reading import assert_well_formed, events_of
 
@@ -93,7 +92,7 @@ class DeletingModel:
 
 
 def test_a_producer_whose_stream_was_deleted_stops_quietly(caplog):
-    caplog.set_level(logging.INFO, logger="sse_chat.producer")
+    caplog.set_level(logging.INFO, logger="sse_chat.streaming.producer")
     clock = Clock()
     log = MemoryEventLog(ttl_s=60, max_events=1000, clock=clock)
     ended = []

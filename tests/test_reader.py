@@ -1,4 +1,4 @@
-"""Readers (``sse_chat/reader.py``) against the in-memory log, with threads (bells
+"""Readers (``sse_chat/streaming/reader.py``) against the in-memory log, with threads (bells
 rung at once, no event loop): replay from a position, following live, heartbeats,
 writes of a bounded size, the end on a graceful stop, an expired stream, detaching
 on ``close()``. No sleeps: every wait either has its event already rung or a
@@ -11,7 +11,7 @@ import pytest
 
 from sse_chat.eventlog import MemoryEventLog
 from sse_chat.protocol import EventType, content_frame, encode_retry
-from sse_chat.reader import HEARTBEAT, OPENING_COMMENT, WRITE_EVENTS, read_stream
+from sse_chat.streaming.reader import HEARTBEAT, OPENING_COMMENT, WRITE_EVENTS, read_stream
 
 from .event_reading import events_of
 

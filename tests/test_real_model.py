@@ -154,7 +154,7 @@ def test_a_stream_of_the_real_model_completes_with_a_server_tool_offered(gunicor
     # may answer in text; either way the stream must end with done, and any call
     # it makes must have been run by the service (a tool_result) and answered.
     server = gunicorn(OPENAI_BASE_URL=llama_server, SSE_CHAT_MODEL=MODEL_NAME, SSE_CHAT_UPSTREAM_TIMEOUT_S="120",
-                      SSE_CHAT_TOOLS="sse_chat.example_tools:current_time")
+                      SSE_CHAT_TOOLS="sse_chat.tools.example:current_time")
     response = requests.post(server.url + "/v1/chat", json={
         "prompt": "What time is it in Paris?", "max_tokens": 40}, timeout=300)
     events = events_of([response.content])

@@ -111,7 +111,7 @@ def test_a_primary_killed_under_load_loses_no_answer(gunicorn, cluster):
              for i in range(20)}
     host_a, host_b = _two_hosts(gunicorn, cluster, SSE_CHAT_FAKE_DELAY_MS="50")
     asks = {i: _ask((host_a, host_b)[i % 2].url, f"failover {i}") for i in range(20)}
-    wait_until(lambda: sum(host.log().count("sse_chat.producer: stream") for host in (host_a, host_b)) >= 20, 60,
+    wait_until(lambda: sum(host.log().count("sse_chat.streaming.producer: stream") for host in (host_a, host_b)) >= 20, 60,
                "every answer to start")
     time.sleep(1.5)  # every answer is well under way (200 tokens take 10 s)
     victim = cluster.primary_of(Layout(CLUSTER_GROUPS).keys("any").events)
@@ -140,7 +140,7 @@ def test_a_primary_killed_under_load_loses_no_answer(gunicorn, cluster):
     # What Redis holds now is whole: every stream, read afresh from the other host.
     whole = 0
     for host, other in ((host_a, host_b), (host_b, host_a)):
-        for stream_id in re.findall(r"sse_chat.producer: stream (\S+) started", host.log()):
+        for stream_id in re.findall(r"sse_chat.streaming.producer: stream (\S+) started", host.log()):
             replay = events_of([requests.get(f"{other.url}/v1/streams/{stream_id}", timeout=30).content])
             assert [seq_of(e.last_event_id) for e in replay] == list(range(len(replay))), stream_id
             assert replay[-1].type == "done", stream_id

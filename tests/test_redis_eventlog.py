@@ -223,7 +223,7 @@ def test_starting_a_stream_sends_no_control_read(redis_server):
     start, like every later one, by when its writes have brought them back: a new
     stream costs the create and the writes, no HMGET."""
     from sse_chat.models import ChatRequest, Delta, Message
-    from sse_chat.producer import CONTROL_INTERVAL_S, Producer, ProducerLimits
+    from sse_chat.streaming.producer import CONTROL_INTERVAL_S, Producer, ProducerLimits
 
     client, sent = _counting_client(redis_server.url)
     log, clock, stream_id = RedisEventLog(client, ttl_s=60, max_events=1000), Clock(now=0.0), new_stream_id()

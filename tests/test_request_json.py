@@ -1,11 +1,11 @@
-"""Reading JSON bodies within bounds (sse_chat/request_json.py): depth and text."""
+"""Reading JSON bodies within bounds (sse_chat/bodies/json_body.py): depth and text."""
 
 import json
 
 import pytest
 
+from sse_chat.bodies.json_body import MAX_DEPTH, parse_json_body
 from sse_chat.errors import ApiError
-from sse_chat.request_json import MAX_DEPTH, parse_json_body
 
 
 def _refusal(raw: bytes) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from sse_chat.bodies.responses import chat_request, items_to_messages, parse_responses_body
 from sse_chat.errors import ApiError
+from sse_chat.formats.responses import ResponseEvents, response_id, stream_id_of
 from sse_chat.models import Message, ToolCall
 from sse_chat.protocol import Event, EventId
-from sse_chat.responses_format import ResponseEvents, response_id, stream_id_of
-from sse_chat.responses_request import chat_request, items_to_messages, parse_responses_body
 
 from .responses_schema import assert_valid_event, assert_valid_response
 

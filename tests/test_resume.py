@@ -73,7 +73,7 @@ def test_delete_from_any_worker_cancels_within_a_second(gunicorn, redis_server):
 
 
 def _producer_pid(server, stream_id):
-    match = re.search(rf"\[(\d+)\] \[INFO\] sse_chat.producer: stream {re.escape(stream_id)} started", server.log())
+    match = re.search(rf"\[(\d+)\] \[INFO\] sse_chat.streaming.producer: stream {re.escape(stream_id)} started", server.log())
     return int(match.group(1)) if match else None
 
 

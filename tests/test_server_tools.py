@@ -192,7 +192,7 @@ def test_start_up_refuses_a_tool_that_does_not_import_and_names_it(tmp_path, too
 
 def test_the_example_tool_answers_through_the_cli_in_process():
     result = run_cli("ask", "--fake", "--no-log", "Europe/Paris",
-                     env=base_env(SSE_CHAT_TOOLS="sse_chat.example_tools:current_time"))
+                     env=base_env(SSE_CHAT_TOOLS="sse_chat.tools.example:current_time"))
     assert result.returncode == 0, result.stderr
     line = result.stderr.decode()
     assert line.startswith("tool result current_time ") and ("+01:00" in line or "+02:00" in line)

@@ -11,9 +11,9 @@ from http.cookies import SimpleCookie
 import pytest
 import requests
 
-from sse_chat.auth import owner_of
+from sse_chat.access.auth import owner_of
+from sse_chat.access.sessions import MAX_CLOCK_SKEW_S, SESSION_COOKIE, SessionKeys
 from sse_chat.config import ConfigError, Settings
-from sse_chat.sessions import MAX_CLOCK_SKEW_S, SESSION_COOKIE, SessionKeys
 from sse_chat.testing.servers import start_gunicorn
 
 from .event_reading import answer_text, events_of, stream_of

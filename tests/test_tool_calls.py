@@ -10,7 +10,7 @@ import json
 import pytest
 import requests
 
-from sse_chat.chat_request import parse_chat_body
+from sse_chat.bodies.chat import parse_chat_body
 from sse_chat.client import ChatClient
 from sse_chat.errors import ApiError
 from sse_chat.models import ChatRequest, Message, ToolCall, ToolCallDelta

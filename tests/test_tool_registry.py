@@ -14,9 +14,9 @@ from pydantic import Field
 from sse_chat.config import ConfigError, Settings
 from sse_chat.eventlog import MemoryEventLog
 from sse_chat.models import ChatRequest, Delta, Message, ToolCallDelta, Usage
-from sse_chat.producer import Producer, ProducerLimits
 from sse_chat.protocol import read_frame
-from sse_chat.tools import ServerTool, ToolRegistry, import_function
+from sse_chat.streaming.producer import Producer, ProducerLimits
+from sse_chat.tools.registry import ServerTool, ToolRegistry, import_function
 
 
 class Unit(str, Enum):
@@ -107,7 +107,7 @@ def test_two_tools_of_one_name_are_refused():
 
 
 def test_the_example_tool_loads_and_answers():
-    registry = ToolRegistry.load(["sse_chat.example_tools:current_time"], use_entry_points=False)
+    registry = ToolRegistry.load(["sse_chat.tools.example:current_time"], use_entry_points=False)
     tool = registry.get("current_time")
     assert tool is not None and registry.names == ("current_time",)
     assert tool.call('{"timezone": "UTC"}', timeout_s=5).content.endswith("+00:00")  # type: ignore[union-attr]
@@ -194,7 +194,7 @@ def _installed(tmp_path, monkeypatch, entry_points: str) -> None:
 
 def test_an_installed_package_adds_tools_through_the_entry_point_group(tmp_path, monkeypatch):
     _installed(tmp_path, monkeypatch, "[sse_chat.tools]\nweather = tests.test_tool_registry:forecast\n")
-    registry = ToolRegistry.load(["sse_chat.example_tools:current_time"])
+    registry = ToolRegistry.load(["sse_chat.tools.example:current_time"])
     assert registry.names == ("current_time", "forecast")  # SSE_CHAT_TOOLS first, then entry points
     assert ToolRegistry.load([], use_entry_points=False).names == ()
 

@@ -10,7 +10,7 @@ import pytest
 
 from sse_chat.eventlog import MemoryEventLog
 from sse_chat.eventlog.wakeups import Wakeups
-from sse_chat.reader import follow
+from sse_chat.streaming.reader import follow
 
 #: Bound on every wait below: a test that hangs fails instead.
 TEST_TIMEOUT_S = 5.0

@@ -196,7 +196,7 @@ class EventLog(Protocol):
         Atomic across every worker sharing the log: of concurrent claims of a free
         key exactly one returns ``None``. Claiming again for the stream that holds
         the key renews it (``fingerprint`` and expiry are set anew), also after it
-        expired. ``key`` is a digest (hex; :mod:`sse_chat.idempotency` makes it),
+        expired. ``key`` is a digest (hex; :mod:`sse_chat.streaming.idempotency` makes it),
         never the client's raw header.
 
         Raises:

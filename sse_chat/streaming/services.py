@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import Settings
-from .eventlog import EventLog
-from .limits import StreamLimiter
-from .metrics import Metrics
-from .models import ModelRegistry
-from .sessions import SessionKeys
-from .tools import ToolRegistry
+from ..access.limits import StreamLimiter
+from ..access.sessions import SessionKeys
+from ..config import Settings
+from ..eventlog import EventLog
+from ..metrics import Metrics
+from ..models import ModelRegistry
+from ..tools.registry import ToolRegistry
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import invalid_request
-from .models.base import DEFAULT_FAKE_ERROR_TYPE, ChatRequest, FakeFaults, Message, ToolCall
-from .models.registry import FAKE_MODEL
+from ..errors import invalid_request
+from ..models.base import DEFAULT_FAKE_ERROR_TYPE, ChatRequest, FakeFaults, Message, ToolCall
+from ..models.registry import FAKE_MODEL
 
 ROLES = ("system", "user", "assistant", "tool")
 #: ``tool_choice`` as a string (OpenAI's); an object names one function instead.

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chat_request import SAMPLING_OPTIONS, parse_chat_body
-from .errors import invalid_request
-from .models import ChatRequest
-from .protocol import TERMINAL_TYPES, Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
+from ..bodies.chat import SAMPLING_OPTIONS, parse_chat_body
+from ..errors import invalid_request
+from ..models import ChatRequest
+from ..protocol import TERMINAL_TYPES, Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
@@ -210,7 +210,7 @@ def completion(stream_id: str, model: str, created: int, events: Iterable[Event]
 
 
 def logged_events(batches: Iterable[list[bytes]]) -> Iterator[Event]:
-    """Flatten :func:`~sse_chat.reader.follow` batches into events."""
+    """Flatten :func:`~sse_chat.streaming.reader.follow` batches into events."""
     for frames in batches:
         for frame in frames:
             yield read_frame(frame)

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from werkzeug.wrappers import Request
 
+from ..errors import ApiError
 from .auth import authenticate, unauthorized
-from .errors import ApiError
 from .sessions import SESSION_COOKIE, SessionKeys, clear_cookie_header
 
 
@@ -17,7 +17,7 @@ def identify(request: Request, api_keys: frozenset[str], sessions: SessionKeys,
     """The caller's owner fingerprint, or ``None`` on an open service (no keys).
 
     A request with an ``Authorization`` header is checked as a bearer request
-    (:func:`sse_chat.auth.authenticate`), whatever cookie it carries. Otherwise
+    (:func:`sse_chat.access.auth.authenticate`), whatever cookie it carries. Otherwise
     the session cookie decides (:meth:`SessionKeys.verify`), for requests from
     this service's own origin or one of ``allowed_origins`` only
     (:func:`check_origin`, checked first, so that another origin learns nothing

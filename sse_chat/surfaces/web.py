@@ -11,13 +11,13 @@ from typing import Any
 
 from flask import Response, current_app, g, request
 
-from .errors import ApiError, event_log_unavailable
-from .eventlog import EventLogUnavailable
-from .generation import ReadFrom, resume_position
-from .idempotency import KeyedStart, keyed_start
-from .protocol import EVENT_STREAM_CONTENT_TYPE
-from .request_json import parse_json_body
-from .services import Services
+from ..bodies.json_body import parse_json_body
+from ..errors import ApiError, event_log_unavailable
+from ..eventlog import EventLogUnavailable
+from ..protocol import EVENT_STREAM_CONTENT_TYPE
+from ..streaming.generation import ReadFrom, resume_position
+from ..streaming.idempotency import KeyedStart, keyed_start
+from ..streaming.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def json_body() -> Any:
 
     Raises:
         ApiError: 415 when it is not ``application/json``; 400 as
-            :func:`~sse_chat.request_json.parse_json_body` (not UTF-8 JSON, nested
+            :func:`~sse_chat.bodies.json_body.parse_json_body` (not UTF-8 JSON, nested
             too deep, a lone surrogate in a string).
     """
     if request.mimetype != "application/json":

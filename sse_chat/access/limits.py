@@ -12,7 +12,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import ApiError
+from ..errors import ApiError
 
 #: Seconds a refused client is asked to wait (``Retry-After``), unless the limiter
 #: knows when room will be made.

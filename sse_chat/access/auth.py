@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from werkzeug.datastructures import Headers
 
-from .errors import ApiError
+from ..errors import ApiError
 
 #: Sent with every 401 (RFC 6750, 3: the Bearer scheme's challenge).
 BEARER_CHALLENGE = ("WWW-Authenticate", 'Bearer realm="sse-chat"')

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .chat_request import MAX_TOKENS_LIMIT, build_chat_request
-from .errors import invalid_request
-from .models import ChatRequest, Message, ToolCall
+from ..errors import invalid_request
+from ..models import ChatRequest, Message, ToolCall
+from .chat import MAX_TOKENS_LIMIT, build_chat_request
 
 #: Message roles of input items; ``developer`` is the newer name of ``system``.
 INPUT_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}

@@ -7,12 +7,10 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
-from .config import Settings
-from .errors import ApiError
-from .eventlog import EventLog, EventLogUnavailable
-from .generation import ReadFrom, start_generation
-from .models.registry import is_backend_error
-from .openai_format import (
+from ..config import Settings
+from ..errors import ApiError
+from ..eventlog import EventLog, EventLogUnavailable
+from ..formats.chat_completions import (
     CompletionChunks,
     completion,
     logged_events,
@@ -20,8 +18,10 @@ from .openai_format import (
     openai_error,
     parse_completion_body,
 )
-from .reader import follow, read_stream
-from .services import Services
+from ..models.registry import is_backend_error
+from ..streaming.generation import ReadFrom, start_generation
+from ..streaming.reader import follow, read_stream
+from ..streaming.services import Services
 from .web import (
     caller,
     event_stream_response,

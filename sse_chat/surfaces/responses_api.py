@@ -16,12 +16,10 @@ from functools import cached_property
 
 from flask import Blueprint, Response, jsonify, request
 
-from .errors import ApiError, invalid_request
-from .eventlog import EventLogUnavailable, StreamNotFound
-from .generation import StartOptions, known_stream, start_generation
-from .protocol import Event, read_frame
-from .reader import follow, read_stream
-from .responses_format import (
+from ..bodies.responses import chat_request, parse_responses_body
+from ..errors import ApiError, invalid_request
+from ..eventlog import EventLogUnavailable, StreamNotFound
+from ..formats.responses import (
     RECORD_KEY,
     ResponseEvents,
     deleted_response,
@@ -29,8 +27,10 @@ from .responses_format import (
     responses_error,
     stream_id_of,
 )
-from .responses_request import chat_request, parse_responses_body
-from .services import Services
+from ..protocol import Event, read_frame
+from ..streaming.generation import StartOptions, known_stream, start_generation
+from ..streaming.reader import follow, read_stream
+from ..streaming.services import Services
 from .web import caller, event_stream_response, json_body, requested_idempotency, services, unavailable_error
 
 bp = Blueprint("responses", __name__)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import Event, EventType, ServerSentEvent, compact_json
+from ..protocol import Event, EventType, ServerSentEvent, compact_json
 
 #: A response id is this prefix and the stream id.
 RESPONSE_ID_PREFIX = "resp_"

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ApiError, invalid_request
-from .eventlog import EventLog, EventLogUnavailable
+from ..errors import ApiError, invalid_request
+from ..eventlog import EventLog, EventLogUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import invalid_request, stream_not_found
-from .eventlog import StreamInfo
+from ..errors import invalid_request, stream_not_found
+from ..eventlog import StreamInfo
+from ..models import ChatModel, ChatRequest
+from ..protocol import EventId, new_stream_id
 from .idempotency import KeyedStart, keep_after_end, start_once
-from .models import ChatModel, ChatRequest
 from .producer import Producer, ProducerLimits
-from .protocol import EventId, new_stream_id
 from .services import Services
 
 
@@ -44,15 +44,15 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None,
     """Create a stream owned by ``owner``, write its ``start`` event and start its
     producer (as ``options`` say); returns the stream id. With ``keyed`` (the request's
     ``Idempotency-Key``), the stream an earlier request of ``owner`` with that key
-    started, if it is still kept (:func:`~sse_chat.idempotency.start_once`).
+    started, if it is still kept (:func:`~sse_chat.streaming.idempotency.start_once`).
 
     Raises:
         ApiError: 503 ``backend_unavailable`` when no backend serves ``chat.model``;
             400 ``invalid_request`` for ``max_tokens`` above ``SSE_CHAT_MAX_TOKENS``;
             429 ``too_many_streams``, ``too_many_events`` or ``too_many_readers``
-            past the limits (:class:`~sse_chat.limits.StreamLimiter`); 422
+            past the limits (:class:`~sse_chat.access.limits.StreamLimiter`); 422
             ``idempotency_key_reused`` when ``keyed`` came with another request; 409
-            ``idempotency_key_in_use`` (see :func:`~sse_chat.idempotency.start_once`).
+            ``idempotency_key_in_use`` (see :func:`~sse_chat.streaming.idempotency.start_once`).
         EventLogUnavailable: the event log's store cannot be reached.
     """
     _check_max_tokens(chat, services.settings.max_tokens)

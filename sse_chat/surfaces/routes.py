@@ -6,12 +6,12 @@ import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .background import call_within
-from .chat_request import parse_chat_body, parse_chat_query
-from .errors import event_log_unavailable
-from .generation import ReadFrom, known_stream, start_generation
-from .protocol import event_types_module
-from .reader import read_stream
+from ..background import call_within
+from ..bodies.chat import parse_chat_body, parse_chat_query
+from ..errors import event_log_unavailable
+from ..protocol import event_types_module
+from ..streaming.generation import ReadFrom, known_stream, start_generation
+from ..streaming.reader import read_stream
 from .web import (
     caller,
     event_stream_response,

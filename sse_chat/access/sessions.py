@@ -3,7 +3,7 @@
 
 Pure functions of their arguments: no Flask globals, no shared state. A cookie's
 value is ``FINGERPRINT.TIMESTAMP.SIGNATURE`` (itsdangerous' ``TimestampSigner``):
-the key's fingerprint (:func:`sse_chat.auth.owner_of`, never the key), the time it
+the key's fingerprint (:func:`sse_chat.access.auth.owner_of`, never the key), the time it
 was issued, and an HMAC-SHA256 over both whose signing key is derived from the API
 key itself (HMAC of the key over a fixed salt). So any worker on any host that
 has the same ``SSE_CHAT_API_KEYS`` can check a cookie, and removing a key from

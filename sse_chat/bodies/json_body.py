@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import invalid_request
+from ..errors import invalid_request
 
 #: The deepest nesting of arrays and objects a body may have. Chat requests need
 #: about six (``messages[0].tool_calls[0].function``, tool schemas a few more);

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import ApiError
+from ..errors import ApiError
 
 log = logging.getLogger(__name__)
 

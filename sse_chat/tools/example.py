@@ -1,5 +1,5 @@
 """An example server tool shipped with sse-chat (docs/tools.md): offer it with
-``SSE_CHAT_TOOLS=sse_chat.example_tools:current_time``."""
+``SSE_CHAT_TOOLS=sse_chat.tools.example:current_time``."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from .auth import bearer_key
-from .sessions import clear_cookie_header, set_cookie_header
+from ..access.auth import bearer_key
+from ..access.sessions import clear_cookie_header, set_cookie_header
 from .web import no_content, services
 
 bp = Blueprint("sessions", __name__)

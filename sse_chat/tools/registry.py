@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, get_type_hints
 
-from .background import run_blocking
-from .config import ConfigError
+from ..background import run_blocking
+from ..config import ConfigError
 
 if TYPE_CHECKING:
     import pydantic

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Generator
 from typing import Generic, TypeVar
 
-from .eventlog import Cursor, EventLog, StreamNotFound
-from .metrics import Metrics
-from .protocol import EventId, encode_comment, encode_retry, stream_lost_frame
+from ..eventlog import Cursor, EventLog, StreamNotFound
+from ..metrics import Metrics
+from ..protocol import EventId, encode_comment, encode_retry, stream_lost_frame
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .background import spawn
-from .eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
-from .metrics import Metrics
-from .models import ChatModel, ChatRequest, Delta, InjectedFault, Message, ToolCall, UpstreamError, Usage
-from .models.registry import is_backend_error, metrics_label
-from .protocol import Event, EventId, EventType, ToolCalls, content_frame
-from .protocol import error_data as error_body
-from .tools import ServerTool, ToolRegistry
+from ..background import spawn
+from ..eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
+from ..metrics import Metrics
+from ..models import ChatModel, ChatRequest, Delta, InjectedFault, Message, ToolCall, UpstreamError, Usage
+from ..models.registry import is_backend_error, metrics_label
+from ..protocol import Event, EventId, EventType, ToolCalls, content_frame
+from ..protocol import error_data as error_body
+from ..tools.registry import ServerTool, ToolRegistry
 
 log = logging.getLogger(__name__)
 
