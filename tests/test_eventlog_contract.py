@@ -176,12 +176,12 @@ def test_a_deleted_stream_is_gone(make_log):
     log.delete(stream_id)  # deleting again does nothing
 
 
-def test_drop_every_is_kept_with_the_stream(make_log):
+def test_events_per_response_is_kept_with_the_stream(make_log):
     log = make_log()
     stream_id = new_stream_id()
-    log.create(stream_id, owner=None, first_frame=_frame(stream_id, 0, "start"), drop_every=3)
+    log.create(stream_id, owner=None, first_frame=_frame(stream_id, 0, "start"), events_per_response=3)
     assert log.info(stream_id) == StreamInfo(None, 0, False, 3)
-    assert log.info(_stream(log)).drop_every is None
+    assert log.info(_stream(log)).events_per_response is None
 
 
 def test_out_of_order_append_is_refused(make_log):

@@ -1,5 +1,6 @@
 """Faults on request (``"fake": {…}``, docs/testing-clients.md): validation, the
-fake model's errors and stalls, and dropped responses through Flask's test client."""
+fake model's errors and stalls, and dropped responses through Flask's test client
+(the reader's side, a neutral ``events_per_response``, is in test_reader.py)."""
 
 import json
 
@@ -7,11 +8,9 @@ import pytest
 
 from sse_chat.bodies.chat import parse_chat_body, parse_chat_query
 from sse_chat.errors import ApiError
-from sse_chat.eventlog import MemoryEventLog
 from sse_chat.formats.chat_completions import parse_completion_body
-from sse_chat.models import ChatRequest, FakeFaults, InjectedFault, Message
-from sse_chat.models.fake import FakeModel, fake_tokens
-from sse_chat.streaming.reader import follow
+from sse_chat.models import ChatRequest, Message
+from sse_chat.models.fake import FakeFaults, FakeModel, InjectedFault, fake_tokens
 
 from .event_reading import answer_text, assert_well_formed, events_of, seq_of, seqs
 
@@ -31,22 +30,22 @@ def _invalid(call) -> str:
 def test_every_option_of_the_body_lands_on_the_request():
     chat = parse_chat_body({"prompt": "Hi", "model": "fake", "fake": {
         "delay_ms": 0, "drop_every": 1, "error_after": 0, "error_type": "quota_exceeded", "stall_after": 9}}, "fake")
-    assert chat.fake == FakeFaults(delay_ms=0, drop_every=1, error_after=0, error_type="quota_exceeded",
+    assert chat.backend_options == FakeFaults(delay_ms=0, drop_every=1, error_after=0, error_type="quota_exceeded",
                                    stall_after=9)
-    assert chat.drop_every == 1
+    assert chat.events_per_response == 1
 
 
 def test_no_options_no_faults():
-    assert parse_chat_body({"prompt": "Hi"}, "fake").fake is None
-    assert parse_chat_body({"prompt": "Hi", "fake": {}}, "fake").fake is None
-    assert parse_chat_body({"prompt": "Hi", "fake": None}, "fake").fake is None
-    assert parse_chat_body({"prompt": "Hi", "fake": {"drop_every": None}}, "fake").fake is None
-    assert parse_chat_query({"prompt": "Hi", "drop_every": ""}, "fake").fake is None
+    assert parse_chat_body({"prompt": "Hi"}, "fake").backend_options is None
+    assert parse_chat_body({"prompt": "Hi", "fake": {}}, "fake").backend_options is None
+    assert parse_chat_body({"prompt": "Hi", "fake": None}, "fake").backend_options is None
+    assert parse_chat_body({"prompt": "Hi", "fake": {"drop_every": None}}, "fake").backend_options is None
+    assert parse_chat_query({"prompt": "Hi", "drop_every": ""}, "fake").backend_options is None
 
 
 def test_error_type_defaults_to_upstream_error():
     chat = parse_chat_body({"prompt": "Hi", "fake": {"error_after": 2}}, "fake")
-    assert chat.fake == FakeFaults(error_after=2, error_type="upstream_error")
+    assert chat.backend_options == FakeFaults(error_after=2, error_type="upstream_error")
 
 
 @pytest.mark.parametrize(("fake", "named"), [
@@ -72,7 +71,7 @@ def test_fake_must_be_an_object():
 
 def test_query_options_of_get_chat():
     chat = parse_chat_query({"prompt": "Hi", "drop_every": "5", "error_after": "3", "error_type": "boom"}, "fake")
-    assert chat.fake == FakeFaults(drop_every=5, error_after=3, error_type="boom")
+    assert chat.backend_options == FakeFaults(drop_every=5, error_after=3, error_type="boom")
     assert "?drop_every= must be a whole number" in _invalid(
         lambda: parse_chat_query({"prompt": "Hi", "drop_every": "five"}, "fake"))
     assert "?drop_every= must be a whole number from 1" in _invalid(
@@ -96,7 +95,7 @@ def test_options_for_another_model_are_400_naming_them(option):
 def test_drop_every_needs_a_streamed_completion():
     body = {"messages": [{"role": "user", "content": "Hi"}], "model": "fake", "fake": {"drop_every": 3}}
     assert '"stream": true' in _invalid(lambda: parse_completion_body(body, "fake"))
-    assert parse_completion_body({**body, "stream": True}, "fake").chat.drop_every == 3
+    assert parse_completion_body({**body, "stream": True}, "fake").chat.events_per_response == 3
 
 
 @pytest.mark.parametrize(("path", "kwargs"), [
@@ -119,7 +118,7 @@ def test_each_surface_answers_400_for_another_model(make_app, path, kwargs):
 def _stream(faults, max_tokens=10, timeout_s=2.0):
     slept = []
     model = FakeModel(delay_s=0.02, sleep=slept.append, upstream_timeout_s=timeout_s)
-    request = ChatRequest((Message("user", "q"),), "fake", max_tokens, fake=faults)
+    request = ChatRequest((Message("user", "q"),), "fake", max_tokens, backend_options=faults)
     deltas = []
     try:
         for delta in model.stream(request):
@@ -158,47 +157,6 @@ def test_delay_ms_replaces_the_servers_delay_and_the_tokens_stay_the_same():
     delayed, slept, _ = _stream(FakeFaults(delay_ms=7))
     assert slept == [0.007] * 10
     assert delayed == plain
-
-
-# --- the reader drops responses ----------------------------------------------------------
-
-
-def _memory_stream(events: int, drop_every: int | None, finished: bool = True):
-    log = MemoryEventLog(ttl_s=60, max_events=1000)
-    log.create("s", None, b"id: s:0\nevent: start\ndata: {}\n\n", drop_every=drop_every)
-    for seq in range(1, events):
-        kind = "done" if finished and seq == events - 1 else "token"
-        log.append("s", seq, f"id: s:{seq}\nevent: {kind}\ndata: {{}}\n\n".encode(), terminal=kind == "done")
-    return log
-
-
-def _frames_of_one_response(log, after_seq, drop_every):
-    body = follow(log, "s", after_seq, heartbeat_s=5, drop_every=drop_every)
-    try:
-        return [frame for frames in body for frame in frames]
-    finally:
-        body.close()
-
-
-def test_each_response_of_a_finished_stream_carries_drop_every_events():
-    log = _memory_stream(52, 7)
-    assert log.info("s").drop_every == 7
-    after, sizes = -1, []
-    while after < 51:
-        frames = _frames_of_one_response(log, after, log.info("s").drop_every)
-        sizes.append(len(frames))
-        after += len(frames)
-    assert sizes == [7] * 7 + [3]
-
-
-def test_a_terminal_event_within_the_allowance_is_sent():
-    log = _memory_stream(7, 7)
-    frames = _frames_of_one_response(log, -1, 7)
-    assert len(frames) == 7 and frames[-1].startswith(b"id: s:6\nevent: done")
-
-
-def test_without_drop_every_one_response_carries_everything():
-    assert len(_frames_of_one_response(_memory_stream(52, None), -1, None)) == 52
 
 
 # --- end to end through the test client -------------------------------------------------------

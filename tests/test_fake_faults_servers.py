@@ -116,7 +116,7 @@ def test_a_count_beyond_the_answer_still_fails(sse_chat_server):
 @pytest.mark.redis
 def test_resumes_on_another_server_sharing_redis_are_dropped_alike(redis_server, gunicorn):
     """Two gunicorns on one Redis: every other response is a resume on the server
-    that did not start the stream, which learns drop_every from the event log."""
+    that did not start the stream, which learns events_per_response from the event log."""
     settings = {"SSE_CHAT_REDIS_URL": redis_server.url, "SSE_CHAT_FAKE_DELAY_MS": "0"}
     first, other = gunicorn(**settings), gunicorn(**settings, WEB_CONCURRENCY="2")
     body = {"prompt": PROMPT, "max_tokens": 50, "fake": {"drop_every": 7, "delay_ms": 5}}
@@ -136,13 +136,13 @@ def event_log(request):
                          max_events=100)
 
 
-def test_stream_info_carries_drop_every(event_log):
+def test_stream_info_carries_events_per_response(event_log):
     dropped, plain = new_stream_id(), new_stream_id()
-    event_log.create(dropped, "alice", f"id: {dropped}:0\nevent: start\ndata: {{}}\n\n".encode(), drop_every=7)
+    event_log.create(dropped, "alice", f"id: {dropped}:0\nevent: start\ndata: {{}}\n\n".encode(), events_per_response=7)
     event_log.create(plain, None, f"id: {plain}:0\nevent: start\ndata: {{}}\n\n".encode())
-    assert event_log.info(dropped).drop_every == 7
+    assert event_log.info(dropped).events_per_response == 7
     assert event_log.info(dropped).owner == "alice"
-    assert event_log.info(plain).drop_every is None
+    assert event_log.info(plain).events_per_response is None
 
 
 def test_the_openai_sdk_sends_faults_through_extra_body(sse_chat_server):

@@ -1,7 +1,7 @@
 """Readers (``sse_chat/streaming/reader.py``) against the in-memory log, with threads (bells
 rung at once, no event loop): replay from a position, following live, heartbeats,
 writes of a bounded size, the end on a graceful stop, an expired stream, detaching
-on ``close()``. No sleeps: every wait either has its event already rung or a
+on ``close()``, responses of at most ``events_per_response`` events. No sleeps: every wait either has its event already rung or a
 deadline that has passed."""
 
 import json
@@ -11,7 +11,7 @@ import pytest
 
 from sse_chat.eventlog import MemoryEventLog
 from sse_chat.protocol import EventType, content_frame, encode_retry
-from sse_chat.streaming.reader import HEARTBEAT, OPENING_COMMENT, WRITE_EVENTS, read_stream
+from sse_chat.streaming.reader import HEARTBEAT, OPENING_COMMENT, WRITE_EVENTS, follow, read_stream
 
 from .event_reading import events_of
 
@@ -208,3 +208,44 @@ def test_closing_a_body_detaches_its_reader_whether_or_not_it_was_iterated():
     next(started)
     started.close()
     assert not _readers(log)
+
+
+# --- events per response (the fake model's drop_every) -------------------------------------
+
+
+def _memory_stream(events: int, events_per_response: int | None, finished: bool = True):
+    log = MemoryEventLog(ttl_s=60, max_events=1000)
+    log.create("s", None, b"id: s:0\nevent: start\ndata: {}\n\n", events_per_response=events_per_response)
+    for seq in range(1, events):
+        kind = "done" if finished and seq == events - 1 else "token"
+        log.append("s", seq, f"id: s:{seq}\nevent: {kind}\ndata: {{}}\n\n".encode(), terminal=kind == "done")
+    return log
+
+
+def _frames_of_one_response(log, after_seq, events_per_response):
+    body = follow(log, "s", after_seq, heartbeat_s=5, events_per_response=events_per_response)
+    try:
+        return [frame for frames in body for frame in frames]
+    finally:
+        body.close()
+
+
+def test_each_response_of_a_finished_stream_carries_events_per_response_events():
+    log = _memory_stream(52, 7)
+    assert log.info("s").events_per_response == 7
+    after, sizes = -1, []
+    while after < 51:
+        frames = _frames_of_one_response(log, after, log.info("s").events_per_response)
+        sizes.append(len(frames))
+        after += len(frames)
+    assert sizes == [7] * 7 + [3]
+
+
+def test_a_terminal_event_within_the_allowance_is_sent():
+    log = _memory_stream(7, 7)
+    frames = _frames_of_one_response(log, -1, 7)
+    assert len(frames) == 7 and frames[-1].startswith(b"id: s:6\nevent: done")
+
+
+def test_without_events_per_response_one_response_carries_everything():
+    assert len(_frames_of_one_response(_memory_stream(52, None), -1, None)) == 52

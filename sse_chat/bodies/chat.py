@@ -9,24 +9,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import invalid_request
-from ..models.base import DEFAULT_FAKE_ERROR_TYPE, ChatRequest, FakeFaults, Message, ToolCall
-from ..models.registry import FAKE_MODEL
+from ..models.base import BackendOptions, ChatRequest, Message, ToolCall
+from ..models.registry import backend_options, option_names
 
 ROLES = ("system", "user", "assistant", "tool")
 #: ``tool_choice`` as a string (OpenAI's); an object names one function instead.
 TOOL_CHOICES = ("none", "auto", "required")
 MAX_TOKENS_LIMIT = 1_000_000
-
-#: The largest ``delay_ms`` of the fake model: a minute per token.
-MAX_FAKE_DELAY_MS = 60_000
-#: The fake model's fault options (docs/testing-clients.md): keys of the body's
-#: ``"fake"`` object and query parameters of ``GET /v1/chat``. The counts are
-#: whole numbers in the ranges given here (``delay_ms``: milliseconds;
-#: ``drop_every``: events; the others: tokens); ``error_type`` is a snake_case name.
-FAKE_COUNTS = {"delay_ms": (0, MAX_FAKE_DELAY_MS), "drop_every": (1, MAX_TOKENS_LIMIT),
-               "error_after": (0, MAX_TOKENS_LIMIT), "stall_after": (0, MAX_TOKENS_LIMIT)}
-FAKE_OPTIONS = (*FAKE_COUNTS, "error_type")
-ERROR_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: A query parameter's value that is given to a backend's options as a number.
+WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+#: Options a request gives one backend alone, as ``(backend, {option: value})``.
+GivenOptions = tuple[str, dict[str, Any]]
 
 
 def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
@@ -36,9 +29,10 @@ def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
     exactly one of ``prompt`` and ``messages`` is given; ``system`` is prepended as
     a system message. ``"tools"`` and ``"tool_choice"`` are OpenAI's (checked
     for shape only, then passed on as given), and ``messages`` may hold its tool
-    turns (an assistant's ``tool_calls``, ``tool`` results). ``"fake"``, an object
-    of :data:`FAKE_OPTIONS`, asks the fake model for faults. Unknown keys are
-    ignored, except inside ``"fake"``.
+    turns (an assistant's ``tool_calls``, ``tool`` results). An object named
+    after a backend that takes options (``"fake"``: faults for the fake model)
+    gives that backend its options (:func:`~sse_chat.models.registry.option_names`).
+    Unknown keys are ignored, except inside such an object.
 
     Raises:
         ApiError: 400 ``invalid_request`` naming the field and what it must be.
@@ -56,15 +50,15 @@ def parse_chat_body(payload: Any, default_model: str) -> ChatRequest:
     else:
         messages = _messages(payload["messages"])
     return _build(payload, messages, default_model, max_tokens=payload.get("max_tokens"),
-                  temperature=payload.get("temperature"), fake=_fake_object(payload.get("fake")),
-                  fake_name=lambda name: f"\"fake.{name}\"", tools=_tools(payload.get("tools")),
+                  temperature=payload.get("temperature"), options=_body_options(payload),
+                  spelled=_body_spelling, tools=_tools(payload.get("tools")),
                   tool_choice=_tool_choice(payload.get("tool_choice")), sampling=sampling_options(payload))
 
 
 def build_chat_request(messages: list[Message], fields: Mapping[str, Any], default_model: str) -> ChatRequest:
     """Validate the request fields beside ready-made ``messages`` (a surface that
     reads messages in its own shape, such as the Responses API): ``model``,
-    ``max_tokens``, ``temperature``, ``fake``, and ``tools`` and ``tool_choice``
+    ``max_tokens``, ``temperature``, a backend's options, and ``tools`` and ``tool_choice``
     in Chat Completions' shapes, as :func:`parse_chat_body` does.
 
     Raises:
@@ -73,14 +67,15 @@ def build_chat_request(messages: list[Message], fields: Mapping[str, Any], defau
     if not messages:
         raise invalid_request("the request has no messages for the model: give some input")
     return _build(fields, list(messages), default_model, max_tokens=fields.get("max_tokens"),
-                  temperature=fields.get("temperature"), fake=_fake_object(fields.get("fake")),
-                  fake_name=lambda name: f"\"fake.{name}\"", tools=_tools(fields.get("tools")),
+                  temperature=fields.get("temperature"), options=_body_options(fields),
+                  spelled=_body_spelling, tools=_tools(fields.get("tools")),
                   tool_choice=_tool_choice(fields.get("tool_choice")), sampling=sampling_options(fields))
 
 
 def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest:
     """Validate the query of ``GET /v1/chat?prompt=…&system=…&model=…&max_tokens=…&temperature=…``,
-    and of the fake model's :data:`FAKE_OPTIONS` (``&drop_every=…``, …).
+    and of the options of a backend that takes them (the fake model's faults,
+    ``&error_after=…``, …; a whole number is given to the backend as a number).
 
     Raises:
         ApiError: 400 ``invalid_request`` naming the parameter and what it must be.
@@ -88,17 +83,15 @@ def parse_chat_query(args: Mapping[str, str], default_model: str) -> ChatRequest
     if "prompt" not in args:
         raise invalid_request("GET /v1/chat needs a ?prompt= query parameter")
     messages = [Message("user", _text(args, "prompt"))]
-    fake = {name: _query_number(args, name, int) if name in FAKE_COUNTS else args[name]
-            for name in FAKE_OPTIONS if args.get(name)}
     return _build(args, messages, default_model,
                   max_tokens=_query_number(args, "max_tokens", int),
                   temperature=_query_number(args, "temperature", float),
-                  fake=fake, fake_name=lambda name: f"?{name}=")
+                  options=_query_options(args), spelled=lambda backend, name: f"?{name}=")
 
 
 def _build(fields: Mapping[str, Any], messages: list[Message], default_model: str,
-           *, max_tokens: Any, temperature: Any, fake: Mapping[str, Any],
-           fake_name: Callable[[str], str], tools: tuple[dict[str, Any], ...] | None = None,
+           *, max_tokens: Any, temperature: Any, options: GivenOptions | None,
+           spelled: Callable[[str, str], str], tools: tuple[dict[str, Any], ...] | None = None,
            tool_choice: str | dict[str, Any] | None = None,
            sampling: tuple[tuple[str, Any], ...] = ()) -> ChatRequest:
     if fields.get("system") is not None:
@@ -112,59 +105,78 @@ def _build(fields: Mapping[str, Any], messages: list[Message], default_model: st
         model=model,
         max_tokens=_max_tokens(max_tokens),
         temperature=_temperature(temperature),
-        fake=_fake_faults(fake, model, fake_name),
+        backend_options=_backend_options(options, model, spelled),
         tools=tools,
         tool_choice=tool_choice,
         sampling=sampling,
     )
 
 
-def _fake_object(value: Any) -> dict[str, Any]:
-    """The options given in a body's ``"fake"`` (``null`` values dropped).
+def check_streamed(chat: ChatRequest, stream: bool) -> None:
+    """Refuse options that end each response after some events
+    (:attr:`~sse_chat.models.base.ChatRequest.events_per_response`) for an
+    answer that is not streamed: it is one response, which they would cut.
 
     Raises:
-        ApiError: 400 when it is not an object, or has keys other than :data:`FAKE_OPTIONS`.
+        ApiError: 400 ``invalid_request``.
     """
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise invalid_request(f"\"fake\" must be an object such as {{\"drop_every\": 5}}, not {_json_type(value)}")
-    unknown = [key for key in value if key not in FAKE_OPTIONS]
-    if unknown:
-        names = ", ".join(f"\"{key}\"" for key in unknown)
-        raise invalid_request(f"unknown key(s) in \"fake\": {names}; it accepts {', '.join(FAKE_OPTIONS)}")
-    return {key: item for key, item in value.items() if item is not None}
+    if chat.events_per_response is not None and not stream:
+        raise invalid_request(f"the \"{chat.model}\" options end each response after {chat.events_per_response} "
+                              "events, which only a streamed answer has; set \"stream\": true, or remove that option")
 
 
-def _fake_faults(options: Mapping[str, Any], model: str, name: Callable[[str], str]) -> FakeFaults | None:
-    """Validate the fake model's fault ``options`` (``name(option)`` is how the
-    request spelled it, for messages); ``None`` when none was given.
+def _body_spelling(backend: str, option: str) -> str:
+    return f"\"{backend}.{option}\""
+
+
+def _body_options(fields: Mapping[str, Any]) -> GivenOptions | None:
+    """The options a body gives a backend alone, in the object named after it
+    (``{"fake": {"delay_ms": 5}}`` gives ``("fake", {"delay_ms": 5})``;
+    ``null`` values dropped), or ``None``.
 
     Raises:
-        ApiError: 400 for a value out of range, ``error_type`` without
-            ``error_after``, or any option for another ``model`` than ``fake``.
+        ApiError: 400 when such an object is not an object, or has keys the
+            backend does not take.
     """
-    if not options:
+    for backend, names in option_names().items():
+        value = fields.get(backend)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise invalid_request(f"\"{backend}\" must be an object of the {backend} model's options "
+                                  f"({', '.join(names)}), not {_json_type(value)}")
+        unknown = [key for key in value if key not in names]
+        if unknown:
+            listed = ", ".join(f"\"{key}\"" for key in unknown)
+            raise invalid_request(f"unknown key(s) in \"{backend}\": {listed}; it accepts {', '.join(names)}")
+        given = {key: item for key, item in value.items() if item is not None}
+        if given:
+            return backend, given
+    return None
+
+
+def _query_options(args: Mapping[str, str]) -> GivenOptions | None:
+    """The options a query gives a backend alone (parameters named as its
+    options; empty ones dropped; whole numbers as ``int``), or ``None``."""
+    for backend, names in option_names().items():
+        given = {name: int(args[name]) if WHOLE_NUMBER.fullmatch(args[name]) else args[name]
+                 for name in names if args.get(name)}
+        if given:
+            return backend, given
+    return None
+
+
+def _backend_options(options: GivenOptions | None, model: str,
+                     spelled: Callable[[str, str], str]) -> BackendOptions | None:
+    """The backend's parse of the ``options`` given, or ``None`` when none were.
+
+    Raises:
+        ApiError: 400 as :func:`~sse_chat.models.registry.backend_options`.
+    """
+    if options is None:
         return None
-    if model != FAKE_MODEL:
-        given = ", ".join(name(option) for option in options)
-        raise invalid_request(f"{given}: fault options are honoured by the fake model only, and this request is "
-                              f"for model {model!r}; remove them, or ask for model \"fake\"")
-    counts = {option: _fake_count(options[option], name(option), *limits)
-              for option, limits in FAKE_COUNTS.items() if option in options}
-    error_type = options.get("error_type", DEFAULT_FAKE_ERROR_TYPE)
-    if "error_type" in options and "error_after" not in options:
-        raise invalid_request(f"{name('error_type')} needs {name('error_after')}: after how many tokens to fail")
-    if not isinstance(error_type, str) or not ERROR_TYPE.fullmatch(error_type):
-        raise invalid_request(f"{name('error_type')} must be a snake_case name (a-z, 0-9, _; a letter first; "
-                              f"at most 64 characters), such as \"upstream_error\"; got {error_type!r}")
-    return FakeFaults(error_type=error_type, **counts)
-
-
-def _fake_count(value: Any, name: str, least: int, most: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
-        raise invalid_request(f"{name} must be a whole number from {least} to {most:,}; got {value!r}")
-    return value
+    backend, given = options
+    return backend_options(model, backend, given, lambda option: spelled(backend, option))
 
 
 def _text(fields: Mapping[str, Any], name: str, *, allow_empty: bool = False) -> str:

@@ -38,14 +38,14 @@ class StreamLost(RuntimeError):
 class StreamInfo:
     """What a route needs to know about a stream: its ``owner`` (an API key's
     fingerprint, or ``None``), ``last_seq`` (-1 before the first event), whether its
-    terminal event has been written (``finished``), and ``drop_every``: the events
-    each response may carry before it is dropped (a fake-model fault kept with the
-    stream, so that a resume on any worker is dropped alike), or ``None``."""
+    terminal event has been written (``finished``), and ``events_per_response``:
+    the most events each response of the stream carries before it ends (kept with
+    the stream, so that a resume on any worker ends alike), or ``None``."""
 
     owner: str | None
     last_seq: int
     finished: bool
-    drop_every: int | None = None
+    events_per_response: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +111,10 @@ class EventLog(Protocol):
     (:mod:`.memory`) and Redis Streams (:mod:`.redis_streams`)."""
 
     def create(self, stream_id: str, owner: str | None, first_frame: bytes, *,
-               drop_every: int | None = None) -> None:
+               events_per_response: int | None = None) -> None:
         """Register a new stream whose event 0 is ``first_frame``, visible to
-        readers when this returns; :meth:`info` gives ``drop_every`` (events per
-        response, >= 1, or ``None``) back.
+        readers when this returns; :meth:`info` gives ``events_per_response`` (>= 1,
+        or ``None``) back.
 
         Raises:
             EventLogUnavailable: the store cannot be reached.

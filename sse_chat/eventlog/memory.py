@@ -16,11 +16,11 @@ from .wakeups import Bell, Wakeups
 
 
 class _Stream:
-    __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since", "drop_every")
+    __slots__ = ("owner", "frames", "finished_at", "cancelled", "readers", "unattended_since", "events_per_response")
 
-    def __init__(self, owner: str | None, now: float, drop_every: int | None = None) -> None:
+    def __init__(self, owner: str | None, now: float, events_per_response: int | None = None) -> None:
         self.owner = owner
-        self.drop_every = drop_every
+        self.events_per_response = events_per_response
         self.frames: list[bytes] = []
         self.finished_at: float | None = None
         self.cancelled = False
@@ -54,10 +54,10 @@ class MemoryEventLog:
         self._next_sweep = clock() + ttl_s
 
     def create(self, stream_id: str, owner: str | None, first_frame: bytes, *,
-               drop_every: int | None = None) -> None:
+               events_per_response: int | None = None) -> None:
         with self._lock:
             self._sweep_expired()
-            stream = self._streams[stream_id] = _Stream(owner, self._clock(), drop_every)
+            stream = self._streams[stream_id] = _Stream(owner, self._clock(), events_per_response)
             stream.frames.append(first_frame)
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
@@ -85,7 +85,8 @@ class MemoryEventLog:
         stream = self._streams.get(stream_id)
         if stream is None or self._expired(stream):
             return None
-        return StreamInfo(stream.owner, len(stream.frames) - 1, stream.finished_at is not None, stream.drop_every)
+        return StreamInfo(stream.owner, len(stream.frames) - 1, stream.finished_at is not None,
+                          stream.events_per_response)
 
     def request_cancel(self, stream_id: str) -> None:
         self._get(stream_id).cancelled = True

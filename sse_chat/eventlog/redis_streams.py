@@ -167,7 +167,7 @@ class RedisEventLog:
     # --- producers ---------------------------------------------------------------
 
     def create(self, stream_id: str, owner: str | None, first_frame: bytes, *,
-               drop_every: int | None = None) -> None:
+               events_per_response: int | None = None) -> None:
         """Create the stream in the writer's next round trip, beside every other
         stream's creation and writes of that moment, and return once it is stored.
         When the writer cannot reach Redis, create it alone, once.
@@ -178,7 +178,7 @@ class RedisEventLog:
         mirror = _Mirror(self._layout.keys(stream_id), 0, local=True)
         now = self._clock()
         mirror.control = (False, 0, now)  # what the creation writes
-        args: list[Any] = [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), now, drop_every or 0]
+        args: list[Any] = [owner or "", first_frame, self._ttl_ms, int(LEASE_S * 1000), now, events_per_response or 0]
         if not self._writer.create(mirror, args):
             with _reachable("creating a stream"), self._redis.pipeline(transaction=True) as pipe:
                 for command in _creation(mirror.keys, *args):
@@ -294,13 +294,14 @@ class RedisEventLog:
     def info(self, stream_id: str) -> StreamInfo | None:
         keys = self._layout.keys(stream_id)
         with _reachable("reading a stream's state"), self._redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.meta, "owner", "drop_every")
+            pipe.hmget(keys.meta, "owner", "events_per_response")
             pipe.xrevrange(keys.events, "+", "-", count=1)
-            (owner, drop_every), top = pipe.execute()
+            (owner, events_per_response), top = pipe.execute()
         if owner is None or not top:
             return None
         first_seq, frames, finished = entry_events(top[0][1])
-        return StreamInfo(owner.decode() or None, first_seq + len(frames) - 1, finished, int(drop_every or 0) or None)
+        return StreamInfo(owner.decode() or None, first_seq + len(frames) - 1, finished,
+                          int(events_per_response or 0) or None)
 
     def request_cancel(self, stream_id: str) -> None:
         mirror = self._mirrors.get(stream_id)
@@ -969,13 +970,13 @@ class _Writer:
 
 
 def _creation(keys: StreamKeys, owner: str, first_frame: bytes, ttl_ms: int, lease_ms: int, now: float,
-              drop_every: int) -> list[tuple[Any, ...]]:
+              events_per_response: int) -> list[tuple[Any, ...]]:
     """The commands that create a stream whose event 0 is ``first_frame`` (sent in
     ``MULTI``/``EXEC``, so that no key is left without its expiry). Sent again after
     a lost reply they change nothing that matters: nobody knows the stream yet, and
     ``XADD`` refuses entry 0 a second time."""
     return [("HSET", keys.meta, "owner", owner, "cancel", 0, "readers", 0, "unattended_since", now,
-             "drop_every", drop_every),
+             "events_per_response", events_per_response),
             ("XADD", keys.events, entry_id(0), *entry_fields(0, [first_frame], False)),
             ("SET", keys.lease, 1, "PX", lease_ms),
             ("PEXPIRE", keys.events, ttl_ms),

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..bodies.chat import SAMPLING_OPTIONS, parse_chat_body
+from ..bodies.chat import SAMPLING_OPTIONS, check_streamed, parse_chat_body
 from ..errors import invalid_request
 from ..models import ChatRequest
+from ..models.registry import option_names
 from ..protocol import TERMINAL_TYPES, Event, EventId, EventType, ServerSentEvent, compact_json, read_frame
 
 DONE_FRAME = b"data: [DONE]\n\n"
@@ -34,9 +35,9 @@ def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest
     ``stream_options.include_usage``, ``max_tokens`` or ``max_completion_tokens``,
     ``temperature``, ``top_p``, ``seed``, ``stop``, ``presence_penalty``, ``frequency_penalty``,
     ``tools`` and ``tool_choice`` (passed on as given; ``messages``
-    may hold tool turns), and this service's ``fake`` faults for the fake model
-    (docs/testing-clients.md; ``drop_every`` only with ``stream``); other fields
-    are ignored).
+    may hold tool turns), and this service's options of a backend (the fake
+    model's faults, docs/testing-clients.md; one that ends each response early
+    only with ``stream``); other fields are ignored).
 
     Raises:
         ApiError: 400 ``invalid_request`` naming the field.
@@ -45,8 +46,8 @@ def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest
         raise invalid_request("the JSON body must be an object with \"messages\"")
     if "messages" not in payload:
         raise invalid_request("\"messages\" is required: a list of {\"role\", \"content\"} objects")
-    fields = {key: payload[key] for key in ("messages", "model", "temperature", "fake", "tools", "tool_choice",
-                                            *SAMPLING_OPTIONS) if key in payload}
+    fields = {key: payload[key] for key in ("messages", "model", "temperature", "tools", "tool_choice",
+                                            *SAMPLING_OPTIONS, *option_names()) if key in payload}
     max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
     if max_tokens is not None:
         fields["max_tokens"] = max_tokens
@@ -59,9 +60,7 @@ def parse_completion_body(payload: Any, default_model: str) -> CompletionRequest
     if not isinstance(options, dict):
         raise invalid_request("\"stream_options\" must be an object")
     chat = parse_chat_body(fields, default_model)
-    if chat.drop_every is not None and not stream:
-        raise invalid_request("\"fake.drop_every\" drops the responses of a streamed answer; "
-                              "set \"stream\": true, or remove it")
+    check_streamed(chat, stream)
     return CompletionRequest(chat, stream, bool(options.get("include_usage")))
 
 

@@ -1,11 +1,10 @@
 """Model backends: one small interface (:class:`ChatModel`), ``fake`` and ``openai``."""
 
 from .base import (
+    BackendOptions,
     ChatModel,
     ChatRequest,
     Delta,
-    FakeFaults,
-    InjectedFault,
     Message,
     ToolCall,
     ToolCallDelta,
@@ -14,5 +13,5 @@ from .base import (
 )
 from .registry import FAKE_MODEL, ModelRegistry
 
-__all__ = ["FAKE_MODEL", "ChatModel", "ChatRequest", "Delta", "FakeFaults", "InjectedFault", "Message", "ModelRegistry",
+__all__ = ["FAKE_MODEL", "BackendOptions", "ChatModel", "ChatRequest", "Delta", "Message", "ModelRegistry",
            "ToolCall", "ToolCallDelta", "UpstreamError", "Usage"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,35 +61,18 @@ class Message:
         return message
 
 
-#: The ``error`` event type of an ``error_after`` fault when the request names none.
-DEFAULT_FAKE_ERROR_TYPE = "upstream_error"
+class BackendOptions(Protocol):
+    """What a request asks of its backend alone, parsed by that backend's row of
+    the backend table (:mod:`.registry`): the fake model's faults
+    (:class:`~.fake.FakeFaults`). The service itself reads only what this
+    interface names; the backend reads the rest."""
 
-
-@dataclass(frozen=True, slots=True)
-class FakeFaults:
-    """Faults a request asks the ``fake`` model to inject into its stream
-    (docs/testing-clients.md); ``None`` means not asked.
-
-    * ``delay_ms``: pause before each token, milliseconds (instead of
-      ``SSE_CHAT_FAKE_DELAY_MS``);
-    * ``drop_every``: every response of the stream ends after this many events
-      (>= 1), without its terminal event unless that is among them; the reader
-      applies it, and the event log keeps it with the stream for resumes;
-    * ``error_after``: after this many tokens the stream ends with an ``error``
-      event of type ``error_type``;
-    * ``stall_after``: after this many tokens the model sends nothing until the
-      upstream timeout (``SSE_CHAT_UPSTREAM_TIMEOUT_S``), then the stream ends
-      with ``error`` ``upstream_timeout``.
-
-    A count beyond the answer's tokens applies after its last token, in place of
-    ``done``.
-    """
-
-    delay_ms: int | None = None
-    drop_every: int | None = None
-    error_after: int | None = None
-    error_type: str = DEFAULT_FAKE_ERROR_TYPE
-    stall_after: int | None = None
+    @property
+    def events_per_response(self) -> int | None:
+        """The most events (>= 1) each HTTP response of the stream carries: the
+        response then ends, without the terminal event unless that is among
+        them, as a dropped connection would, and the client resumes. ``None``:
+        no bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,22 +84,23 @@ class ChatRequest:
     not given), ``sampling``: OpenAI's other sampling options as ``(name, value)``
     pairs (``top_p``, ``seed``, ``stop`` (a string or a tuple of them),
     ``presence_penalty``, ``frequency_penalty``; passed to the upstream), and
-    ``fake``: faults for the ``fake`` model to inject (only ever set for it)."""
+    ``backend_options``: what the request asks of its backend alone (the fake
+    model's faults), parsed by that backend; ``None`` when none was given."""
 
     messages: tuple[Message, ...]
     model: str
     max_tokens: int | None = None
     temperature: float | None = None
-    fake: FakeFaults | None = None
+    backend_options: BackendOptions | None = None
     tools: tuple[dict[str, Any], ...] | None = None
     tool_choice: str | dict[str, Any] | None = None
     sampling: tuple[tuple[str, Any], ...] = ()
 
     @property
-    def drop_every(self) -> int | None:
-        """Events per response before the server drops it (``fake.drop_every``), or
-        ``None``."""
-        return self.fake.drop_every if self.fake is not None else None
+    def events_per_response(self) -> int | None:
+        """The most events each HTTP response of the stream carries
+        (:attr:`BackendOptions.events_per_response`), or ``None``: no bound."""
+        return self.backend_options.events_per_response if self.backend_options is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,16 +164,15 @@ class UpstreamError(Exception):
     ``upstream_rate_limited``) and ``message`` says what the upstream did, never
     holding a credential."""
 
+    #: True for a failure the request itself asked for (the fake model's
+    #: ``error_after``): reported like the backend's own, but counted apart in
+    #: metrics, since its ``type`` is the caller's choice.
+    injected: ClassVar[bool] = False
+
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
         self.type = error_type
         self.message = message
-
-
-class InjectedFault(UpstreamError):
-    """A failure the request asked the ``fake`` model for (``error_after``,
-    ``stall_after``): reported like an upstream's, but counted apart in metrics,
-    since its type is the caller's choice."""
 
 
 class ChatModel(Protocol):

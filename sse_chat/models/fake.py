@@ -1,4 +1,7 @@
-"""The ``fake`` model: deterministic, offline, for tests and demos."""
+"""The ``fake`` model: deterministic, offline, for tests and demos, and the faults a
+request may ask it for (docs/testing-clients.md): the options, their validation
+and the failures they inject. The rest of the service knows only what
+:class:`~.base.BackendOptions` names, through the backend table."""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from .base import ChatRequest, Delta, FakeFaults, InjectedFault, Message, ToolCallDelta, Usage
+from ..errors import invalid_request
+from .base import ChatRequest, Delta, Message, ToolCallDelta, UpstreamError, Usage
 
 #: Tokens of mixed length, with non-ASCII text and line breaks, so encoding bugs show.
 VOCABULARY = (
@@ -112,8 +117,93 @@ def tool_result_tokens(messages: tuple[Message, ...]) -> list[str]:
     return split_tokens("\n".join(sentences))
 
 
+#: The ``error`` event type of an ``error_after`` fault when the request names none.
+DEFAULT_FAKE_ERROR_TYPE = "upstream_error"
+#: The largest ``delay_ms``: a minute per token.
+MAX_FAKE_DELAY_MS = 60_000
+#: The largest count of the other options (events or tokens).
+MAX_FAKE_COUNT = 1_000_000
+#: The fault options (docs/testing-clients.md): keys of a body's ``"fake"``
+#: object and query parameters of ``GET /v1/chat``. The counts are whole numbers
+#: in the ranges given here (``delay_ms``: milliseconds; ``drop_every``: events;
+#: the others: tokens); ``error_type`` is a snake_case name.
+FAKE_COUNTS = {"delay_ms": (0, MAX_FAKE_DELAY_MS), "drop_every": (1, MAX_FAKE_COUNT),
+               "error_after": (0, MAX_FAKE_COUNT), "stall_after": (0, MAX_FAKE_COUNT)}
+FAKE_OPTIONS = (*FAKE_COUNTS, "error_type")
+ERROR_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class FakeFaults:
+    """Faults a request asks the ``fake`` model to inject into its stream
+    (docs/testing-clients.md), the request's
+    :attr:`~.base.ChatRequest.backend_options`; ``None`` means not asked.
+
+    * ``delay_ms``: pause before each token, milliseconds (instead of
+      ``SSE_CHAT_FAKE_DELAY_MS``);
+    * ``drop_every``: every response of the stream ends after this many events
+      (>= 1), without its terminal event unless that is among them: the
+      service's :attr:`events_per_response`, which the reader applies and the
+      event log keeps with the stream for resumes;
+    * ``error_after``: after this many tokens the stream ends with an ``error``
+      event of type ``error_type``;
+    * ``stall_after``: after this many tokens the model sends nothing until the
+      upstream timeout (``SSE_CHAT_UPSTREAM_TIMEOUT_S``), then the stream ends
+      with ``error`` ``upstream_timeout``.
+
+    A count beyond the answer's tokens applies after its last token, in place of
+    ``done``.
+    """
+
+    delay_ms: int | None = None
+    drop_every: int | None = None
+    error_after: int | None = None
+    error_type: str = DEFAULT_FAKE_ERROR_TYPE
+    stall_after: int | None = None
+
+    @property
+    def events_per_response(self) -> int | None:
+        """``drop_every``, as :class:`~.base.BackendOptions` names it."""
+        return self.drop_every
+
+
 #: A request that asks for no faults.
 NO_FAULTS = FakeFaults()
+
+
+def parse_faults(options: Mapping[str, Any], spelled: Callable[[str], str]) -> FakeFaults:
+    """Validate the fault ``options`` a request gives (keys of :data:`FAKE_OPTIONS`;
+    ``spelled(option)`` is how the request spelled one, such as
+    ``"fake.drop_every"`` or ``?drop_every=``, for messages).
+
+    Raises:
+        ApiError: 400 ``invalid_request`` for a count that is not a whole number
+            in its range, ``error_type`` without ``error_after``, or an
+            ``error_type`` that is not a snake_case name.
+    """
+    counts = {option: _count(options[option], spelled(option), *limits)
+              for option, limits in FAKE_COUNTS.items() if option in options}
+    error_type = options.get("error_type", DEFAULT_FAKE_ERROR_TYPE)
+    if "error_type" in options and "error_after" not in options:
+        raise invalid_request(f"{spelled('error_type')} needs {spelled('error_after')}: after how many tokens to fail")
+    if not isinstance(error_type, str) or not ERROR_TYPE.fullmatch(error_type):
+        raise invalid_request(f"{spelled('error_type')} must be a snake_case name (a-z, 0-9, _; a letter first; "
+                              f"at most 64 characters), such as \"upstream_error\"; got {error_type!r}")
+    return FakeFaults(error_type=error_type, **counts)
+
+
+def _count(value: Any, name: str, least: int, most: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise invalid_request(f"{name} must be a whole number from {least} to {most:,}; got {value!r}")
+    return value
+
+
+class InjectedFault(UpstreamError):
+    """A failure the request asked the ``fake`` model for (``error_after``,
+    ``stall_after``): reported like an upstream's, but counted apart in metrics,
+    since its type is the caller's choice."""
+
+    injected = True
 
 
 class FakeModel:
@@ -128,7 +218,8 @@ class FakeModel:
     replaces ``delay_s``; ``error_after`` and ``stall_after`` fail the stream after
     that many tokens or tool-call fragments (after the last one when the answer is shorter), the stall
     after sleeping ``upstream_timeout_s`` seconds, as a silent upstream would;
-    when both are due at once, the error wins. ``drop_every`` is the reader's.
+    when both are due at once, the error wins. ``drop_every`` is the reader's
+    (:attr:`FakeFaults.events_per_response`).
     """
 
     def __init__(self, delay_s: float, sleep: Callable[[float], None] = time.sleep,
@@ -139,7 +230,7 @@ class FakeModel:
 
     def stream(self, request: ChatRequest) -> Iterator[Delta]:
         steps, total, finish_reason = self._steps(request)
-        faults = request.fake or NO_FAULTS
+        faults = request.backend_options if isinstance(request.backend_options, FakeFaults) else NO_FAULTS
         delay_s = self._delay_s if faults.delay_ms is None else faults.delay_ms / 1000
         faulty = faults.error_after is not None or faults.stall_after is not None
         for position, step in enumerate(steps):

@@ -13,6 +13,13 @@ failures raise :class:`~.base.UpstreamError`), add a :class:`Backend` row here,
 and document its model name (docs/http-api.md) and its metrics label
 (docs/deployment.md).
 
+Options a request gives one backend alone (the fake model's faults: a body's
+``"fake": {…}`` object, or ``GET /v1/chat``'s query parameters of the same
+names) are parsed by that backend's row (:attr:`Backend.parse_options`) into a
+:class:`~.base.BackendOptions`, of which the service reads only the neutral
+part (``events_per_response``); the options of a backend other than the one
+that serves the request's ``model`` are a 400 (:func:`backend_options`).
+
 Error types (the ``error`` event's ``error.type``): a backend's failures are
 typed ``upstream_…`` (:data:`UPSTREAM_ERROR_PREFIX`: ``upstream_timeout``,
 ``upstream_rate_limited``, …), the service's own errors are not
@@ -26,13 +33,14 @@ are seen as the upstream's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import Settings
-from ..errors import backend_unavailable
-from .base import ChatModel
-from .fake import FakeModel
+from ..errors import backend_unavailable, invalid_request
+from .base import BackendOptions, ChatModel
+from .fake import FAKE_OPTIONS, FakeModel, parse_faults
 
 #: The prefix of every error type a backend's failures carry.
 UPSTREAM_ERROR_PREFIX = "upstream_"
@@ -52,12 +60,20 @@ class Backend:
             fixed name, since model names come from callers and would make metric
             series without bound.
         error_prefix: the prefix of the error types of the backend's failures.
+        option_names: the options a request may give this backend alone, in a
+            body's object named after the backend or as query parameters.
+        parse_options: validates those options (given as a mapping, and how the
+            request spelled each one, for messages) into the request's
+            ``backend_options``; raises ``ApiError`` 400. ``None``: the backend
+            takes no options.
     """
 
     build: Callable[[Settings], ChatModel]
     metrics_label: str
     missing: Callable[[Settings], str | None] = lambda settings: None
     error_prefix: str = UPSTREAM_ERROR_PREFIX
+    option_names: tuple[str, ...] = ()
+    parse_options: Callable[[Mapping[str, Any], Callable[[str], str]], BackendOptions] | None = None
 
 
 def _fake(settings: Settings) -> ChatModel:
@@ -87,7 +103,7 @@ DEFAULT_BACKEND = "openai"
 #: The backends by name. A request's ``model`` equal to a name here selects that
 #: backend; every other model name selects :data:`DEFAULT_BACKEND`.
 BACKENDS: dict[str, Backend] = {
-    FAKE_MODEL: Backend(_fake, metrics_label="fake"),
+    FAKE_MODEL: Backend(_fake, metrics_label="fake", option_names=FAKE_OPTIONS, parse_options=parse_faults),
     DEFAULT_BACKEND: Backend(_openai, metrics_label="upstream", missing=_openai_missing),
 }
 
@@ -95,6 +111,31 @@ BACKENDS: dict[str, Backend] = {
 def backend_name(model: str) -> str:
     """The name (a key of :data:`BACKENDS`) of the backend that serves ``model``."""
     return model if model in BACKENDS else DEFAULT_BACKEND
+
+
+def option_names() -> dict[str, tuple[str, ...]]:
+    """The backends that take options of their own, by name, with the names of
+    their options: ``{"fake": ("delay_ms", "drop_every", …)}``."""
+    return {name: backend.option_names for name, backend in BACKENDS.items() if backend.parse_options is not None}
+
+
+def backend_options(model: str, backend: str, given: Mapping[str, Any],
+                    spelled: Callable[[str], str]) -> BackendOptions:
+    """Parse the options ``given`` for ``backend`` (a key of :func:`option_names`)
+    in a request for ``model``; ``spelled(option)`` is how the request spelled
+    an option, for messages.
+
+    Raises:
+        ApiError: 400 ``invalid_request`` when ``model`` is served by another
+            backend (the options would be ignored), or as the backend's
+            ``parse_options`` (a value out of range, …).
+    """
+    parse = BACKENDS[backend].parse_options
+    if backend_name(model) != backend or parse is None:
+        names = ", ".join(spelled(option) for option in given)
+        raise invalid_request(f"{names}: these options are honoured by the {backend} model only, and this request "
+                              f"is for model {model!r}; remove them, or ask for model \"{backend}\"")
+    return parse(given, spelled)
 
 
 def metrics_label(model: str) -> str:

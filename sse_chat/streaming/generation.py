@@ -20,12 +20,12 @@ from .services import Services
 @dataclass(frozen=True, slots=True)
 class ReadFrom:
     """What one response sends: the events of ``stream_id`` after event
-    ``after_seq`` (-1: from the first), ending after ``drop_every`` of them when
-    the stream asked the fake model for dropped responses (else ``None``)."""
+    ``after_seq`` (-1: from the first), ending after ``events_per_response`` of them
+    when the stream's request bounds each response (else ``None``)."""
 
     stream_id: str
     after_seq: int
-    drop_every: int | None = None
+    events_per_response: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ def _check_max_tokens(chat: ChatRequest, ceiling: int) -> None:
 def resume_position(services: Services, last_event_id: str, owner: str | None,
                     stream_id: str | None = None) -> ReadFrom | None:
     """Where a resume starts: the events after ``last_event_id`` (with the stream's
-    ``drop_every``, from the event log, so that any worker drops alike), or
+    ``events_per_response``, from the event log, so that any worker drops alike), or
     ``None`` when ``last_event_id`` is the stream's terminal event (nothing
     follows: answer 204).
 
@@ -133,7 +133,7 @@ def resume_position(services: Services, last_event_id: str, owner: str | None,
     if info.finished and parsed.seq == info.last_seq:
         return None
     services.metrics.resumes.inc()
-    return ReadFrom(parsed.stream_id, parsed.seq, info.drop_every)
+    return ReadFrom(parsed.stream_id, parsed.seq, info.events_per_response)
 
 
 def known_stream(services: Services, stream_id: str, owner: str | None) -> StreamInfo:

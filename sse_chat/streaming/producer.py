@@ -19,7 +19,7 @@ from typing import Any
 from ..background import spawn
 from ..eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
 from ..metrics import Metrics
-from ..models import ChatModel, ChatRequest, Delta, InjectedFault, Message, ToolCall, UpstreamError, Usage
+from ..models import ChatModel, ChatRequest, Delta, Message, ToolCall, UpstreamError, Usage
 from ..models.registry import is_backend_error, metrics_label
 from ..protocol import Event, EventId, EventType, ToolCalls, content_frame
 from ..protocol import error_data as error_body
@@ -27,8 +27,9 @@ from ..tools.registry import ServerTool, ToolRegistry
 
 log = logging.getLogger(__name__)
 
-#: The ``reason`` label of streams that ended with a fault the request asked the
-#: fake model for: its error type is the caller's choice, so not a label value.
+#: The ``reason`` label of streams that ended with a failure the request asked
+#: for (``UpstreamError.injected``): its error type is the caller's choice, so
+#: not a label value.
 INJECTED_REASON = "injected_fault"
 #: How often (seconds) the producer looks at cancel requests and readers; looking
 #: per token would cost a round trip per token with a remote log.
@@ -113,7 +114,7 @@ class Producer:
         """Create the stream in the log, owned by ``owner``, with its ``start`` event
         (seq 0; its data also holds the producer's ``start_extra`` keys, which a
         surface keeps there for any worker to read), keeping the request's
-        ``drop_every`` with it for the readers of every response. Called before
+        ``events_per_response`` with it for the readers of every response. Called before
         the response begins, so the first read finds it.
 
         Raises:
@@ -121,7 +122,7 @@ class Producer:
         """
         frame = self._encode(EventType.START, {"stream_id": self._stream_id, "model": self._request.model,
                                                "created": self._created, **self._start_extra})
-        self._log.create(self._stream_id, owner, frame, drop_every=self._request.drop_every)
+        self._log.create(self._stream_id, owner, frame, events_per_response=self._request.events_per_response)
         self._seq = 1
 
     def start(self) -> None:
@@ -232,7 +233,7 @@ class Producer:
         except UpstreamError as exc:
             self._next_control_check = 0.0
             self._check_control()  # a DELETE during a silent upstream still ends as cancelled
-            self._injected = isinstance(exc, InjectedFault)
+            self._injected = exc.injected
             raise _Stop((EventType.ERROR, error_body(exc.type, exc.message))) from None
         except StreamFull as exc:
             raise _Stop((EventType.ERROR, error_body(

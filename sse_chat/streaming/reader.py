@@ -39,7 +39,7 @@ WRITE_EVENTS = 128
 
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
            metrics: Metrics | None = None, draining: threading.Event | None = None,
-           drop_every: int | None = None) -> Body[list[bytes]]:
+           events_per_response: int | None = None) -> Body[list[bytes]]:
     """Attach a reader now, and return an iterator over the frames of ``stream_id``
     after event ``after_seq``, as lists of the frames that gathered since the last
     look (one write each), at most :data:`WRITE_EVENTS` in one. The first list
@@ -50,7 +50,7 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     then reconnects elsewhere); a stream that vanishes (expired) ends with a
     ``stream_lost`` error frame.
 
-    ``drop_every`` (events, >= 1; the fake model's fault, docs/testing-clients.md)
+    ``events_per_response`` (>= 1; a fault the fake model is asked for, docs/testing-clients.md)
     also returns once that many events were given, the terminal one only if it is
     among them: the response ends early, as a dropped connection would, and the
     client resumes.
@@ -65,7 +65,8 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
         cursor = event_log.open(stream_id, after_seq)
     except StreamNotFound:  # it expired since the caller looked
         return Body(_expired(stream_id, after_seq + 1), lambda: None)
-    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining, _Allowance(drop_every)), cursor.close)
+    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining, _Allowance(events_per_response)),
+                cursor.close)
 
 
 def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
@@ -102,8 +103,8 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
         cursor.close()
         sent.flush()
         if allowance.spent and not finished:
-            log.info("stream %s: response dropped after %d events (fake.drop_every); the client resumes",
-                     stream_id, allowance.drop_every)
+            log.info("stream %s: response ended after its %d events per response; the client resumes",
+                     stream_id, allowance.events_per_response)
         elif drained and not finished:
             log.info("stream %s: reader ended after event %d for a graceful stop; the client reconnects",
                      stream_id, cursor.position)
@@ -115,18 +116,18 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
 
 
 class _Allowance:
-    """The events one response may still carry: without bound, or ``drop_every``
-    (>= 1) in all, after which the response is dropped (the fake model's fault)."""
+    """The events one response may still carry: without bound, or
+    ``events_per_response`` (>= 1) in all, after which the response ends."""
 
-    __slots__ = ("drop_every", "_left")
+    __slots__ = ("events_per_response", "_left")
 
-    def __init__(self, drop_every: int | None) -> None:
-        self.drop_every = drop_every
-        self._left = drop_every
+    def __init__(self, events_per_response: int | None) -> None:
+        self.events_per_response = events_per_response
+        self._left = events_per_response
 
     @property
     def spent(self) -> bool:
-        """True once the response carried its ``drop_every`` events."""
+        """True once the response carried its ``events_per_response`` events."""
         return self._left == 0
 
     def take(self, cursor: Cursor) -> tuple[list[bytes], bool, bool]:
@@ -206,7 +207,7 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
                 heartbeat_s: float, metrics: Metrics | None = None,
                 draining: threading.Event | None = None,
                 transform: Callable[[list[bytes]], bytes] = b"".join, retry_alone: bool = True,
-                drop_every: int | None = None) -> Body[bytes]:
+                events_per_response: int | None = None) -> Body[bytes]:
     """Attach a reader now, and return the event stream of ``stream_id`` from event
     ``after_seq + 1`` on, as an iterator of bytes to write (one write each).
 
@@ -217,7 +218,7 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     event, or, when the process drains, after a last ``retry:`` that has the client
     reconnect. ``transform`` turns the frames of one write into its bytes (the
     OpenAI surface rewrites them as ``chat.completion.chunk`` frames).
-    ``drop_every`` ends the response after that many events, as :func:`follow`.
+    ``events_per_response`` ends the response after that many events, as :func:`follow`.
 
     ``retry_alone=False`` never sends ``retry:`` in a block without data: the
     first write is then a comment when no event is there yet, ``retry:`` opens the
@@ -229,7 +230,7 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
         EventLogUnavailable: as :func:`follow`, at once.
     """
     batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining,
-                     drop_every=drop_every)
+                     events_per_response=events_per_response)
     return Body(_event_stream(batches, retry_ms, draining, transform, retry_alone), batches.close)
 
 

@@ -73,7 +73,7 @@ def chat_completions():
     client_tools = {(tool.get("function") or {}).get("name") for tool in request.chat.tools or ()}
     chunks = CompletionChunks(stream_id, request.chat.model, int(time.time()), request.include_usage,
                               server_tools=frozenset(svc.tools.names) - client_tools)
-    return _chunk_stream(svc, ReadFrom(stream_id, -1, request.chat.drop_every), chunks)
+    return _chunk_stream(svc, ReadFrom(stream_id, -1, request.chat.events_per_response), chunks)
 
 
 def _chunk_stream(svc: Services, position: ReadFrom, chunks: CompletionChunks) -> Response:
@@ -87,7 +87,7 @@ def _chunk_stream(svc: Services, position: ReadFrom, chunks: CompletionChunks) -
     return event_stream_response(read_stream(
         svc.event_log, position.stream_id, position.after_seq, retry_ms=settings.retry_ms,
         heartbeat_s=settings.heartbeat_s, metrics=svc.metrics, draining=svc.draining, transform=to_chunks,
-        retry_alone=False, drop_every=position.drop_every))
+        retry_alone=False, events_per_response=position.events_per_response))
 
 
 def _whole_completion(event_log: EventLog, settings: Settings, stream_id: str, model: str):

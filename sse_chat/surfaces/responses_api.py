@@ -16,6 +16,7 @@ from functools import cached_property
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..bodies.chat import check_streamed
 from ..bodies.responses import chat_request, parse_responses_body
 from ..errors import ApiError, invalid_request
 from ..eventlog import EventLogUnavailable, StreamNotFound
@@ -61,13 +62,11 @@ def create_response():
     parsed = parse_responses_body(body)
     record = parsed.record(_earlier_conversation(svc, parsed.previous_response_id, owner))
     chat = chat_request(parsed, record, svc.settings.model)
-    if chat.drop_every is not None and not parsed.stream:
-        raise invalid_request("\"fake.drop_every\" drops the responses of a streamed answer; "
-                              "set \"stream\": true, or remove it")
+    check_streamed(chat, parsed.stream)
     stream_id = start_generation(svc, chat, owner, requested_idempotency(body),
                                  StartOptions({RECORD_KEY: record}, background=parsed.background))
     if parsed.stream:
-        return _event_stream(svc, stream_id, -1, chat.drop_every, [])
+        return _event_stream(svc, stream_id, -1, chat.events_per_response, [])
     if parsed.background:
         return jsonify(_logged(svc, stream_id).snapshot())
     return jsonify(_whole(svc, stream_id).snapshot())
@@ -96,7 +95,7 @@ def retrieve_response(rid: str):
     stored = _stored(svc, rid, caller())
     if request.args.get("stream", "false").lower() not in ("true", "1"):
         return jsonify(stored.response.snapshot())
-    return _event_stream(svc, stored.stream_id, _starting_after(), stored.drop_every, stored.logged)
+    return _event_stream(svc, stored.stream_id, _starting_after(), stored.events_per_response, stored.logged)
 
 
 @bp.post("/v1/responses/<rid>/cancel")
@@ -129,11 +128,11 @@ def delete_response(rid: str):
 @dataclass
 class _Stored:
     """A stored response as read from its stream's event log: the stream's events
-    logged so far and its ``drop_every`` (the fake model's fault)."""
+    logged so far and its ``events_per_response`` (``None``: no bound)."""
 
     stream_id: str
     logged: list[Event]
-    drop_every: int | None
+    events_per_response: int | None
 
     @cached_property
     def response(self) -> ResponseEvents:
@@ -169,7 +168,7 @@ def _stored(svc: Services, rid: str, owner: str | None) -> _Stored:
     record = logged[0].data.get(RECORD_KEY) if logged else None
     if not record or not record.get("store", True):
         raise missing  # a /v1/chat stream, or a response not to be kept
-    return _Stored(stream_id, logged, info.drop_every)
+    return _Stored(stream_id, logged, info.events_per_response)
 
 
 def _logged(svc: Services, stream_id: str) -> ResponseEvents:
@@ -259,14 +258,14 @@ def _starting_after() -> int:
     return int(raw)
 
 
-def _event_stream(svc: Services, stream_id: str, starting_after: int, drop_every: int | None,
+def _event_stream(svc: Services, stream_id: str, starting_after: int, events_per_response: int | None,
                   logged: list[Event]) -> Response:
     """The response's Responses events after sequence number ``starting_after``,
     then the live ones, as ``text/event-stream``; ``logged`` are the stream's
     events read before (any number of its first ones).
 
     The reader starts at the first logged event that gives an event after
-    ``starting_after`` (so that ``drop_every`` counts from there), with the state
+    ``starting_after`` (so that ``events_per_response`` counts from there), with the state
     of the events before it rebuilt from the log (:class:`ResponseEvents` numbers
     them alike every time).
     """
@@ -282,7 +281,8 @@ def _event_stream(svc: Services, stream_id: str, starting_after: int, drop_every
     settings = svc.settings
     return event_stream_response(read_stream(
         svc.event_log, stream_id, first - 1, retry_ms=settings.retry_ms, heartbeat_s=settings.heartbeat_s,
-        metrics=svc.metrics, draining=svc.draining, transform=to_frames, retry_alone=False, drop_every=drop_every))
+        metrics=svc.metrics, draining=svc.draining, transform=to_frames, retry_alone=False,
+        events_per_response=events_per_response))
 
 
 def _first_unsent(stream_id: str, logged: list[Event], starting_after: int) -> int:

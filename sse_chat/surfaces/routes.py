@@ -88,7 +88,7 @@ def post_chat() -> Response:
     svc = services()
     chat = parse_chat_body(body, svc.settings.model)
     stream_id = start_generation(svc, chat, caller(), requested_idempotency(body))
-    return _event_stream(ReadFrom(stream_id, -1, chat.drop_every))
+    return _event_stream(ReadFrom(stream_id, -1, chat.events_per_response))
 
 
 @bp.get("/v1/chat")
@@ -97,7 +97,7 @@ def get_chat() -> Response:
     if resumed is not None:
         return resumed
     chat = parse_chat_query(request.args, services().settings.model)
-    return _event_stream(ReadFrom(start_generation(services(), chat, caller()), -1, chat.drop_every))
+    return _event_stream(ReadFrom(start_generation(services(), chat, caller()), -1, chat.events_per_response))
 
 
 @bp.get("/v1/streams/<stream_id>")
@@ -105,7 +105,7 @@ def get_stream(stream_id: str) -> Response:
     last_event_id = requested_last_event_id()
     if last_event_id is None:
         info = known_stream(services(), stream_id, caller())
-        return _event_stream(ReadFrom(stream_id, -1, info.drop_every))
+        return _event_stream(ReadFrom(stream_id, -1, info.events_per_response))
     return resume_response(services(), last_event_id, caller(), _event_stream, stream_id)
 
 
@@ -130,5 +130,5 @@ def _event_stream(position: ReadFrom) -> Response:
     settings = svc.settings
     body = read_stream(svc.event_log, position.stream_id, position.after_seq, retry_ms=settings.retry_ms,
                        heartbeat_s=settings.heartbeat_s, metrics=svc.metrics,
-                       draining=svc.draining, drop_every=position.drop_every)
+                       draining=svc.draining, events_per_response=position.events_per_response)
     return event_stream_response(body)
