@@ -1,0 +1,75 @@
+"""sse_chat/gunicorn_worker.py's ClientSocket: the cheaper ``sendall`` of a
+client's gevent socket, against a real socket pair."""
+
+from __future__ import annotations
+
+import gevent
+import gevent.socket
+import pytest
+from gevent._socketcommon import SocketMixin
+from gunicorn.workers.ggevent import GeventWorker
+
+from sse_chat.gunicorn_worker import ClientSocket, Worker
+
+FRAME = b'7B\r\nid: abc:12\nevent: token\ndata: {"content":" blue"}\n\n\r\n'
+
+
+@pytest.fixture
+def pair():
+    server, client = gevent.socket.socketpair()
+    yield server, client
+    server.close()
+    client.close()
+
+
+def _receive(sock: gevent.socket.socket, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(size - got)
+        assert chunk, "closed early"
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def test_a_small_write_goes_out_whole_without_asking_the_kernel_for_the_buffer_size(pair, monkeypatch):
+    server, client = pair
+    asked = []
+    original = SocketMixin.getsockopt
+    monkeypatch.setattr(SocketMixin, "getsockopt", lambda self, *args: asked.append(args) or original(self, *args))
+    ClientSocket(server).sendall(FRAME)
+    assert _receive(client, len(FRAME)) == FRAME
+    assert asked == []  # gevent's own sendall asks for SO_SNDBUF on every call
+    server.sendall(FRAME)
+    assert _receive(client, len(FRAME)) == FRAME
+    assert asked  # (so the count above can fail)
+
+
+def test_a_write_larger_than_the_send_buffer_waits_and_arrives_whole_in_order(pair):
+    server, client = pair
+    data = bytes(range(256)) * 40_000  # 10 MB: far more than a socket buffer
+    reader = gevent.spawn(_receive, client, len(data))  # reads while the write waits for room
+    ClientSocket(server).sendall(data)
+    assert reader.get(timeout=30) == data
+
+
+def test_a_client_that_does_not_read_still_times_out(pair):
+    server, _client = pair
+    server.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        ClientSocket(server).sendall(b"x" * 20_000_000)
+
+
+def test_other_calls_are_the_gevent_sockets_own(pair):
+    server, _client = pair
+    wrapped = ClientSocket(server)
+    wrapped.settimeout(3.5)
+    assert wrapped.gettimeout() == 3.5 == server.gettimeout()
+    assert wrapped.fileno() == server.fileno()
+
+
+def test_the_worker_hands_gunicorn_each_connection_as_a_client_socket(pair, monkeypatch):
+    handed = []
+    monkeypatch.setattr(GeventWorker, "handle", lambda self, listener, client, addr: handed.append(client))
+    Worker.handle(object.__new__(Worker), None, pair[0], ("127.0.0.1", 1))
+    assert isinstance(handed[0], ClientSocket)
