@@ -11,7 +11,15 @@ import pytest
 
 from sse_chat.eventlog import MemoryEventLog
 from sse_chat.protocol import EventType, content_frame, encode_retry
-from sse_chat.streaming.reader import HEARTBEAT, OPENING_COMMENT, WRITE_EVENTS, follow, read_stream
+from sse_chat.streaming.reader import (
+    HEARTBEAT,
+    OPENING_COMMENT,
+    WRITE_EVENTS,
+    ReaderSettings,
+    ReadFrom,
+    follow,
+    read_stream,
+)
 
 from .event_reading import events_of
 
@@ -46,9 +54,9 @@ def _log(events, *, finished, clock=None):
     return log
 
 
-def _read(log, after_seq=-1, **options):
-    options.setdefault("heartbeat_s", NO_HEARTBEAT_S)
-    return read_stream(log, STREAM, after_seq, retry_ms=1000, **options)
+def _read(log, after_seq=-1, *, heartbeat_s=NO_HEARTBEAT_S, draining=None, **options):
+    readers = ReaderSettings(log, retry_ms=1000, heartbeat_s=heartbeat_s, draining=draining)
+    return read_stream(readers, ReadFrom(STREAM, after_seq), **options)
 
 
 def _readers(log):
@@ -191,7 +199,8 @@ def test_a_stream_that_expires_while_read_ends_with_stream_lost_after_the_last_e
 
 
 def test_a_reader_of_a_stream_that_is_gone_gets_stream_lost_instead_of_an_error():
-    body = read_stream(_log(1, finished=False), "gone", 4, retry_ms=1000, heartbeat_s=NO_HEARTBEAT_S)
+    body = read_stream(ReaderSettings(_log(1, finished=False), retry_ms=1000, heartbeat_s=NO_HEARTBEAT_S),
+                       ReadFrom("gone", 4))
     (event,) = events_of(list(body))   # after the retry: block
     assert (event.type, event.last_event_id) == ("error", "gone:5")
     assert json.loads(event.data)["error"]["type"] == "stream_lost"
@@ -249,3 +258,11 @@ def test_a_terminal_event_within_the_allowance_is_sent():
 
 def test_without_events_per_response_one_response_carries_everything():
     assert len(_frames_of_one_response(_memory_stream(52, None), -1, None)) == 52
+
+
+def test_read_stream_takes_the_position_whole_its_events_per_response_too():
+    """The seam between a route and a reader: one :class:`ReadFrom` (stream, after
+    which event, events per response) and the app's :class:`ReaderSettings`."""
+    log = _log(10, finished=True)
+    writes = list(read_stream(ReaderSettings(log, retry_ms=1000, heartbeat_s=NO_HEARTBEAT_S), ReadFrom(STREAM, 2, 3)))
+    assert writes == [RETRY + frame(3) + frame(4) + frame(5)]

@@ -14,18 +14,8 @@ from ..models import ChatModel, ChatRequest
 from ..protocol import EventId, new_stream_id
 from .idempotency import KeyedStart, keep_after_end, start_once
 from .producer import Producer, ProducerLimits
+from .reader import ReadFrom
 from .services import Services
-
-
-@dataclass(frozen=True, slots=True)
-class ReadFrom:
-    """What one response sends: the events of ``stream_id`` after event
-    ``after_seq`` (-1: from the first), ending after ``events_per_response`` of them
-    when the stream's request bounds each response (else ``None``)."""
-
-    stream_id: str
-    after_seq: int
-    events_per_response: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

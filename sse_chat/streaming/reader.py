@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ..eventlog import Cursor, EventLog, StreamNotFound
@@ -35,6 +36,34 @@ METRICS_FLUSH_S = 1.0
 #: neither holds the event loop (the OpenAI surface rewrites every event) nor,
 #: for a client that does not read, holds more than one write's bytes.
 WRITE_EVENTS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ReadFrom:
+    """Where one response reads: the events of ``stream_id`` after event
+    ``after_seq`` (-1: from the first), ending after ``events_per_response`` of them
+    when the stream's request bounds each response (else ``None``). A route makes
+    it (a new stream, or :func:`~.generation.resume_position` for a resume) and
+    hands it to :func:`read_stream` whole."""
+
+    stream_id: str
+    after_seq: int
+    events_per_response: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderSettings:
+    """What every reader of one app shares, built once by the app factory
+    (:attr:`~.services.Services.readers`): the ``event_log``; ``retry_ms``, the
+    reconnection time sent as ``retry:`` (milliseconds); ``heartbeat_s``, the
+    seconds without an event after which a ``: ping`` comment goes out; the
+    ``metrics``; and ``draining``, set when the process begins a graceful stop."""
+
+    event_log: EventLog
+    retry_ms: int
+    heartbeat_s: float
+    metrics: Metrics | None = None
+    draining: threading.Event | None = None
 
 
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
@@ -203,22 +232,21 @@ class _SentCounter:
         self._pending = 0
 
 
-def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms: int,
-                heartbeat_s: float, metrics: Metrics | None = None,
-                draining: threading.Event | None = None,
-                transform: Callable[[list[bytes]], bytes] = b"".join, retry_alone: bool = True,
-                events_per_response: int | None = None) -> Body[bytes]:
-    """Attach a reader now, and return the event stream of ``stream_id`` from event
-    ``after_seq + 1`` on, as an iterator of bytes to write (one write each).
+def read_stream(readers: ReaderSettings, position: ReadFrom, *,
+                transform: Callable[[list[bytes]], bytes] = b"".join, retry_alone: bool = True) -> Body[bytes]:
+    """Attach a reader now, and return the event stream read from ``position``
+    (the events of its stream after ``position.after_seq``), as an iterator of
+    bytes to write (one write each).
 
-    The first item opens with ``retry: {retry_ms}`` and holds every event already
-    logged (or ends the retry-only block with a blank line when there is none); then
-    each item holds the events that gathered since the last write, or a ``: ping``
-    comment after ``heartbeat_s`` seconds without one. Ends after the terminal
-    event, or, when the process drains, after a last ``retry:`` that has the client
-    reconnect. ``transform`` turns the frames of one write into its bytes (the
-    OpenAI surface rewrites them as ``chat.completion.chunk`` frames).
-    ``events_per_response`` ends the response after that many events, as :func:`follow`.
+    The first item opens with ``retry: {readers.retry_ms}`` and holds every event
+    already logged (or ends the retry-only block with a blank line when there is
+    none); then each item holds the events that gathered since the last write, or
+    a ``: ping`` comment after ``readers.heartbeat_s`` seconds without one. Ends
+    after the terminal event, or, when the process drains, after a last
+    ``retry:`` that has the client reconnect; with ``position.events_per_response``,
+    after that many events, as :func:`follow`. ``transform`` turns the frames of
+    one write into its bytes (the OpenAI surface rewrites them as
+    ``chat.completion.chunk`` frames).
 
     ``retry_alone=False`` never sends ``retry:`` in a block without data: the
     first write is then a comment when no event is there yet, ``retry:`` opens the
@@ -229,9 +257,10 @@ def read_stream(event_log: EventLog, stream_id: str, after_seq: int, *, retry_ms
     Raises:
         EventLogUnavailable: as :func:`follow`, at once.
     """
-    batches = follow(event_log, stream_id, after_seq, heartbeat_s=heartbeat_s, metrics=metrics, draining=draining,
-                     events_per_response=events_per_response)
-    return Body(_event_stream(batches, retry_ms, draining, transform, retry_alone), batches.close)
+    batches = follow(readers.event_log, position.stream_id, position.after_seq, heartbeat_s=readers.heartbeat_s,
+                     metrics=readers.metrics, draining=readers.draining,
+                     events_per_response=position.events_per_response)
+    return Body(_event_stream(batches, readers.retry_ms, readers.draining, transform, retry_alone), batches.close)
 
 
 def _event_stream(batches: Body[list[bytes]], retry_ms: int, draining: threading.Event | None,

@@ -19,8 +19,8 @@ from ..formats.chat_completions import (
     parse_completion_body,
 )
 from ..models.registry import is_backend_error
-from ..streaming.generation import ReadFrom, start_generation
-from ..streaming.reader import follow, read_stream
+from ..streaming.generation import start_generation
+from ..streaming.reader import ReadFrom, follow, read_stream
 from ..streaming.services import Services
 from .web import (
     caller,
@@ -83,11 +83,7 @@ def _chunk_stream(svc: Services, position: ReadFrom, chunks: CompletionChunks) -
     def to_chunks(frames: list[bytes]) -> bytes:
         return b"".join(frame for event in logged_events([frames]) for frame in chunks.frames(event))
 
-    settings = svc.settings
-    return event_stream_response(read_stream(
-        svc.event_log, position.stream_id, position.after_seq, retry_ms=settings.retry_ms,
-        heartbeat_s=settings.heartbeat_s, metrics=svc.metrics, draining=svc.draining, transform=to_chunks,
-        retry_alone=False, events_per_response=position.events_per_response))
+    return event_stream_response(read_stream(svc.readers, position, transform=to_chunks, retry_alone=False))
 
 
 def _whole_completion(event_log: EventLog, settings: Settings, stream_id: str, model: str):

@@ -30,7 +30,7 @@ from ..formats.responses import (
 )
 from ..protocol import Event, read_frame
 from ..streaming.generation import StartOptions, known_stream, start_generation
-from ..streaming.reader import follow, read_stream
+from ..streaming.reader import ReadFrom, follow, read_stream
 from ..streaming.services import Services
 from .web import caller, event_stream_response, json_body, requested_idempotency, services, unavailable_error
 
@@ -278,11 +278,8 @@ def _event_stream(svc: Services, stream_id: str, starting_after: int, events_per
         return b"".join(event_frame(event) for frame in frames for event in events.take(read_frame(frame))
                         if event["sequence_number"] > starting_after)
 
-    settings = svc.settings
-    return event_stream_response(read_stream(
-        svc.event_log, stream_id, first - 1, retry_ms=settings.retry_ms, heartbeat_s=settings.heartbeat_s,
-        metrics=svc.metrics, draining=svc.draining, transform=to_frames, retry_alone=False,
-        events_per_response=events_per_response))
+    position = ReadFrom(stream_id, first - 1, events_per_response)
+    return event_stream_response(read_stream(svc.readers, position, transform=to_frames, retry_alone=False))
 
 
 def _first_unsent(stream_id: str, logged: list[Event], starting_after: int) -> int:

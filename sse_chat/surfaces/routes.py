@@ -10,8 +10,8 @@ from ..background import call_within
 from ..bodies.chat import parse_chat_body, parse_chat_query
 from ..errors import event_log_unavailable
 from ..protocol import event_types_module
-from ..streaming.generation import ReadFrom, known_stream, start_generation
-from ..streaming.reader import read_stream
+from ..streaming.generation import known_stream, start_generation
+from ..streaming.reader import ReadFrom, read_stream
 from .web import (
     caller,
     event_stream_response,
@@ -126,9 +126,4 @@ def _resume_if_asked() -> Response | None:
 
 
 def _event_stream(position: ReadFrom) -> Response:
-    svc = services()
-    settings = svc.settings
-    body = read_stream(svc.event_log, position.stream_id, position.after_seq, retry_ms=settings.retry_ms,
-                       heartbeat_s=settings.heartbeat_s, metrics=svc.metrics,
-                       draining=svc.draining, events_per_response=position.events_per_response)
-    return event_stream_response(body)
+    return event_stream_response(read_stream(services().readers, position))

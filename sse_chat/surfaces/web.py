@@ -15,8 +15,9 @@ from ..bodies.json_body import parse_json_body
 from ..errors import ApiError, event_log_unavailable
 from ..eventlog import EventLogUnavailable
 from ..protocol import EVENT_STREAM_CONTENT_TYPE
-from ..streaming.generation import ReadFrom, resume_position
+from ..streaming.generation import resume_position
 from ..streaming.idempotency import KeyedStart, keyed_start
+from ..streaming.reader import ReadFrom
 from ..streaming.services import Services
 
 log = logging.getLogger(__name__)
