@@ -88,6 +88,9 @@ def test_cli_reads_non_utf8_input_with_replacement_characters(server):
 
 # -- request bodies --------------------------------------------------------------
 
+FLOOD_S = 5.0
+
+
 def test_an_unauthenticated_huge_upload_stalls_no_stream_and_no_health_check(gunicorn):
     server = gunicorn(SSE_CHAT_API_KEYS=KEY, SSE_CHAT_FAKE_DELAY_MS="20")
     live = TimedStream("POST", server.url + "/v1/chat", json={"prompt": "live", "max_tokens": 300}, headers=AUTH)
@@ -97,14 +100,17 @@ def test_an_unauthenticated_huge_upload_stalls_no_stream_and_no_health_check(gun
     probe.start()
     head = (b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100000000000\r\n\r\n")
-    connections, sent = flood(server.url, head, 5.0)
+    connections, sent = flood(server.url, head, FLOOD_S)
     live.join(30)
     probe.stop()
     print(f"{connections} connections, {sent / 2**20:.0f} MiB sent; longest silence of the live stream "
           f"{live.longest_silence_s:.3f} s; slowest /healthz {probe.slowest_s:.3f} s of {probe.answers}")
     assert events_of([live.body])[-1].type == "done" and probe.answers > 0
-    assert live.longest_silence_s < 1.0
-    assert probe.slowest_s < 1.0
+    # A worker stalled by the upload is silent as long as the flood lasts (5.13 s
+    # and 5.06 s before uploads were bounded); half of it leaves room for a
+    # loaded machine (2.4 s was seen under load; 0.04 s on a quiet one).
+    assert live.longest_silence_s < FLOOD_S / 2
+    assert probe.slowest_s < FLOOD_S / 2
 
 
 def test_a_refused_small_body_still_gets_its_answer_on_a_kept_connection(gunicorn):
