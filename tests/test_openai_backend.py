@@ -2,6 +2,7 @@
 UpstreamError of its own type, with a message that never holds the key."""
 
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from sse_chat.models import ChatRequest, Message
 from sse_chat.models.base import UpstreamError
@@ -31,6 +32,33 @@ def test_ok_stream_maps_content_finish_reason_and_usage(upstream):
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["max_tokens"] == 9 and body["temperature"] == 0.5
     assert body["messages"] == [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+
+
+def test_chunks_are_read_as_json_not_built_into_sdk_models(upstream, monkeypatch):
+    built = []
+    original = ChatCompletionChunk.construct.__func__
+
+    def construct(cls, *args, **kwargs):
+        built.append(cls)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ChatCompletionChunk, "construct", classmethod(construct))
+    deltas = list(_model(upstream.base_url).stream(_request("ok")))
+    assert [d.content for d in deltas if d.content] == OK_TOKENS
+    assert built == []  # a ChatCompletionChunk costs about 60 us per chunk to build
+    client = make_openai_client(SECRET, upstream.base_url, 5.0, max_retries=0)
+    with client.chat.completions.create(model="ok", messages=[{"role": "user", "content": "q"}], stream=True) as sdk:
+        list(sdk)
+    assert built  # (the SDK's own way builds one per chunk, so the count above can fail)
+
+
+def test_a_content_that_is_not_a_string_is_a_malformed_chunk():
+    from sse_chat.models.openai_compat import _text
+
+    assert _text({"content": None}, "content") == ""
+    assert _text({}, "content") == ""
+    with pytest.raises(ValueError, match="delta.content is int"):
+        _text({"content": 5}, "content")
 
 
 def test_reasoning_content_becomes_reasoning(upstream):

@@ -26,7 +26,9 @@ _MAX_DETAIL_CHARS = 300
 
 
 class OpenAIChatModel:
-    """Streams from ``client.chat.completions.create(..., stream=True)``.
+    """Streams from the upstream's ``POST /chat/completions`` with ``stream: true``,
+    through the SDK's client (its retries, timeouts and errors), reading each
+    chunk as parsed JSON rather than as an SDK model.
 
     Args:
         client: an ``openai.OpenAI`` client (its timeouts and retries are the
@@ -75,14 +77,15 @@ class OpenAIChatModel:
             options["tool_choice"] = request.tool_choice
         for name, value in request.sampling:
             options[name] = list(value) if isinstance(value, tuple) else value
+        body = {"model": request.model, "messages": _sdk_messages(request), "stream": True,
+                "stream_options": {"include_usage": True}, **options}
         try:
-            return self._client.chat.completions.create(
-                model=request.model,
-                messages=_sdk_messages(request),
-                stream=True,
-                stream_options={"include_usage": True},
-                **options,
-            )
+            # The SDK's own request, retries, errors and event-stream reading, but its
+            # chunks as parsed JSON (cast_to=object), not pydantic models: building a
+            # ChatCompletionChunk costs about 60 us per chunk, most of what a chat
+            # stream's event costs the worker (docs/capacity.md).
+            return self._client.post("/chat/completions", body=body, cast_to=object, stream=True,
+                                     stream_cls=openai.Stream[object])
         except openai.APITimeoutError:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from None
         except openai.APIConnectionError as exc:
@@ -94,22 +97,32 @@ class OpenAIChatModel:
 
     @staticmethod
     def _deltas(stream: Any) -> Iterator[Delta]:
+        """The deltas of ``stream``'s chunks (JSON objects, as the upstream sent them).
+
+        Raises:
+            UpstreamError: ``upstream_stream_cut`` when the stream ends before a
+                ``finish_reason``.
+            ValueError, TypeError, AttributeError: a chunk that is not a
+                ``chat.completion.chunk``.
+        """
         finish_reason: str | None = None
         usage: Usage | None = None
         for chunk in stream:
-            if chunk.usage is not None:
-                usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-            if not chunk.choices:
+            reported = chunk.get("usage")
+            if reported:
+                usage = Usage(reported.get("prompt_tokens") or 0, reported.get("completion_tokens") or 0)
+            choices = chunk.get("choices")
+            if not choices:
                 continue
-            choice = chunk.choices[0]
-            delta = choice.delta
-            content = (delta.content or "") if delta is not None else ""
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            content = _text(delta, "content")
             reasoning = _reasoning(delta)
             tool_calls = _tool_call_fragments(delta)
             if content or reasoning or tool_calls:
                 yield Delta(content=content, reasoning=reasoning, tool_calls=tool_calls)
-            if choice.finish_reason:
-                finish_reason = choice.finish_reason
+            if choice.get("finish_reason"):
+                finish_reason = choice["finish_reason"]
         if finish_reason is None:
             raise UpstreamError("upstream_stream_cut", "the upstream stream ended before a finish_reason")
         yield Delta(finish_reason=finish_reason, usage=usage)
@@ -127,17 +140,31 @@ def make_openai_client(api_key: str | None, base_url: str | None, timeout_s: flo
     )
 
 
-def _reasoning(delta: Any) -> str:
-    if delta is None:
+def _text(delta: dict[str, Any], name: str) -> str:
+    """``delta[name]``: a string, or ``""`` when absent or null.
+
+    Raises:
+        ValueError: it is something else.
+    """
+    value = delta.get(name)
+    if value is None:
         return ""
+    if not isinstance(value, str):
+        raise ValueError(f"delta.{name} is {type(value).__name__}, not a string")
+    return value
+
+
+def _reasoning(delta: dict[str, Any]) -> str:
+    """A reasoning model's thinking: ``delta.reasoning_content`` (DeepSeek, vLLM,
+    llama.cpp) or ``delta.reasoning``."""
     for name in ("reasoning_content", "reasoning"):
-        value = getattr(delta, name, None)
+        value = delta.get(name)
         if isinstance(value, str) and value:
             return value
     return ""
 
 
-def _tool_call_fragments(delta: Any) -> tuple[ToolCallDelta, ...]:
+def _tool_call_fragments(delta: dict[str, Any]) -> tuple[ToolCallDelta, ...]:
     """``delta.tool_calls`` (``[{"index", "id"?, "function": {"name"?, "arguments"?}}]``)
     as fragments; ``()`` when there are none. ``index`` may be missing (older
     Ollama): :class:`~sse_chat.protocol.ToolCalls` then continues the last call.
@@ -145,22 +172,22 @@ def _tool_call_fragments(delta: Any) -> tuple[ToolCallDelta, ...]:
     Raises:
         ValueError: an ``index`` that is not a whole number >= 0, or ``arguments``
             that are not a string (the stream ends with ``upstream_malformed_chunk``).
+        AttributeError: an item or its ``function`` that is not an object.
     """
-    calls = getattr(delta, "tool_calls", None) if delta is not None else None
+    calls = delta.get("tool_calls")
     if not calls:
         return ()
     fragments = []
     for call in calls:
-        function = call.function
-        arguments = (function.arguments or "") if function is not None else ""
-        index = getattr(call, "index", None)
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or ""
+        index = call.get("index")
         if (index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0)) \
                 or not isinstance(arguments, str):
             raise ValueError(f"a delta.tool_calls item with index {index!r} and arguments of type "
                              f"{type(arguments).__name__}")
-        fragments.append(ToolCallDelta(index=index, id=call.id or None,
-                                       name=(function.name or None) if function is not None else None,
-                                       arguments=arguments))
+        fragments.append(ToolCallDelta(index=index, id=call.get("id") or None,
+                                       name=function.get("name") or None, arguments=arguments))
     return tuple(fragments)
 
 
