@@ -86,11 +86,20 @@ class ClientSocket:
     (``SSE_CHAT_SEND_TIMEOUT_S``).
     """
 
-    __slots__ = ("_socket", "_raw")
+    __slots__ = ("_socket", "_raw", "closing")
 
     def __init__(self, gevent_socket: Any) -> None:
         self._socket = gevent_socket
         self._raw = gevent_socket._sock  # the non-blocking socket.socket under gevent's
+        #: Set by :meth:`close_after_response`: the worker closes the connection
+        #: once the response is sent, instead of reading the next request.
+        self.closing = False
+
+    def close_after_response(self) -> None:
+        """Close the connection once this response is sent, whatever the request
+        asked: what is left of its body is never read (the app refused it;
+        :mod:`sse_chat.bodies.bounded`)."""
+        self.closing = True
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
         """Send all of ``data``, as :meth:`socket.socket.sendall`.
@@ -116,6 +125,9 @@ class Worker(GeventWorker):
 
     - ``handle``: each connection's socket as :class:`ClientSocket`, whose
       ``sendall`` costs less for an event stream's small writes.
+    - ``handle_request``: a connection whose request body the app refused
+      unread (:meth:`ClientSocket.close_after_response`) is closed after the
+      response, not read on for a next request (which would read the body).
     - ``load_wsgi``: the app's log lines go to stderr before the app loads
       (:func:`log_app_lines_to_stderr`); once it has loaded,
       :func:`tune_garbage_collector`. gunicorn calls it after the gevent worker
@@ -131,6 +143,11 @@ class Worker(GeventWorker):
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         super().handle(listener, ClientSocket(client), addr)
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+        super().handle_request(listener_name, req, sock, addr)
+        if getattr(sock, "closing", False):
+            raise StopIteration  # how gunicorn's keep-alive loop is told to close the connection
 
     def load_wsgi(self) -> None:
         log_app_lines_to_stderr()

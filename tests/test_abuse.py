@@ -106,11 +106,12 @@ def test_an_unauthenticated_huge_upload_stalls_no_stream_and_no_health_check(gun
     print(f"{connections} connections, {sent / 2**20:.0f} MiB sent; longest silence of the live stream "
           f"{live.longest_silence_s:.3f} s; slowest /healthz {probe.slowest_s:.3f} s of {probe.answers}")
     assert events_of([live.body])[-1].type == "done" and probe.answers > 0
-    # A worker stalled by the upload is silent as long as the flood lasts (5.13 s
-    # and 5.06 s before uploads were bounded); half of it leaves room for a
-    # loaded machine (2.4 s was seen under load; 0.04 s on a quiet one).
-    assert live.longest_silence_s < FLOOD_S / 2
-    assert probe.slowest_s < FLOOD_S / 2
+    # A worker that reads the upload is silent as long as the flood lasts (5.13 s
+    # and 5.06 s before uploads were bounded; 3.7 s in 1 run of 3 while only the
+    # reading side was shut, which Linux does not enforce); 0.02 s when the
+    # worker closes such a connection.
+    assert live.longest_silence_s < 1.0
+    assert probe.slowest_s < 1.0
 
 
 def test_a_refused_small_body_still_gets_its_answer_on_a_kept_connection(gunicorn):

@@ -73,3 +73,15 @@ def test_the_worker_hands_gunicorn_each_connection_as_a_client_socket(pair, monk
     monkeypatch.setattr(GeventWorker, "handle", lambda self, listener, client, addr: handed.append(client))
     Worker.handle(object.__new__(Worker), None, pair[0], ("127.0.0.1", 1))
     assert isinstance(handed[0], ClientSocket)
+
+
+def test_after_a_refused_body_the_worker_closes_the_connection_instead_of_reading_on(pair, monkeypatch):
+    served = []
+    monkeypatch.setattr(GeventWorker, "handle_request", lambda self, *args: served.append(args))
+    worker = object.__new__(Worker)
+    sock = ClientSocket(pair[0])
+    worker.handle_request("listener", "request", sock, ("127.0.0.1", 1))  # kept alive: the next request is read
+    sock.close_after_response()
+    with pytest.raises(StopIteration):  # gunicorn's keep-alive loop then closes the connection
+        worker.handle_request("listener", "request", sock, ("127.0.0.1", 1))
+    assert len(served) == 2

@@ -51,8 +51,12 @@ class BoundedBodies:
     yields to other greenlets after every :data:`READ_CHUNK_BYTES`. Once the
     response is written, a body left unread is discarded when it is small
     (:data:`LINGER_MAX_BYTES`, :data:`LINGER_S`); otherwise, or after a 408, the
-    connection's reading side is shut, so that gunicorn closes it instead of
-    reading on.
+    connection is closed after the response instead of read on: sse-chat's
+    gunicorn worker closes it (``close_after_response`` on its socket,
+    :class:`sse_chat.gunicorn_worker.ClientSocket`), and the reading side is shut
+    (``SHUT_RD``) for other workers. The shutdown alone is not enough: Linux
+    still hands over data that a fast sender keeps sending after it, and
+    gunicorn's keep-alive loop would read that body to its end.
 
     Only HTTP/1.x requests under gunicorn (``environ["gunicorn.socket"]``) are
     cut; elsewhere the socket is not this request's alone (HTTP/2) or not there.
@@ -160,6 +164,9 @@ class _DeadlineInput:
                 pass
         log.info("closing the connection: %s of the request body were not read",
                  "some" if self._left is None else f"{self._left} bytes")
+        close_after_response = getattr(self._sock, "close_after_response", None)
+        if close_after_response is not None:  # sse-chat's gunicorn worker: it closes, reading nothing more
+            close_after_response()
         with contextlib.suppress(OSError):  # the client may be gone already
             self._sock.shutdown(socket.SHUT_RD)
 
