@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import ssl
 from typing import Any
 
 from gunicorn.workers.ggevent import GeventWorker
@@ -123,8 +124,9 @@ class ClientSocket:
 class Worker(GeventWorker):
     """gunicorn's gevent worker for sse-chat's app (``sse_chat.app:create_app()``).
 
-    - ``handle``: each connection's socket as :class:`ClientSocket`, whose
-      ``sendall`` costs less for an event stream's small writes.
+    - ``handle``: each plain connection's socket as :class:`ClientSocket`, whose
+      ``sendall`` costs less for an event stream's small writes (a TLS socket,
+      when gunicorn itself terminates TLS, is left as it is).
     - ``handle_request``: a connection whose request body the app refused
       unread (:meth:`ClientSocket.close_after_response`) is closed after the
       response, not read on for a next request (which would read the body).
@@ -142,7 +144,10 @@ class Worker(GeventWorker):
     """
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
-        super().handle(listener, ClientSocket(client), addr)
+        if isinstance(client, ssl.SSLSocket):  # gunicorn's own TLS: writes must go through the TLS layer
+            super().handle(listener, client, addr)
+        else:
+            super().handle(listener, ClientSocket(client), addr)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
         super().handle_request(listener_name, req, sock, addr)

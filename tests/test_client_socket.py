@@ -3,6 +3,9 @@ client's gevent socket, against a real socket pair."""
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 import gevent
 import gevent.socket
 import pytest
@@ -73,6 +76,17 @@ def test_the_worker_hands_gunicorn_each_connection_as_a_client_socket(pair, monk
     monkeypatch.setattr(GeventWorker, "handle", lambda self, listener, client, addr: handed.append(client))
     Worker.handle(object.__new__(Worker), None, pair[0], ("127.0.0.1", 1))
     assert isinstance(handed[0], ClientSocket)
+
+
+def test_a_tls_connection_is_left_as_it_is(monkeypatch):
+    handed = []
+    monkeypatch.setattr(GeventWorker, "handle", lambda self, listener, client, addr: handed.append(client))
+    with socket.socket() as plain:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls = context.wrap_socket(plain, server_side=True, do_handshake_on_connect=False)
+        Worker.handle(object.__new__(Worker), None, tls, ("127.0.0.1", 1))
+        assert handed == [tls]  # a send on the socket under it would skip TLS
+        tls.close()
 
 
 def test_after_a_refused_body_the_worker_closes_the_connection_instead_of_reading_on(pair, monkeypatch):
