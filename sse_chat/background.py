@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import gevent
 from gevent import monkey
@@ -44,11 +44,7 @@ def run_blocking(function: Callable[[], T], timeout_s: float) -> T:
         Exception: what ``function`` raised.
     """
     if running_under_gevent():
-        result = gevent.get_hub().threadpool.spawn(function)
-        try:
-            return result.get(timeout=timeout_s)
-        except gevent.Timeout:
-            raise TimeoutError(f"no result within {timeout_s:g} s") from None
+        return _result_within(gevent.get_hub().threadpool.spawn(function), timeout_s)
     return _in_thread(function, timeout_s)
 
 
@@ -64,12 +60,22 @@ def call_within(function: Callable[[], T], timeout_s: float) -> T:
         Exception: what ``function`` raised.
     """
     if running_under_gevent():
-        greenlet = gevent.spawn(function)
-        try:
-            return greenlet.get(timeout=timeout_s)
-        except gevent.Timeout:
-            raise TimeoutError(f"no result within {timeout_s:g} s") from None
+        return _result_within(gevent.spawn(function), timeout_s)
     return _in_thread(function, timeout_s)
+
+
+def _result_within(result: Any, timeout_s: float) -> Any:
+    """What gevent's ``result`` (a greenlet, or a threadpool's result) gives
+    within ``timeout_s`` seconds.
+
+    Raises:
+        TimeoutError: it gave nothing in time.
+        Exception: what its function raised.
+    """
+    try:
+        return result.get(timeout=timeout_s)
+    except gevent.Timeout:
+        raise TimeoutError(f"no result within {timeout_s:g} s") from None
 
 
 def _in_thread(function: Callable[[], T], timeout_s: float) -> T:

@@ -54,9 +54,10 @@ class BoundedBodies:
     connection is closed after the response instead of read on: sse-chat's
     gunicorn worker closes it (``close_after_response`` on its socket,
     :class:`sse_chat.gunicorn_worker.ClientSocket`), and the reading side is shut
-    (``SHUT_RD``) for other workers. The shutdown alone is not enough: Linux
-    still hands over data that a fast sender keeps sending after it, and
-    gunicorn's keep-alive loop would read that body to its end.
+    (``SHUT_RD``) for other workers and for TLS connections, which that worker
+    leaves unwrapped. The shutdown alone is not enough: Linux still hands over
+    data that a fast sender keeps sending after it, and gunicorn's keep-alive
+    loop may then read that body to its end.
 
     Only HTTP/1.x requests under gunicorn (``environ["gunicorn.socket"]``) are
     cut; elsewhere the socket is not this request's alone (HTTP/2) or not there.

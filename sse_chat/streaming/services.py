@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..access.limits import StreamLimiter
 from ..access.sessions import SessionKeys
@@ -33,16 +34,15 @@ class Services:
     #: Set when the process begins a graceful stop: readers end their responses
     #: (clients reconnect elsewhere) while producers finish.
     draining: threading.Event = field(default_factory=threading.Event)
-    #: What every reader shares, handed to :func:`~.reader.read_stream` with each
-    #: response's :class:`~.reader.ReadFrom`: made once from the fields above
-    #: (the event log, ``retry:``, heartbeats, metrics, ``draining``), so that
-    #: it cannot differ from them (``dataclasses.replace`` makes it again).
-    readers: ReaderSettings = field(init=False)
-
-    def __post_init__(self) -> None:
-        readers = ReaderSettings(self.event_log, self.settings.retry_ms, self.settings.heartbeat_s, self.metrics,
-                                 self.draining)
-        object.__setattr__(self, "readers", readers)  # a frozen dataclass's field made from the others
+    @cached_property
+    def readers(self) -> ReaderSettings:
+        """What every reader shares, handed to :func:`~.reader.read_stream` with
+        each response's :class:`~.reader.ReadFrom`: made once from the fields
+        above (the event log, ``retry:``, heartbeats, metrics, ``draining``), so
+        that it cannot differ from them (``dataclasses.replace`` makes a new
+        ``Services``, which makes it again)."""
+        return ReaderSettings(self.event_log, self.settings.retry_ms, self.settings.heartbeat_s, self.metrics,
+                              self.draining)
 
     def drain(self, timeout_s: float, notify: Callable[[], None] = lambda: None) -> int:
         """Wait up to ``timeout_s`` seconds for running producers to finish, calling
