@@ -24,7 +24,9 @@ from ..errors import ApiError
 
 log = logging.getLogger(__name__)
 
-#: Bytes read from the client at once; other greenlets run between two reads.
+#: Bytes read from the client at once; other greenlets run after every this many
+#: bytes read (a small body, most requests', is read without waiting for a turn of
+#: the event loop: under load a turn takes as long as every other greenlet's work).
 READ_CHUNK_BYTES = 64 * 1024
 #: An unread body is discarded after the answer only up to this size, and only
 #: for :data:`LINGER_S` seconds, so that a client that sends its whole body before
@@ -48,7 +50,7 @@ class BoundedBodies:
     """WSGI middleware: ``environ["wsgi.input"]`` becomes a :class:`_DeadlineInput`
     that must deliver the whole body within ``body_timeout_s`` seconds of the
     request's start (else the read raises :func:`request_timeout`, a 408) and
-    yields to other greenlets after every :data:`READ_CHUNK_BYTES`. Once the
+    yields to other greenlets after every :data:`READ_CHUNK_BYTES` bytes. Once the
     response is written, a body left unread is discarded when it is small
     (:data:`LINGER_MAX_BYTES`, :data:`LINGER_S`); otherwise, or after a 408, the
     connection is closed after the response instead of read on: sse-chat's
@@ -92,7 +94,8 @@ def _declared_length(environ: dict[str, Any]) -> int | None:
 
 
 class _DeadlineInput:
-    """``wsgi.input`` with a deadline (monotonic seconds) and a yield after each read."""
+    """``wsgi.input`` with a deadline (monotonic seconds) and a yield to other
+    greenlets after every :data:`READ_CHUNK_BYTES` bytes read."""
 
     def __init__(self, stream: Any, sock: socket.socket | None, length: int | None,
                  deadline: float, timeout_s: float) -> None:
@@ -101,6 +104,7 @@ class _DeadlineInput:
         self._left = length  # bytes still to come; None: unknown until the end
         self._deadline = deadline
         self._timeout_s = timeout_s
+        self._unyielded = 0  # bytes read since other greenlets last ran
         self.timed_out = False
 
     @property
@@ -130,7 +134,10 @@ class _DeadlineInput:
             self._left = max(self._left - len(data), 0)
         elif not data and asked:
             self._left = 0  # the end of a body of unknown length
-        time.sleep(0)  # let other greenlets run (gevent patches time.sleep)
+        self._unyielded += len(data)
+        if self._unyielded >= READ_CHUNK_BYTES:
+            self._unyielded = 0
+            time.sleep(0)  # let other greenlets run (gevent patches time.sleep)
 
     def _timed(self, read: Callable[[], bytes]) -> bytes:
         if self._sock is None:
