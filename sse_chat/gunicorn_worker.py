@@ -20,9 +20,13 @@ from __future__ import annotations
 import gc
 import logging
 import ssl
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import gevent
 from gunicorn.workers.ggevent import GeventWorker
+
+from .client_writer import ENVIRON_KEY
 
 #: The worker's garbage-collector thresholds (:func:`gc.set_threshold`; Python's
 #: default is 700, 10, 10). Every open stream keeps a producer and a reader greenlet,
@@ -53,8 +57,8 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def log_app_lines_to_stderr() -> None:
-    """Send the ``sse_chat.*`` loggers' lines, INFO and up, to stderr in
+def log_app_lines_to_stderr(level: int = logging.INFO) -> None:
+    """Send the ``sse_chat.*`` loggers' lines, ``level`` and up, to stderr in
     :data:`LOG_FORMAT`, and skip what a record gathers that the format does not
     print, as the logging HOWTO's "Optimization" section says: the caller's file
     and line (``logging._srcfile = None``: a stack walk per record), the thread
@@ -68,7 +72,7 @@ def log_app_lines_to_stderr() -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     app_logger = logging.getLogger("sse_chat")
     app_logger.addHandler(handler)
-    app_logger.setLevel(logging.INFO)
+    app_logger.setLevel(level)
 
 
 class ClientSocket:
@@ -87,7 +91,7 @@ class ClientSocket:
     (``SSE_CHAT_SEND_TIMEOUT_S``).
     """
 
-    __slots__ = ("_socket", "_raw", "closing")
+    __slots__ = ("_socket", "_raw", "closing", "_unsent", "_drain", "_failed")
 
     def __init__(self, gevent_socket: Any) -> None:
         self._socket = gevent_socket
@@ -95,6 +99,9 @@ class ClientSocket:
         #: Set by :meth:`close_after_response`: the worker closes the connection
         #: once the response is sent, instead of reading the next request.
         self.closing = False
+        self._unsent: memoryview | None = None  # what send_soon left for the socket to take
+        self._drain: Any = None  # the event loop's watcher that sends it as the socket drains
+        self._failed = False  # a send_soon met a failed connection
 
     def close_after_response(self) -> None:
         """Close the connection once this response is sent, whatever the request
@@ -110,6 +117,9 @@ class ClientSocket:
                 ``ConnectionResetError`` for a client that left; ``TimeoutError``
                 after the socket's timeout).
         """
+        if self._unsent is not None:  # first what an earlier send_soon left
+            data = bytes(self._unsent) + data
+            self._stop_draining()
         try:
             sent = self._raw.send(data, flags)
         except BlockingIOError:
@@ -117,8 +127,99 @@ class ClientSocket:
         if sent < len(data):
             self._socket.sendall(memoryview(data)[sent:], flags)
 
+    def ready_to_send(self) -> bool:
+        """True when :meth:`send_soon` would send at once or as the socket drains:
+        nothing an earlier ``send_soon`` left is still waiting, and no send failed."""
+        return self._unsent is None and not self._failed
+
+    def send_soon(self, data: bytes) -> None:
+        """Send ``data`` without waiting: what the socket takes now, the rest as it
+        drains (the event loop sends it), before any later send. Only when
+        :meth:`ready_to_send`. A failed connection drops ``data``; the next
+        :meth:`sendall` raises."""
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client left
+            self._failed = True
+            return
+        if sent < len(data):
+            self._unsent = memoryview(data)[sent:]
+            self._drain = gevent.get_hub().loop.io(self._raw.fileno(), 2)  # 2: libev's EV_WRITE
+            self._drain.start(self._send_unsent)
+
+    def close(self) -> None:
+        self._stop_draining()
+        self._socket.close()
+
+    def _send_unsent(self) -> None:
+        """The event loop's callback when the socket can take more of what
+        :meth:`send_soon` left."""
+        assert self._unsent is not None
+        try:
+            sent = self._raw.send(self._unsent)
+        except BlockingIOError:
+            return
+        except OSError:  # the client left: the response's next write raises
+            self._stop_draining()
+            self._failed = True
+            return
+        self._unsent = self._unsent[sent:]
+        if not self._unsent:
+            self._stop_draining()
+
+    def _stop_draining(self) -> None:
+        if self._drain is not None:
+            self._drain.stop()
+            self._drain.close()
+            self._drain = None
+        self._unsent = None
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._socket, name)
+
+
+class ResponseWriter:
+    """The :class:`~sse_chat.client_writer.ClientWriter` of one gunicorn response
+    on a :class:`ClientSocket`: writes body bytes beside the body iterator, framed
+    as gunicorn frames them (:meth:`gunicorn.http.wsgi.Response.write`: an HTTP/1.1
+    chunk, ``{size in hex}\\r\\n{data}\\r\\n``, or the bytes as they are for
+    HTTP/1.0), counted in the response's ``sent`` bytes (the access log's ``%(b)s``)."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def ready(self) -> bool:
+        response = self._response
+        return (response.headers_sent and response.response_length is None  # a set length: never an event stream
+                and not getattr(response, "_omits_body", False) and response.sock.ready_to_send())  # HEAD
+
+    def write(self, data: bytes) -> None:
+        if data:
+            response = self._response
+            response.sock.send_soon(b"%X\r\n%b\r\n" % (len(data), data) if response.chunked else data)
+            response.sent += len(data)
+
+
+class OfferingWriters:
+    """The app as sse-chat's worker calls it: the response's :class:`ResponseWriter`
+    goes in ``environ`` (under :data:`~sse_chat.client_writer.ENVIRON_KEY`) on a
+    plain connection (a :class:`ClientSocket`); gunicorn's ``start_response`` is
+    its response's bound method. Any other attribute is the app's."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if isinstance(environ.get("gunicorn.socket"), ClientSocket):
+            environ[ENVIRON_KEY] = ResponseWriter(start_response.__self__)  # type: ignore[attr-defined]
+        return self.app(environ, start_response)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
 
 
 class Worker(GeventWorker):
@@ -131,9 +232,9 @@ class Worker(GeventWorker):
       unread (:meth:`ClientSocket.close_after_response`) is closed after the
       response, not read on for a next request (which would read the body).
     - ``load_wsgi``: the app's log lines go to stderr before the app loads
-      (:func:`log_app_lines_to_stderr`); once it has loaded,
-      :func:`tune_garbage_collector`. gunicorn calls it after the gevent worker
-      has patched the standard library.
+      (:func:`log_app_lines_to_stderr`, at gunicorn's ``--log-level``); once it has loaded, the app is called
+      through :class:`OfferingWriters`, and :func:`tune_garbage_collector`.
+      gunicorn calls it after the gevent worker has patched the standard library.
     - ``handle_exit`` (``SIGTERM``): sets the app's ``draining`` and wakes its
       readers, which end their responses with ``retry:``; then gunicorn's own
       graceful stop (no new connections, open ones finish).
@@ -155,8 +256,9 @@ class Worker(GeventWorker):
             raise StopIteration  # how gunicorn's keep-alive loop is told to close the connection
 
     def load_wsgi(self) -> None:
-        log_app_lines_to_stderr()
+        log_app_lines_to_stderr(logging.getLevelName(self.cfg.loglevel.upper()))
         super().load_wsgi()
+        self.wsgi = OfferingWriters(getattr(self, "wsgi"))  # noqa: B009 (gunicorn sets it, untyped)
         tune_garbage_collector()
 
     def handle_exit(self, sig: int, frame: Any) -> None:

@@ -12,7 +12,8 @@ import pytest
 from gevent._socketcommon import SocketMixin
 from gunicorn.workers.ggevent import GeventWorker
 
-from sse_chat.gunicorn_worker import ClientSocket, Worker
+from sse_chat.client_writer import ENVIRON_KEY
+from sse_chat.gunicorn_worker import ClientSocket, OfferingWriters, ResponseWriter, Worker
 
 FRAME = b'7B\r\nid: abc:12\nevent: token\ndata: {"content":" blue"}\n\n\r\n'
 
@@ -99,3 +100,123 @@ def test_after_a_refused_body_the_worker_closes_the_connection_instead_of_readin
     with pytest.raises(StopIteration):  # gunicorn's keep-alive loop then closes the connection
         worker.handle_request("listener", "request", sock, ("127.0.0.1", 1))
     assert len(served) == 2
+
+
+def _fill(sock: ClientSocket, piece: bytes) -> list[bytes]:
+    """send_soon ``piece`` while the socket is ready for it; returns the pieces sent."""
+    sent = []
+    while sock.ready_to_send():
+        sock.send_soon(piece)
+        sent.append(piece)
+    return sent
+
+
+def test_send_soon_sends_a_small_write_at_once(pair):
+    server, client = pair
+    sock = ClientSocket(server)
+    assert sock.ready_to_send()
+    sock.send_soon(FRAME)
+    assert _receive(client, len(FRAME)) == FRAME
+    assert sock.ready_to_send()
+
+
+def test_once_the_client_stops_reading_the_socket_is_not_ready_and_what_it_took_arrives_whole_in_order(pair):
+    server, client = pair
+    sock = ClientSocket(server)
+    pieces = [bytes([n]) * 100_000 for n in range(64)]  # far more than the socket buffers hold
+    sent = []
+    for piece in pieces:
+        if not sock.ready_to_send():
+            break
+        sock.send_soon(piece)
+        sent.append(piece)
+    assert 0 < len(sent) < len(pieces)  # not ready, without waiting
+    expected = b"".join(sent)
+    assert _receive(client, len(expected)) == expected  # the event loop sent what the socket did not take at once
+    gevent.sleep(0.01)
+    assert sock.ready_to_send()
+
+
+def test_sendall_after_a_send_soon_the_socket_took_in_part_sends_the_rest_first(pair):
+    server, client = pair
+    sock = ClientSocket(server)
+    sent = _fill(sock, b"a" * 100_000)  # the last one taken only in part
+    expected = b"".join(sent) + b"the end"
+    received = _read_what_is_there(client)  # room again, before the event loop sends the rest
+    reader = gevent.spawn(_receive, client, len(expected) - len(received))
+    sock.sendall(b"the end")
+    assert received + reader.get(timeout=30) == expected
+
+
+def _read_what_is_there(sock: gevent.socket.socket) -> bytes:
+    """What ``sock`` has received so far, read without letting other greenlets run."""
+    chunks = []
+    while True:
+        try:
+            chunks.append(sock._sock.recv(1 << 20))
+        except BlockingIOError:
+            return b"".join(chunks)
+
+
+def test_a_socket_whose_client_left_is_not_ready_once_a_send_failed(pair):
+    server, client = pair
+    client.close()
+    sock = ClientSocket(server)
+    for _ in range(3):  # the kernel may take the first send still
+        if sock.ready_to_send():
+            sock.send_soon(FRAME)
+    assert not sock.ready_to_send()
+    with pytest.raises(OSError):
+        sock.sendall(FRAME)
+
+
+class _Response:
+    """What ResponseWriter reads of gunicorn's Response."""
+
+    def __init__(self, sock: ClientSocket, *, chunked: bool = True) -> None:
+        self.sock, self.chunked = sock, chunked
+        self.headers_sent, self.response_length, self.sent = True, None, 0
+
+    def start_response(self, status, headers, exc_info=None):
+        return None
+
+
+def test_the_response_writer_frames_each_write_as_an_http_chunk_and_counts_its_bytes(pair):
+    server, client = pair
+    response = _Response(ClientSocket(server))
+    writer = ResponseWriter(response)
+    assert writer.ready()
+    writer.write(b"id: a:1\n\n")
+    expected = b"9\r\nid: a:1\n\n\r\n"
+    assert _receive(client, len(expected)) == expected
+    assert response.sent == 9
+
+
+def test_the_response_writer_writes_an_http_1_0_body_as_it_is(pair):
+    server, client = pair
+    ResponseWriter(_Response(ClientSocket(server), chunked=False)).write(b"id: a:1\n\n")
+    assert _receive(client, 9) == b"id: a:1\n\n"
+
+
+def test_the_response_writer_is_not_ready_before_the_headers(pair):
+    server, _client = pair
+    response = _Response(ClientSocket(server))
+    response.headers_sent = False
+    assert not ResponseWriter(response).ready()
+
+
+def test_the_response_writer_is_not_ready_in_answer_to_head(pair):
+    server, _client = pair
+    response = _Response(ClientSocket(server))
+    response._omits_body = True  # gunicorn's flag for HEAD (and 204, 304)
+    assert not ResponseWriter(response).ready()
+
+
+def test_the_worker_offers_each_plain_connections_response_a_writer(pair):
+    seen = []
+    app = OfferingWriters(lambda environ, start_response: seen.append(environ) or [])
+    response = _Response(ClientSocket(pair[0]))
+    app({"gunicorn.socket": response.sock}, response.start_response)
+    assert isinstance(seen[0][ENVIRON_KEY], ResponseWriter)
+    app({"gunicorn.socket": pair[0]}, response.start_response)  # a TLS connection's, say
+    assert ENVIRON_KEY not in seen[1]

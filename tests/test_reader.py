@@ -1,8 +1,9 @@
 """Readers (``sse_chat/streaming/reader.py``) against the in-memory log, with threads (bells
 rung at once, no event loop): replay from a position, following live, heartbeats,
 writes of a bounded size, the end on a graceful stop, an expired stream, detaching
-on ``close()``, responses of at most ``events_per_response`` events. No sleeps: every wait either has its event already rung or a
-deadline that has passed."""
+on ``close()``, responses of at most ``events_per_response`` events. No sleeps:
+every wait either has its event already rung or a deadline that has passed.
+(Direct writes, under gevent: tests/test_direct_writes.py.)"""
 
 import json
 import threading
@@ -266,3 +267,4 @@ def test_read_stream_takes_the_position_whole_its_events_per_response_too():
     log = _log(10, finished=True)
     writes = list(read_stream(ReaderSettings(log, retry_ms=1000, heartbeat_s=NO_HEARTBEAT_S), ReadFrom(STREAM, 2, 3)))
     assert writes == [RETRY + frame(3) + frame(4) + frame(5)]
+

@@ -7,6 +7,7 @@ producer appends to a stream; any number of readers read it from a position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,10 +98,17 @@ class Cursor(Protocol):
             StreamNotFound: the stream expired or vanished.
         """
 
-    def wait(self, deadline: float) -> None:
+    def wait(self, deadline: float, offer: Callable[[bytes], bool] | None = None) -> None:
         """Block until the stream may have changed, or the monotonic clock reaches
         ``deadline`` (seconds), whichever comes first. May return early; call
-        :meth:`take` to see."""
+        :meth:`take` to see.
+
+        ``offer(frame)``: where the log can, it hands an event appended during the
+        wait, the one right after :attr:`position`, to ``offer`` in the appending
+        greenlet instead of waking the reader; when ``offer`` returns True the
+        event counts as taken (the position moves past it) and the wait goes on.
+        The in-memory log does so under gevent, for appends made in its process;
+        others ignore ``offer``."""
 
     def close(self) -> None:
         """Stop following: the reader detaches."""

@@ -61,7 +61,9 @@ class MemoryEventLog:
             stream.frames.append(first_frame)
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
-        stream = self._get(stream_id)
+        stream = self._streams.get(stream_id)  # _get, inline: once per token
+        if stream is None or (stream.finished_at is not None and self._expired(stream)):
+            raise StreamNotFound(stream_id)
         frames = stream.frames
         if seq != len(frames):
             raise ValueError(f"event {seq} appended after {len(frames) - 1}")
@@ -70,7 +72,9 @@ class MemoryEventLog:
         frames.append(frame)
         if terminal:
             stream.finished_at = self._clock()
-        self._wakeups.changed(stream_id)
+            self._wakeups.changed(stream_id)
+        else:
+            self._wakeups.changed(stream_id, seq, frame)
 
     def flush(self, stream_id: str) -> None:
         """Appends are stored at once: nothing to wait for."""
@@ -159,7 +163,7 @@ class MemoryEventLog:
 class _MemoryCursor:
     """A reader's position in one in-memory stream (:class:`~.base.Cursor`)."""
 
-    __slots__ = ("_log", "_stream_id", "_stream", "_bell", "position", "_closed")
+    __slots__ = ("_log", "_stream_id", "_stream", "_bell", "position", "_closed", "_offer")
 
     def __init__(self, log: MemoryEventLog, stream_id: str, stream: _Stream, after_seq: int, bell: Bell) -> None:
         self._log = log
@@ -168,6 +172,7 @@ class _MemoryCursor:
         self._bell = bell
         self.position = after_seq
         self._closed = False
+        self._offer: Callable[[bytes], bool] | None = None
 
     def take(self, limit: int | None = None) -> Batch:
         stream = self._stream
@@ -180,8 +185,25 @@ class _MemoryCursor:
         self.position += len(frames)
         return Batch(first, frames, finished and self.position == len(stream.frames) - 1)
 
-    def wait(self, deadline: float) -> None:
-        self._bell.wait(deadline)
+    def wait(self, deadline: float, offer: Callable[[bytes], bool] | None = None) -> None:
+        bell = self._bell
+        if offer is None or not bell.cooperative:
+            bell.wait(deadline)
+            return
+        self._offer = offer
+        bell.deliver = self._deliver
+        try:
+            bell.wait(deadline)
+        finally:
+            bell.deliver = None
+
+    def _deliver(self, seq: int, frame: bytes) -> bool:
+        """The bell's :attr:`~.wakeups.Bell.deliver` while the reader waits: the
+        next event goes to the reader's ``offer``; taken, the cursor moves past it."""
+        if seq != self.position + 1 or self._offer is None or not self._offer(frame):
+            return False
+        self.position = seq
+        return True
 
     def close(self) -> None:
         if not self._closed:

@@ -36,7 +36,7 @@ class Bell:
     between the reader's last look and its wait is never missed.
     """
 
-    __slots__ = ("_event", "_cooperative", "_clock", "due")
+    __slots__ = ("_event", "_cooperative", "_clock", "due", "deliver")
 
     def __init__(self, event: Any, cooperative: bool, clock: Callable[[], float]) -> None:
         self._event = event
@@ -45,6 +45,15 @@ class Bell:
         #: Monotonic seconds at which a waiting reader wants to wake anyway
         #: (``inf``: never); kept by the ticker under gevent.
         self.due = _NEVER
+        #: Under gevent, while its reader waits, what takes a new event off the
+        #: reader's hands (:meth:`Wakeups.changed`): ``deliver(seq, frame)`` returns
+        #: True when the event reached the reader's client, False to wake the reader.
+        self.deliver: Callable[[int, bytes], bool] | None = None
+
+    @property
+    def cooperative(self) -> bool:
+        """True under gevent: the bell is rung from the same thread as its reader."""
+        return self._cooperative
 
     def ring(self) -> None:
         self._event.set()
@@ -108,11 +117,23 @@ class Wakeups:
         """True while a reader of this process holds a bell for ``stream_id``."""
         return stream_id in self._bells
 
-    def changed(self, stream_id: str) -> None:
+    def changed(self, stream_id: str, seq: int = -1, frame: bytes | None = None) -> None:
         """``stream_id`` has new events (or ended): ring its readers' bells, at the
-        next turn of the event loop under gevent, at once with threads."""
-        if stream_id not in self._bells:
+        next turn of the event loop under gevent, at once with threads.
+
+        With ``frame`` (the new event ``seq``, the only one since the last call,
+        not terminal) each waiting reader's :attr:`Bell.deliver` is offered it
+        first; the bells are rung only when one of them does not take it."""
+        bells = self._bells.get(stream_id)
+        if bells is None:
             return
+        if frame is not None:
+            for bell in bells:
+                deliver = bell.deliver
+                if deliver is None or not deliver(seq, frame):
+                    break
+            else:
+                return  # every reader's client has it
         if not self._cooperative:
             self._ring(stream_id)
             return

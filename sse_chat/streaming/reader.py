@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ..client_writer import ClientWriter
 from ..eventlog import Cursor, EventLog, StreamNotFound
 from ..metrics import Metrics
 from ..protocol import EventId, encode_comment, encode_retry, stream_lost_frame
@@ -31,6 +32,12 @@ T = TypeVar("T")
 EXPIRED = "the stream expired while it was being read; ask again"
 #: Seconds between a reader's updates of the events-sent metric.
 METRICS_FLUSH_S = 1.0
+#: Seconds since the last write to a client under which a new event is not
+#: written at once by its producer (:class:`_DirectWrites`) but left for the
+#: reader, which writes everything that gathered meanwhile in one write: events
+#: that come this close together (a fast model, a burst of upstream chunks) are
+#: cheaper coalesced than written one by one.
+DIRECT_MIN_GAP_S = 0.005
 #: The most events one write carries. A resume of a long stream sends its backlog
 #: in writes of this many, letting other greenlets run between two, so that it
 #: neither holds the event loop (the OpenAI surface rewrites every event) nor,
@@ -68,7 +75,8 @@ class ReaderSettings:
 
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
            metrics: Metrics | None = None, draining: threading.Event | None = None,
-           events_per_response: int | None = None) -> Body[list[bytes]]:
+           events_per_response: int | None = None,
+           offer: Callable[[bytes], bool] | None = None) -> Body[list[bytes]]:
     """Attach a reader now, and return an iterator over the frames of ``stream_id``
     after event ``after_seq``, as lists of the frames that gathered since the last
     look (one write each), at most :data:`WRITE_EVENTS` in one. The first list
@@ -84,6 +92,12 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     among them: the response ends early, as a dropped connection would, and the
     client resumes.
 
+    ``offer(frame)``: while the reader waits caught up, a new event may be handed
+    to ``offer`` by the greenlet that appends it (:meth:`Cursor.wait`), when the
+    client's last write is :data:`DIRECT_MIN_GAP_S` old or more; True means
+    ``offer`` wrote it to the client, and the iterator skips it. Not with
+    ``events_per_response``.
+
     ``close()`` it (a WSGI server does) to detach, whether or not it was iterated.
 
     Raises:
@@ -94,8 +108,10 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
         cursor = event_log.open(stream_id, after_seq)
     except StreamNotFound:  # it expired since the caller looked
         return Body(_expired(stream_id, after_seq + 1), lambda: None)
-    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining, _Allowance(events_per_response)),
-                cursor.close)
+    allowance = _Allowance(events_per_response)
+    if events_per_response is not None:
+        offer = None
+    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining, allowance, offer), cursor.close)
 
 
 def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
@@ -103,14 +119,15 @@ def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
 
 
 def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics | None,
-            draining: threading.Event | None, allowance: _Allowance) -> Generator[list[bytes], None, None]:
+            draining: threading.Event | None, allowance: _Allowance,
+            offer: Callable[[bytes], bool] | None) -> Generator[list[bytes], None, None]:
     finished = drained = False
     sent = _SentCounter(metrics)
+    offered = None if offer is None else sent.direct(offer)
     try:
         frames, finished, more = allowance.take(cursor)
         yield frames
-        sent_at = time.monotonic()
-        sent.add(len(frames), sent_at)
+        sent.add(len(frames), time.monotonic())
         while not finished and not allowance.spent:
             drained = draining is not None and draining.is_set()
             if drained:
@@ -118,12 +135,11 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
             if more:
                 time.sleep(0)  # more of a backlog: other greenlets first (gevent patches sleep)
             else:
-                cursor.wait(sent_at + heartbeat_s)
+                cursor.wait(sent.at + heartbeat_s, offered)
             frames, finished, more = allowance.take(cursor)
             now = time.monotonic()
-            if frames or now - sent_at >= heartbeat_s:
+            if frames or now - sent.at >= heartbeat_s:
                 yield frames
-                sent_at = now
                 sent.add(len(frames), now)
     except StreamNotFound:
         finished = True
@@ -179,11 +195,20 @@ class Body(Generic[T]):
     (a generator's ``finally`` would not run then): a WSGI response body that
     holds a resource from before the response began."""
 
-    __slots__ = ("_items", "_on_close")
+    __slots__ = ("_items", "_on_close", "_direct")
 
-    def __init__(self, items: Generator[T, None, None], on_close: Callable[[], None]) -> None:
+    def __init__(self, items: Generator[T, None, None], on_close: Callable[[], None],
+                 direct: _DirectWrites | None = None) -> None:
         self._items = items
         self._on_close = on_close
+        self._direct = direct
+
+    def write_directly(self, writer: ClientWriter) -> None:
+        """Let the producer write events to this response's client through
+        ``writer`` while the reader waits caught up (a body of
+        :func:`read_stream`; others ignore it)."""
+        if self._direct is not None:
+            self._direct.writer = writer
 
     def also_on_close(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` too when closed (after the earlier ``on_close``)."""
@@ -211,20 +236,38 @@ class Body(Generic[T]):
 
 
 class _SentCounter:
-    """Counts events sent by one reader into ``sse_chat_events_sent`` at most once
-    per :data:`METRICS_FLUSH_S` (a multiprocess counter costs a locked file write
-    per increment, too much once per event)."""
+    """When one reader last wrote (:attr:`at`, monotonic seconds), and its events
+    counted into ``sse_chat_events_sent`` at most once per :data:`METRICS_FLUSH_S`
+    (a multiprocess counter costs a locked file write per increment, too much
+    once per event)."""
+
+    __slots__ = ("_metrics", "_pending", "_flushed_at", "at")
 
     def __init__(self, metrics: Metrics | None) -> None:
         self._metrics = metrics
         self._pending = 0
-        self._flushed_at = time.monotonic()
+        self._flushed_at = self.at = time.monotonic()
 
     def add(self, count: int, now: float) -> None:
+        """``count`` events (0: a heartbeat) were written at ``now``."""
+        self.at = now
         self._pending += count
         if now - self._flushed_at >= METRICS_FLUSH_S:
             self.flush()
             self._flushed_at = now
+
+    def direct(self, offer: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
+        """``offer``, refused while the last write is younger than
+        :data:`DIRECT_MIN_GAP_S`, and counted here when it wrote."""
+
+        def offered(frame: bytes) -> bool:
+            now = time.monotonic()
+            if now - self.at < DIRECT_MIN_GAP_S or not offer(frame):
+                return False
+            self.add(1, now)
+            return True
+
+        return offered
 
     def flush(self) -> None:
         if self._metrics is not None and self._pending:
@@ -257,14 +300,54 @@ def read_stream(readers: ReaderSettings, position: ReadFrom, *,
     Raises:
         EventLogUnavailable: as :func:`follow`, at once.
     """
+    direct = _DirectWrites(transform)
     batches = follow(readers.event_log, position.stream_id, position.after_seq, heartbeat_s=readers.heartbeat_s,
                      metrics=readers.metrics, draining=readers.draining,
-                     events_per_response=position.events_per_response)
-    return Body(_event_stream(batches, readers.retry_ms, readers.draining, transform, retry_alone), batches.close)
+                     events_per_response=position.events_per_response, offer=direct.offer)
+    return Body(_event_stream(batches, readers.retry_ms, readers.draining, transform, retry_alone, direct),
+                batches.close, direct)
+
+
+class _DirectWrites:
+    """The short path of an event to a caught-up client: the producer's greenlet,
+    appending an event the reader waits for, writes it to the client itself
+    through the response's :class:`~sse_chat.client_writer.ClientWriter` (set by
+    :meth:`Body.write_directly`), instead of waking the reader's greenlet to
+    write it: one greenlet switch, one wake-up and one pass through the WSGI
+    server less per event. Opened once the response's first write (with
+    ``retry:``) has gone out."""
+
+    __slots__ = ("writer", "open", "_transform")
+
+    def __init__(self, transform: Callable[[list[bytes]], bytes]) -> None:
+        self.writer: ClientWriter | None = None
+        self.open = False
+        self._transform = None if transform == b"".join else transform  # None: a frame is written as it is
+
+    def offer(self, frame: bytes) -> bool:
+        """Write ``frame`` (transformed as the reader would) now; False when it
+        cannot be (not open, no writer, or the writer not ready). The transform
+        runs only when the write follows (a surface's transform keeps state: the
+        Responses API numbers its events), so every frame goes through it once."""
+        writer = self.writer
+        if not self.open or writer is None or not writer.ready():
+            return False
+        if self._transform is None:
+            writer.write(frame)
+            return True
+        try:
+            data = self._transform([frame])
+        except Exception:  # a bug of the surface's: let it fail in the reader's greenlet, not the producer's
+            log.exception("direct writes of a response stopped: its transform failed")
+            self.open = False
+            return False
+        writer.write(data)
+        return True
 
 
 def _event_stream(batches: Body[list[bytes]], retry_ms: int, draining: threading.Event | None,
-                  transform: Callable[[list[bytes]], bytes], retry_alone: bool) -> Generator[bytes, None, None]:
+                  transform: Callable[[list[bytes]], bytes], retry_alone: bool,
+                  direct: _DirectWrites) -> Generator[bytes, None, None]:
     retry = encode_retry(retry_ms)
     first = next(batches)
     if first:
@@ -274,12 +357,14 @@ def _event_stream(batches: Body[list[bytes]], retry_ms: int, draining: threading
     else:
         yield OPENING_COMMENT  # the headers go out now; retry: waits for the first event
     pending_retry = not first and not retry_alone
+    direct.open = not pending_retry
     for frames in batches:
         if not frames:
             yield HEARTBEAT
         elif pending_retry:
             yield retry + transform(frames)
             pending_retry = False
+            direct.open = True
         else:
             yield transform(frames)
     if retry_alone and draining is not None and draining.is_set():

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Response, current_app, g, request
 
 from ..bodies.json_body import parse_json_body
+from ..client_writer import ENVIRON_KEY as CLIENT_WRITER_KEY
 from ..errors import ApiError, event_log_unavailable
 from ..eventlog import EventLogUnavailable
 from ..protocol import EVENT_STREAM_CONTENT_TYPE
@@ -111,6 +112,9 @@ def event_stream_response(body: Any) -> Response:
     sock = request.environ.get("gunicorn.socket")
     if sock is not None:
         sock.settimeout(svc.settings.send_timeout_s)
+    writer = request.environ.get(CLIENT_WRITER_KEY)
+    if writer is not None and hasattr(body, "write_directly"):
+        body.write_directly(writer)
     return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
                     headers=EVENT_STREAM_HEADERS, direct_passthrough=True)
 

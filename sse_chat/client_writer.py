@@ -1,0 +1,44 @@
+"""Writing to a response's client from outside the WSGI iteration.
+
+A WSGI server writes a response body item by item in the greenlet that serves
+the request. sse-chat's gunicorn worker also offers, in each request's environ
+under :data:`ENVIRON_KEY`, a :class:`ClientWriter` for the response: with it the
+greenlet that produces a stream can write an event to a client that is caught up
+and waiting, where it would otherwise wake that client's reader greenlet to
+write it (one greenlet switch and a WSGI write less per event; see
+:mod:`sse_chat.streaming.reader`). Other servers offer none, and every write goes
+through the body.
+
+This module is the interface between the two; the worker implements it
+(:class:`sse_chat.gunicorn_worker.ResponseWriter`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+#: The WSGI environ key under which the server offers the response's
+#: :class:`ClientWriter` (absent: no writer; write through the body).
+ENVIRON_KEY = "sse_chat.client_writer"
+
+
+class ClientWriter(Protocol):
+    """Writes body bytes to one response's client, beside the body iterator.
+
+    Only for a cooperative server (gevent): :meth:`try_write` must be called from
+    a greenlet of the worker's event loop while the response's own greenlet is
+    not writing (it waits for its stream), so that the two never interleave.
+    """
+
+    def ready(self) -> bool:
+        """True when :meth:`write` may be called: the response headers are sent,
+        the response has a body, and no earlier write is still going out (a
+        client that reads slowly is written to by the response's own greenlet,
+        which waits for it)."""
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` (a whole number of events: the bytes of one body item),
+        framed as the response frames its body (an HTTP/1.1 chunk), without
+        waiting: what the socket takes now, the rest as it drains, before any
+        later write of the response. Only when :meth:`ready`. On a failed
+        connection ``data`` is dropped: the body's next write meets the failure."""
