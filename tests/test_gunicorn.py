@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import subprocess
 import socket
 import sys
@@ -148,7 +149,8 @@ def test_the_readmes_gunicorn_conf_py_holds_the_projects_settings():
 
 
 def test_a_worker_freezes_what_it_loaded_and_raises_the_collector_thresholds():
-    """The worker class's ``load_wsgi`` sends the app's log lines to stderr, loads
+    """The worker class's ``load_wsgi`` sends the app's log lines to stderr (at
+    gunicorn's log level), loads
     the app and then tunes the garbage collector: what it loaded sits in the
     permanent generation and the thresholds are ``GC_THRESHOLDS`` (run in a fresh
     interpreter: ``gc`` and ``logging`` state is process-wide)."""
@@ -163,11 +165,13 @@ from sse_chat.gunicorn_worker import GC_THRESHOLDS, Worker
 before = gc.get_threshold()
 worker = Worker.__new__(Worker)   # gunicorn's arbiter builds it; here only the app is needed
 worker.app = types.SimpleNamespace(wsgi=create_app)
+worker.cfg = types.SimpleNamespace(loglevel="debug")   # gunicorn's --log-level
 worker.load_wsgi()
 print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(),
                   "wanted": GC_THRESHOLDS, "gevent_worker": isinstance(worker, GeventWorker),
                   "app": "sse_chat" in worker.wsgi.extensions,
-                  "handlers": len(logging.getLogger("sse_chat").handlers)}))
+                  "handlers": len(logging.getLogger("sse_chat").handlers),
+                  "level": logging.getLogger("sse_chat").level}))
 """
     ran = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=base_env(), capture_output=True,
                          text=True, timeout=60)
@@ -176,3 +180,4 @@ print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.ge
     assert state["before"] != state["after"] == list(state["wanted"])
     assert state["frozen"] > 10_000  # Flask, werkzeug, the openai SDK, the app
     assert state["gevent_worker"] and state["app"] and state["handlers"] == 1
+    assert state["level"] == logging.DEBUG  # the app's lines follow gunicorn's --log-level

@@ -109,7 +109,8 @@ def test_a_primary_killed_under_load_loses_no_answer(gunicorn, cluster):
     uncut_server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0")  # the same fake model, in memory, at full speed
     uncut = {i: run_cli("ask", "--url", uncut_server.url, "--max-tokens", "200", f"failover {i}").stdout
              for i in range(20)}
-    host_a, host_b = _two_hosts(gunicorn, cluster, SSE_CHAT_FAKE_DELAY_MS="50")
+    host_a, host_b = _two_hosts(gunicorn, cluster, SSE_CHAT_FAKE_DELAY_MS="50",
+                                GUNICORN_CMD_ARGS="--log-level debug")  # the producers' "started" lines
     asks = {i: _ask((host_a, host_b)[i % 2].url, f"failover {i}") for i in range(20)}
     wait_until(lambda: sum(host.log().count("sse_chat.streaming.producer: stream") for host in (host_a, host_b)) >= 20, 60,
                "every answer to start")

@@ -3,12 +3,20 @@
 import signal
 import subprocess
 
+import requests
+
 from sse_chat.models import ChatRequest, Message
 from sse_chat.models.fake import fake_tokens
-
 from sse_chat.testing.servers import CLI, base_env, wait_until
 
 PROMPTS = [f"reload question {i}" for i in range(20)]
+
+
+def _active_streams(url: str) -> float:
+    """The workers' running producers, from GET /metrics."""
+    metrics = requests.get(url + "/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("sse_chat_active_streams"))
 
 
 def test_twenty_streams_survive_a_reload_with_exactly_the_uncut_answers(gunicorn, redis_server):
@@ -20,8 +28,7 @@ def test_twenty_streams_survive_a_reload_with_exactly_the_uncut_answers(gunicorn
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                    env=base_env())
                for p in PROMPTS}
-    started = server.log().count("started: model=fake")
-    wait_until(lambda: server.log().count("started: model=fake") >= started + 20, 30, "all 20 streams to start")
+    wait_until(lambda: _active_streams(server.url) >= 20, 30, "all 20 streams to start")
     server.process.send_signal(signal.SIGHUP)
     results = {p: c.communicate(timeout=120) for p, c in clients.items()}
     for prompt, (stdout, stderr) in results.items():

@@ -73,12 +73,14 @@ def test_delete_from_any_worker_cancels_within_a_second(gunicorn, redis_server):
 
 
 def _producer_pid(server, stream_id):
-    match = re.search(rf"\[(\d+)\] \[INFO\] sse_chat.streaming.producer: stream {re.escape(stream_id)} started", server.log())
+    match = re.search(rf"\[(\d+)\] \[DEBUG\] sse_chat.streaming.producer: stream {re.escape(stream_id)} started",
+                      server.log())
     return int(match.group(1)) if match else None
 
 
 def test_sigkill_of_the_producing_worker_ends_the_stream_with_stream_lost(gunicorn, redis_server):
-    server = gunicorn(SSE_CHAT_REDIS_URL=redis_server.url, WEB_CONCURRENCY="2", SSE_CHAT_FAKE_DELAY_MS="20")
+    server = gunicorn(SSE_CHAT_REDIS_URL=redis_server.url, WEB_CONCURRENCY="2", SSE_CHAT_FAKE_DELAY_MS="20",
+                      GUNICORN_CMD_ARGS="--log-level debug")  # the producer's "started" line names its worker
     with requests.post(server.url + "/v1/chat", json={"prompt": "q", "max_tokens": 100_000}, stream=True) as response:
         start = events_of([next(response.iter_content(chunk_size=None))])[0]
     stream_id = stream_of(start.last_event_id)

@@ -256,7 +256,7 @@ class FakeModel:
             deltas = [Delta(content=token) for token in tool_result_tokens(request.messages)]
             return deltas, len(deltas), "stop"
         if request.max_tokens is not None:
-            return (Delta(content=token) for token in long_answer(request)), request.max_tokens, "length"
+            return map(Delta, long_answer(request)), request.max_tokens, "length"  # Delta(content=token)
         deltas = [Delta(content=token) for token in fake_tokens(request)]
         return deltas, len(deltas), "stop"
 

@@ -21,7 +21,7 @@ from ..eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
 from ..metrics import Metrics
 from ..models import ChatModel, ChatRequest, Delta, Message, ToolCall, UpstreamError, Usage
 from ..models.registry import is_backend_error, metrics_label
-from ..protocol import Event, EventId, EventType, ToolCalls, content_frame
+from ..protocol import EventType, ToolCalls, compact_json, content_frame, encode_line_event
 from ..protocol import error_data as error_body
 from ..tools.registry import ServerTool, ToolRegistry
 
@@ -145,7 +145,7 @@ class Producer:
                 self._on_end()
 
     def _run(self) -> None:
-        log.info("stream %s started: model=%s", self._stream_id, self._request.model)
+        log.debug("stream %s started: model=%s", self._stream_id, self._request.model)  # INFO: its end, with figures
         with self._lease():
             try:
                 event_type, data = self._generate()
@@ -364,7 +364,10 @@ class Producer:
         self._seq += 1
 
     def _encode(self, event_type: EventType, data: dict) -> bytes:
-        return Event(EventId(self._stream_id, self._seq), event_type.value, data).encode()
+        """Event ``self._seq`` as a frame: ``Event(EventId(stream, seq), type, data).encode()``
+        byte for byte, without the checks a value from outside needs (the id and
+        type are ours; compact JSON holds no line break)."""
+        return encode_line_event(event_type.value, f"{self._stream_id}:{self._seq}", compact_json(data))
 
 
 def _tool_name(tool: Any) -> str | None:
