@@ -36,9 +36,10 @@ class ClientWriter(Protocol):
         client that reads slowly is written to by the response's own greenlet,
         which waits for it)."""
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> bool:
         """Write ``data`` (a whole number of events: the bytes of one body item),
         framed as the response frames its body (an HTTP/1.1 chunk), without
         waiting: what the socket takes now, the rest as it drains, before any
-        later write of the response. Only when :meth:`ready`. On a failed
-        connection ``data`` is dropped: the body's next write meets the failure."""
+        later write of the response; only when :meth:`ready`. Returns False when
+        the connection failed: ``data`` is dropped, and the body's next write
+        meets the failure (the caller wakes the body's greenlet for it)."""

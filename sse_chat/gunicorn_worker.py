@@ -17,6 +17,7 @@ library with gevent before it loads the app; see :mod:`sse_chat.gunicorn_config`
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import ssl
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
+from gunicorn.glogging import Logger
 from gunicorn.workers.ggevent import GeventWorker
 
 from .client_writer import ENVIRON_KEY
@@ -115,8 +117,11 @@ class ClientSocket:
         Raises:
             OSError: as gevent's ``sendall`` (``BrokenPipeError`` and
                 ``ConnectionResetError`` for a client that left; ``TimeoutError``
-                after the socket's timeout).
+                after the socket's timeout); ``BrokenPipeError`` at once after a
+                :meth:`send_soon` met a failed connection.
         """
+        if self._failed:
+            raise BrokenPipeError("an earlier send to this client failed")
         if self._unsent is not None:  # first what an earlier send_soon left
             data = bytes(self._unsent) + data
             self._stop_draining()
@@ -132,31 +137,47 @@ class ClientSocket:
         nothing an earlier ``send_soon`` left is still waiting, and no send failed."""
         return self._unsent is None and not self._failed
 
-    def send_soon(self, data: bytes) -> None:
+    def send_soon(self, data: bytes) -> bool:
         """Send ``data`` without waiting: what the socket takes now, the rest as it
-        drains (the event loop sends it), before any later send. Only when
-        :meth:`ready_to_send`. A failed connection drops ``data``; the next
-        :meth:`sendall` raises."""
+        drains (the event loop sends it), before any later send; meant for when
+        :meth:`ready_to_send` (else ``data`` waits behind what is left). Returns
+        False when the connection failed: ``data`` is dropped, and every later
+        send raises."""
+        if self._failed:
+            return False
+        if self._unsent is not None:
+            self._unsent = memoryview(bytes(self._unsent) + data)
+            return True
         try:
             sent = self._raw.send(data)
         except BlockingIOError:
             sent = 0
         except OSError:  # the client left
             self._failed = True
-            return
+            return False
         if sent < len(data):
             self._unsent = memoryview(data)[sent:]
             self._drain = gevent.get_hub().loop.io(self._raw.fileno(), 2)  # 2: libev's EV_WRITE
             self._drain.start(self._send_unsent)
+        return True
 
     def close(self) -> None:
+        """Close the connection, once what :meth:`send_soon` left is sent (within
+        the socket's timeout; gunicorn's last write of a chunked response has sent
+        it already)."""
+        if self._unsent is not None and not self._failed:
+            rest = bytes(self._unsent)
+            self._stop_draining()
+            with contextlib.suppress(OSError):  # the client left
+                self._socket.sendall(rest)
         self._stop_draining()
         self._socket.close()
 
     def _send_unsent(self) -> None:
         """The event loop's callback when the socket can take more of what
         :meth:`send_soon` left."""
-        assert self._unsent is not None
+        if self._unsent is None:  # stopped meanwhile
+            return
         try:
             sent = self._raw.send(self._unsent)
         except BlockingIOError:
@@ -197,24 +218,29 @@ class ResponseWriter:
         return (response.headers_sent and response.response_length is None  # a set length: never an event stream
                 and not getattr(response, "_omits_body", False) and response.sock.ready_to_send())  # HEAD
 
-    def write(self, data: bytes) -> None:
-        if data:
-            response = self._response
-            response.sock.send_soon(b"%X\r\n%b\r\n" % (len(data), data) if response.chunked else data)
-            response.sent += len(data)
+    def write(self, data: bytes) -> bool:
+        if not data:
+            return True
+        response = self._response
+        if not response.sock.send_soon(b"%X\r\n%b\r\n" % (len(data), data) if response.chunked else data):
+            return False
+        response.sent += len(data)
+        return True
 
 
 class OfferingWriters:
     """The app as sse-chat's worker calls it: the response's :class:`ResponseWriter`
-    goes in ``environ`` (under :data:`~sse_chat.client_writer.ENVIRON_KEY`) on a
-    plain connection (a :class:`ClientSocket`); gunicorn's ``start_response`` is
-    its response's bound method. Any other attribute is the app's."""
+    goes in ``environ`` (under :data:`~sse_chat.client_writer.ENVIRON_KEY`) for an
+    HTTP/1.x request on a plain connection (a :class:`ClientSocket`; gunicorn's
+    HTTP/2 frames its writes itself); gunicorn's ``start_response`` is its
+    response's bound method. Any other attribute is the app's."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if isinstance(environ.get("gunicorn.socket"), ClientSocket):
+        if isinstance(environ.get("gunicorn.socket"), ClientSocket) and \
+                str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1"):  # HTTP/2 frames its own writes
             environ[ENVIRON_KEY] = ResponseWriter(start_response.__self__)  # type: ignore[attr-defined]
         return self.app(environ, start_response)
 
@@ -256,7 +282,7 @@ class Worker(GeventWorker):
             raise StopIteration  # how gunicorn's keep-alive loop is told to close the connection
 
     def load_wsgi(self) -> None:
-        log_app_lines_to_stderr(logging.getLevelName(self.cfg.loglevel.upper()))
+        log_app_lines_to_stderr(Logger.LOG_LEVELS.get(self.cfg.loglevel.lower(), logging.INFO))  # as gunicorn reads it
         super().load_wsgi()
         self.wsgi = OfferingWriters(getattr(self, "wsgi"))  # noqa: B009 (gunicorn sets it, untyped)
         tune_garbage_collector()

@@ -158,16 +158,24 @@ def _read_what_is_there(sock: gevent.socket.socket) -> bytes:
             return b"".join(chunks)
 
 
-def test_a_socket_whose_client_left_is_not_ready_once_a_send_failed(pair):
+def test_once_a_send_to_a_client_that_left_failed_the_socket_says_so_and_every_later_send_fails(pair):
     server, client = pair
     client.close()
     sock = ClientSocket(server)
-    for _ in range(3):  # the kernel may take the first send still
-        if sock.ready_to_send():
-            sock.send_soon(FRAME)
-    assert not sock.ready_to_send()
-    with pytest.raises(OSError):
+    outcomes = [sock.send_soon(FRAME) for _ in range(3)]  # the kernel may take the first send still
+    assert outcomes[-1] is False and not sock.ready_to_send()
+    with pytest.raises(BrokenPipeError):
         sock.sendall(FRAME)
+
+
+def test_closing_sends_what_send_soon_left_first(pair):
+    server, client = pair
+    sock = ClientSocket(server)
+    sent = _fill(sock, b"a" * 100_000)  # the last one taken only in part
+    expected = b"".join(sent)
+    reader = gevent.spawn(lambda: b"".join(iter(lambda: client.recv(1 << 20), b"")))  # to the end
+    sock.close()
+    assert reader.get(timeout=30) == expected
 
 
 class _Response:
@@ -212,11 +220,21 @@ def test_the_response_writer_is_not_ready_in_answer_to_head(pair):
     assert not ResponseWriter(response).ready()
 
 
-def test_the_worker_offers_each_plain_connections_response_a_writer(pair):
+def test_the_worker_offers_each_http_1_response_on_a_plain_connection_a_writer(pair):
     seen = []
     app = OfferingWriters(lambda environ, start_response: seen.append(environ) or [])
     response = _Response(ClientSocket(pair[0]))
-    app({"gunicorn.socket": response.sock}, response.start_response)
+    app({"gunicorn.socket": response.sock, "SERVER_PROTOCOL": "HTTP/1.1"}, response.start_response)
     assert isinstance(seen[0][ENVIRON_KEY], ResponseWriter)
-    app({"gunicorn.socket": pair[0]}, response.start_response)  # a TLS connection's, say
+    app({"gunicorn.socket": pair[0], "SERVER_PROTOCOL": "HTTP/1.1"}, response.start_response)  # a TLS one, say
     assert ENVIRON_KEY not in seen[1]
+    app({"gunicorn.socket": response.sock, "SERVER_PROTOCOL": "HTTP/2"}, response.start_response)  # h2c
+    assert ENVIRON_KEY not in seen[2]  # HTTP/2 frames its writes itself
+
+
+def test_the_response_writer_says_when_the_connection_failed(pair):
+    server, client = pair
+    client.close()
+    writer = ResponseWriter(_Response(ClientSocket(server)))
+    outcomes = [writer.write(b"id: a:1\n\n") for _ in range(3)]
+    assert outcomes[-1] is False and not writer.ready()

@@ -38,16 +38,18 @@ def _read(log, after_seq=-1, **options):
 
 class Writer:
     """A client writer that puts what it writes on ``wire`` (never ready when
-    ``takes`` is false)."""
+    ``takes`` is false; a connection that failed when ``connected`` is false)."""
 
-    def __init__(self, wire, *, takes=True):
-        self.wire, self.takes = wire, takes
+    def __init__(self, wire, *, takes=True, connected=True):
+        self.wire, self.takes, self.connected = wire, takes, connected
 
     def ready(self):
         return self.takes
 
     def write(self, data):
-        self.wire.append(("producer", data))
+        if self.connected:
+            self.wire.append(("producer", data))
+        return self.connected
 
 
 def _cooperative_log():
@@ -140,9 +142,23 @@ def test_the_first_event_that_must_carry_retry_goes_through_the_reader(at_once):
     served = _serve(body, wire)
     log.append(STREAM, 1, frame(1))
     gevent.sleep(0.01)  # the reader's turn
+    log.append(STREAM, 2, frame(2))  # retry: has gone out: the producer writes again
+    log.append(STREAM, 3, frame(3), terminal=True)
+    served.join(timeout=5)
+    assert wire == [("reader", OPENING_COMMENT), ("reader", RETRY + frame(1)), ("producer", frame(2)),
+                    ("reader", frame(3))]
+
+
+def test_a_write_that_meets_a_failed_connection_wakes_the_reader_to_meet_it(at_once):
+    log, wire = _cooperative_log(), []
+    body = _read(log)
+    body.write_directly(Writer(wire, connected=False))
+    served = _serve(body, wire)
+    log.append(STREAM, 1, frame(1))
+    gevent.sleep(0.01)  # the reader's turn: woken, it writes the event itself (and would meet the failure)
+    assert wire == [("reader", RETRY + frame(0)), ("reader", frame(1))]
     log.append(STREAM, 2, frame(2), terminal=True)
     served.join(timeout=5)
-    assert wire == [("reader", OPENING_COMMENT), ("reader", RETRY + frame(1)), ("reader", frame(2))]
 
 
 def test_a_response_bounded_to_events_per_response_counts_every_event_itself(at_once):

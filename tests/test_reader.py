@@ -267,4 +267,3 @@ def test_read_stream_takes_the_position_whole_its_events_per_response_too():
     log = _log(10, finished=True)
     writes = list(read_stream(ReaderSettings(log, retry_ms=1000, heartbeat_s=NO_HEARTBEAT_S), ReadFrom(STREAM, 2, 3)))
     assert writes == [RETRY + frame(3) + frame(4) + frame(5)]
-

@@ -326,23 +326,23 @@ class _DirectWrites:
 
     def offer(self, frame: bytes) -> bool:
         """Write ``frame`` (transformed as the reader would) now; False when it
-        cannot be (not open, no writer, or the writer not ready). The transform
+        cannot be (not open, no writer, the writer not ready, or the connection
+        failed). The transform
         runs only when the write follows (a surface's transform keeps state: the
         Responses API numbers its events), so every frame goes through it once."""
         writer = self.writer
         if not self.open or writer is None or not writer.ready():
             return False
         if self._transform is None:
-            writer.write(frame)
-            return True
+            return writer.write(frame)
         try:
             data = self._transform([frame])
         except Exception:  # a bug of the surface's: let it fail in the reader's greenlet, not the producer's
+            # (where the transform meets the frame again, its state perhaps already moved: the response is lost anyway)
             log.exception("direct writes of a response stopped: its transform failed")
             self.open = False
             return False
-        writer.write(data)
-        return True
+        return writer.write(data)  # False: the client left; the reader, woken, meets the failure and detaches
 
 
 def _event_stream(batches: Body[list[bytes]], retry_ms: int, draining: threading.Event | None,
