@@ -25,7 +25,7 @@ ENVIRON_KEY = "sse_chat.client_writer"
 class ClientWriter(Protocol):
     """Writes body bytes to one response's client, beside the body iterator.
 
-    Only for a cooperative server (gevent): :meth:`try_write` must be called from
+    Only for a cooperative server (gevent): :meth:`write` must be called from
     a greenlet of the worker's event loop while the response's own greenlet is
     not writing (it waits for its stream), so that the two never interleave.
     """

@@ -90,7 +90,9 @@ class ClientSocket:
     Here one ``send`` on the non-blocking socket underneath tries first; what it
     does not take (a full send buffer: a slow client) goes through gevent's
     ``sendall``, which waits for the socket as before and keeps its timeout
-    (``SSE_CHAT_SEND_TIMEOUT_S``).
+    (``SSE_CHAT_SEND_TIMEOUT_S``). :meth:`send_soon` is the same without the
+    wait (for :class:`ResponseWriter`): what the socket does not take, the event
+    loop sends as it drains.
     """
 
     __slots__ = ("_socket", "_raw", "closing", "_unsent", "_drain", "_failed")
@@ -125,10 +127,7 @@ class ClientSocket:
         if self._unsent is not None:  # first what an earlier send_soon left
             data = bytes(self._unsent) + data
             self._stop_draining()
-        try:
-            sent = self._raw.send(data, flags)
-        except BlockingIOError:
-            sent = 0
+        sent = self._send_now(data, flags)
         if sent < len(data):
             self._socket.sendall(memoryview(data)[sent:], flags)
 
@@ -149,9 +148,7 @@ class ClientSocket:
             self._unsent = memoryview(bytes(self._unsent) + data)
             return True
         try:
-            sent = self._raw.send(data)
-        except BlockingIOError:
-            sent = 0
+            sent = self._send_now(data)
         except OSError:  # the client left
             self._failed = True
             return False
@@ -166,10 +163,8 @@ class ClientSocket:
         the socket's timeout; gunicorn's last write of a chunked response has sent
         it already)."""
         if self._unsent is not None and not self._failed:
-            rest = bytes(self._unsent)
-            self._stop_draining()
             with contextlib.suppress(OSError):  # the client left
-                self._socket.sendall(rest)
+                self.sendall(b"")
         self._stop_draining()
         self._socket.close()
 
@@ -179,9 +174,7 @@ class ClientSocket:
         if self._unsent is None:  # stopped meanwhile
             return
         try:
-            sent = self._raw.send(self._unsent)
-        except BlockingIOError:
-            return
+            sent = self._send_now(self._unsent)
         except OSError:  # the client left: the response's next write raises
             self._stop_draining()
             self._failed = True
@@ -189,6 +182,18 @@ class ClientSocket:
         self._unsent = self._unsent[sent:]
         if not self._unsent:
             self._stop_draining()
+
+    def _send_now(self, data: bytes | memoryview, flags: int = 0) -> int:
+        """One ``send`` on the non-blocking socket: the bytes it took (0 when its
+        buffer is full).
+
+        Raises:
+            OSError: the connection failed.
+        """
+        try:
+            return self._raw.send(data, flags)
+        except BlockingIOError:
+            return 0
 
     def _stop_draining(self) -> None:
         if self._drain is not None:
@@ -258,8 +263,9 @@ class Worker(GeventWorker):
       unread (:meth:`ClientSocket.close_after_response`) is closed after the
       response, not read on for a next request (which would read the body).
     - ``load_wsgi``: the app's log lines go to stderr before the app loads
-      (:func:`log_app_lines_to_stderr`, at gunicorn's ``--log-level``); once it has loaded, the app is called
-      through :class:`OfferingWriters`, and :func:`tune_garbage_collector`.
+      (:func:`log_app_lines_to_stderr`, at gunicorn's ``--log-level``); once it
+      has loaded, the app is called through :class:`OfferingWriters`, and
+      :func:`tune_garbage_collector`.
       gunicorn calls it after the gevent worker has patched the standard library.
     - ``handle_exit`` (``SIGTERM``): sets the app's ``draining`` and wakes its
       readers, which end their responses with ``retry:``; then gunicorn's own

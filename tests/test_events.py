@@ -15,6 +15,7 @@ from sse_chat.protocol import (
     EventStreamDecoder,
     EventType,
     content_frame,
+    event_frame,
     new_stream_id,
     read_frame,
     stream_lost_frame,
@@ -89,3 +90,12 @@ def test_read_frame_refuses_what_is_not_a_frame_of_this_service(frame):
 def test_content_frames_are_byte_for_byte_the_events_encoding(event_type, stream_id, seq, text):
     expected = Event(EventId(stream_id, seq), event_type.value, {"content": text}).encode()
     assert content_frame(event_type, stream_id, seq, text) == expected
+
+
+@given(st.sampled_from(list(EventType)), st.text(alphabet=st.characters(
+    exclude_categories=("Cs",), exclude_characters=":\r\n\0"), min_size=1), st.integers(min_value=0, max_value=10**9),
+    st.dictionaries(st.text(alphabet=st.characters(exclude_categories=("Cs",))),
+                    st.text(alphabet=st.characters(exclude_categories=("Cs",))) | st.integers() | st.none()))
+def test_event_frames_are_byte_for_byte_the_events_encoding(event_type, stream_id, seq, data):
+    expected = Event(EventId(stream_id, seq), event_type.value, data).encode()
+    assert event_frame(event_type, stream_id, seq, data) == expected

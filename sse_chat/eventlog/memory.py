@@ -172,7 +172,7 @@ class _MemoryCursor:
         self._bell = bell
         self.position = after_seq
         self._closed = False
-        self._offer: Callable[[bytes], bool] | None = None
+        self._offer: Callable[[bytes], bool] = _refuse  # the reader's, while it waits with one
 
     def take(self, limit: int | None = None) -> Batch:
         stream = self._stream
@@ -200,7 +200,7 @@ class _MemoryCursor:
     def _deliver(self, seq: int, frame: bytes) -> bool:
         """The bell's :attr:`~.wakeups.Bell.deliver` while the reader waits: the
         next event goes to the reader's ``offer``; taken, the cursor moves past it."""
-        if seq != self.position + 1 or self._offer is None or not self._offer(frame):
+        if seq != self.position + 1 or not self._offer(frame):
             return False
         self.position = seq
         return True
@@ -210,3 +210,8 @@ class _MemoryCursor:
             self._closed = True
             self._log._wakeups.unsubscribe(self._stream_id, self._bell)
             self._log._detach(self._stream_id, self._stream)
+
+
+def _refuse(frame: bytes) -> bool:
+    """No reader's offer: every event wakes the reader."""
+    return False

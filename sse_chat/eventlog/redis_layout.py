@@ -16,7 +16,8 @@ Keys of one stream (the ``{stream_id}`` hash tag keeps them in one slot):
   public id stays ``{stream_id}:{seq}``.
 * ``sse-chat:{id}:meta``: a hash: ``owner``, ``cancel``, ``readers``,
   ``unattended_since`` (Unix seconds), ``events_per_response`` (the most events
-  a response carries, 0 for no bound). The last seq and whether the stream ended are the last entry's.
+  a response carries, 0 for no bound). The last seq and whether the stream
+  ended are the last entry's.
 * ``sse-chat:{id}:lease``: exists while the producer lives. A reader's worker that
   finds it gone on an unfinished stream appends the terminal ``error`` event
   ``stream_lost``.

@@ -30,6 +30,7 @@ from .events import (
     ToolCalls,
     content_frame,
     error_data,
+    event_frame,
     event_types_module,
     new_stream_id,
     read_frame,
@@ -39,6 +40,6 @@ from .events import (
 __all__ = [
     "EVENT_STREAM_CONTENT_TYPE", "EVENT_TYPES", "STREAM_ID_BYTES", "TERMINAL_TYPES", "DispatchedEvent", "Event",
     "EventId", "EventKind", "EventStreamDecoder", "EventType", "ServerSentEvent", "ToolCalls", "compact_json",
-    "content_frame", "encode_comment", "encode_line_event", "encode_retry", "error_data", "event_types_module",
-    "json_string", "new_stream_id", "read_frame", "stream_lost_frame",
+    "content_frame", "encode_comment", "encode_line_event", "encode_retry", "error_data", "event_frame",
+    "event_types_module", "json_string", "new_stream_id", "read_frame", "stream_lost_frame",
 ]

@@ -246,6 +246,14 @@ def error_data(error_type: str, message: str) -> dict[str, Any]:
     return {"error": {"type": error_type, "message": message}}
 
 
+def event_frame(event_type: EventType, stream_id: str, seq: int, data: dict[str, Any]) -> bytes:
+    """The frame of event ``seq`` of stream ``stream_id`` with JSON ``data``: byte
+    for byte ``Event(EventId(stream_id, seq), event_type, data).encode()``, without
+    the checks a value from outside needs (a producer's own ids and types hold no
+    line break, and compact JSON none either: 9.2.5, 9.2.6)."""
+    return encode_line_event(event_type._value_, f"{stream_id}:{seq}", compact_json(data))
+
+
 def content_frame(event_type: EventType, stream_id: str, seq: int, text: str) -> bytes:
     """The frame of event ``seq`` of stream ``stream_id``, a ``token`` or
     ``reasoning`` event ``{"content": text}``: byte for byte

@@ -21,7 +21,7 @@ from ..eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
 from ..metrics import Metrics
 from ..models import ChatModel, ChatRequest, Delta, Message, ToolCall, UpstreamError, Usage
 from ..models.registry import is_backend_error, metrics_label
-from ..protocol import EventType, ToolCalls, compact_json, content_frame, encode_line_event
+from ..protocol import EventType, ToolCalls, content_frame, event_frame
 from ..protocol import error_data as error_body
 from ..tools.registry import ServerTool, ToolRegistry
 
@@ -364,10 +364,7 @@ class Producer:
         self._seq += 1
 
     def _encode(self, event_type: EventType, data: dict) -> bytes:
-        """Event ``self._seq`` as a frame: ``Event(EventId(stream, seq), type, data).encode()``
-        byte for byte, without the checks a value from outside needs (the id and
-        type are ours; compact JSON holds no line break)."""
-        return encode_line_event(event_type.value, f"{self._stream_id}:{self._seq}", compact_json(data))
+        return event_frame(event_type, self._stream_id, self._seq, data)
 
 
 def _tool_name(tool: Any) -> str | None:

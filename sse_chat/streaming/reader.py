@@ -327,9 +327,9 @@ class _DirectWrites:
     def offer(self, frame: bytes) -> bool:
         """Write ``frame`` (transformed as the reader would) now; False when it
         cannot be (not open, no writer, the writer not ready, or the connection
-        failed). The transform
-        runs only when the write follows (a surface's transform keeps state: the
-        Responses API numbers its events), so every frame goes through it once."""
+        failed). The transform runs only when the write follows (a surface's
+        transform keeps state: the Responses API numbers its events), so every
+        frame goes through it once."""
         writer = self.writer
         if not self.open or writer is None or not writer.ready():
             return False
