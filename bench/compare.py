@@ -578,6 +578,8 @@ METRICS = (
     ("wall_s", "wall (s)", "{:.2f}"),
     ("first_event_p50_ms", "first event p50 (ms)", "{:.1f}"),
     ("first_event_p99_ms", "first event p99 (ms)", "{:.1f}"),
+    ("first_token_p50_ms", "first token p50 (ms)", "{:.1f}"),
+    ("first_token_p99_ms", "first token p99 (ms)", "{:.1f}"),
     ("gap_p50_ms", "gap p50 (ms)", "{:.1f}"),
     ("gap_p99_ms", "gap p99 (ms)", "{:.1f}"),
     ("gap_p99_settled_ms", "gap p99 after ramp (ms)", "{:.1f}"),
@@ -684,14 +686,15 @@ SUMMARY_METRICS = (
     ("server_cpu_us_per_event", "CPU/event (us)", "{:.1f}"),
     ("gap_p99_ms", "gap p99 (ms)", "{:.0f}"),
     ("first_event_p99_ms", "first p99 (ms)", "{:.0f}"),
+    ("first_token_p99_ms", "1st token p99 (ms)", "{:.0f}"),
     ("wall_s", "wall (s)", "{:.2f}"),
     ("events_per_s", "events/s", "{:,.0f}"),
 )
 
 
 def print_summary(records: list[dict[str, Any]]) -> None:
-    """Per scenario, the figures a deployment pays for and feels (CPU per event, gap
-    and first-event p99, wall, events/s), each side's and their ratios."""
+    """Per scenario, the figures a deployment pays for and feels (CPU per event, gap,
+    first-event and first-token p99, wall, events/s), each side's and their ratios."""
     print("\n== summary (medians; ratios below 1 mean A costs or waits less, except events/s)")
     with_before = any("before" in record for record in records)
     heads = (f"{'before':>10} " if with_before else "") + f"{'A':>10} {'B':>10} " + \

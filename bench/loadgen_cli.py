@@ -12,6 +12,8 @@ ended with ``done`` and ids 0, 1, 2, … without gaps), ``failures`` (up to 5
 examples), ``events``, ``wall_s`` (seconds from the first connect to the last
 stream's end, ramp included), ``events_per_s``, ``first_event_p50_ms`` /
 ``first_event_p99_ms`` (from connect to the first event, milliseconds),
+``first_token_p50_ms`` / ``first_token_p99_ms`` (from connect to the second
+event, the first after ``start``: what a person waits for, milliseconds),
 ``gap_p50_ms`` / ``gap_p99_ms`` (between consecutive events of a stream,
 milliseconds), ``gap_p99_settled_ms`` (the same, of the events that arrived
 :data:`SETTLE_S` seconds or more after the ramp ended: the steady state, without
@@ -79,6 +81,7 @@ def summarize(results: list[StreamResult], wall_s: float, client_cpu_s: float,
     (``None``: no ``gap_p99_settled_ms``)."""
     events = sum(len(r.seqs) for r in results)
     first = [(r.first_event - r.started) * 1000 for r in results if r.first_event is not None]
+    first_token = [(r.event_times[1] - r.started) * 1000 for r in results if len(r.event_times) > 1]
     gaps = _gaps_ms(results)
     starts = [r.started for r in results if r.started]
     settled = _gaps_ms(results, min(starts) + settled_after_s) if settled_after_s is not None and starts else []
@@ -92,6 +95,8 @@ def summarize(results: list[StreamResult], wall_s: float, client_cpu_s: float,
         "events_per_s": events / wall_s if wall_s > 0 else 0.0,
         "first_event_p50_ms": percentile(first, 50),
         "first_event_p99_ms": percentile(first, 99),
+        "first_token_p50_ms": percentile(first_token, 50),
+        "first_token_p99_ms": percentile(first_token, 99),
         "gap_p50_ms": percentile(gaps, 50),
         "gap_p99_ms": percentile(gaps, 99),
         "gap_p99_settled_ms": percentile(settled, 99) if settled else None,

@@ -21,6 +21,7 @@ import contextlib
 import gc
 import logging
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -59,6 +60,26 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+class SecondCachingFormatter(logging.Formatter):
+    """A :class:`logging.Formatter` whose ``asctime`` is the default's
+    (``2026-12-06 08:37:11,123``: local time, milliseconds after a comma), with the
+    date and time of day formatted once per second instead of once per line
+    (:meth:`logging.Formatter.formatTime` is the documented hook; ``datefmt`` is
+    not supported)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"  # logging's default_msec_format, "%s,%03d"
+
+
 def log_app_lines_to_stderr(level: int = logging.INFO) -> None:
     """Send the ``sse_chat.*`` loggers' lines, ``level`` and up, to stderr in
     :data:`LOG_FORMAT`, and skip what a record gathers that the format does not
@@ -71,7 +92,7 @@ def log_app_lines_to_stderr(level: int = logging.INFO) -> None:
     logging.logThreads = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(SecondCachingFormatter(LOG_FORMAT))
     app_logger = logging.getLogger("sse_chat")
     app_logger.addHandler(handler)
     app_logger.setLevel(level)

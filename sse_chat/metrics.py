@@ -9,6 +9,7 @@ https://prometheus.github.io/client_python/multiprocess/
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -22,6 +23,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         registry = self.registry
         self.active_streams = Gauge("sse_chat_active_streams", "Streams whose producer is running.",
                                     registry=registry, multiprocess_mode="livesum")
@@ -44,6 +46,16 @@ class Metrics:
         self.time_to_first_token = Histogram("sse_chat_time_to_first_token_seconds",
                                              "Seconds from the start of generation to the first token.",
                                              registry=registry, buckets=TTFT_BUCKETS)
+
+    def labelled(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, the child kept here after the first call: the
+        per-stream counters skip prometheus-client's lock and label checks (their
+        label values come from small fixed sets: backends, event types, reasons)."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text format of every worker's metrics (multiprocess mode)

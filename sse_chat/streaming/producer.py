@@ -135,7 +135,7 @@ class Producer:
         Never raises: every failure becomes an ``error`` event. Calls ``on_end`` last."""
         if self._metrics is not None:
             self._metrics.active_streams.inc()
-            self._metrics.streams_started.labels(self._backend_label()).inc()
+            self._metrics.labelled(self._metrics.streams_started, self._backend_label()).inc()
         try:
             self._run()
         finally:
@@ -176,9 +176,9 @@ class Producer:
                  (self._clock() - self._started_at) * 1000)
         if self._metrics is not None:
             if self._injected:
-                self._metrics.streams_ended.labels(event_type.value, INJECTED_REASON).inc()
+                self._metrics.labelled(self._metrics.streams_ended, event_type.value, INJECTED_REASON).inc()
                 return
-            self._metrics.streams_ended.labels(event_type.value, reason).inc()
+            self._metrics.labelled(self._metrics.streams_ended, event_type.value, reason).inc()
             if is_backend_error(reason):
                 self._metrics.upstream_errors.labels(reason).inc()
 

@@ -109,10 +109,11 @@ def event_stream_response(body: Any) -> Response:
         on_close(release)
     else:
         release()
-    sock = request.environ.get("gunicorn.socket")
+    environ = request.environ
+    sock = environ.get("gunicorn.socket")
     if sock is not None:
         sock.settimeout(svc.settings.send_timeout_s)
-    writer = request.environ.get(CLIENT_WRITER_KEY)
+    writer = environ.get(CLIENT_WRITER_KEY)
     if writer is not None and hasattr(body, "write_directly"):
         body.write_directly(writer)
     return Response(body, status=200, content_type=EVENT_STREAM_CONTENT_TYPE,
