@@ -234,15 +234,20 @@ class ResponseWriter:
     chunk, ``{size in hex}\\r\\n{data}\\r\\n``, or the bytes as they are for
     HTTP/1.0), counted in the response's ``sent`` bytes (the access log's ``%(b)s``)."""
 
-    __slots__ = ("_response",)
+    __slots__ = ("_response", "_body_open")
 
     def __init__(self, response: Any) -> None:
         self._response = response
+        self._body_open = False  # the headers went out, and they let a body of unset length follow
 
     def ready(self) -> bool:
-        response = self._response
-        return (response.headers_sent and response.response_length is None  # a set length: never an event stream
-                and not getattr(response, "_omits_body", False) and response.sock.ready_to_send())  # HEAD
+        if not self._body_open:
+            response = self._response
+            self._body_open = (response.headers_sent and response.response_length is None  # a set length: not a stream
+                               and not getattr(response, "_omits_body", False))  # HEAD
+            if not self._body_open:
+                return False
+        return self._response.sock.ready_to_send()
 
     def write(self, data: bytes) -> bool:
         if not data:
