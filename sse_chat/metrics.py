@@ -49,8 +49,8 @@ class Metrics:
 
     def labelled(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, the child kept here after the first call: the
-        per-stream counters skip prometheus-client's lock and label checks (their
-        label values come from small fixed sets: backends, event types, reasons)."""
+        per-stream counters skip prometheus-client's lock and label checks. Keeps
+        one child per label set, as prometheus-client does."""
         key = (metric, values)
         child = self._children.get(key)
         if child is None:
