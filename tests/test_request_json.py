@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from sse_chat.bodies import json_body
 from sse_chat.bodies.json_body import MAX_DEPTH, parse_json_body
 from sse_chat.errors import ApiError
 
@@ -44,3 +45,14 @@ def test_nesting_is_bounded():
         assert f"more than {MAX_DEPTH} deep" in _refusal(("[" * depth + "]" * depth).encode())
     deep_object = '{"a":' * (MAX_DEPTH + 1) + "1" + "}" * (MAX_DEPTH + 1)
     assert f"more than {MAX_DEPTH} deep" in _refusal(deep_object.encode())
+
+
+def test_only_a_body_that_could_hide_a_surrogate_or_deep_nesting_is_walked(monkeypatch):
+    walked = []
+    monkeypatch.setattr(json_body, "check_json_value", walked.append)
+    plain = {"prompt": "caf\u00e9 \U0001f600", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    assert parse_json_body(json.dumps(plain, ensure_ascii=False).encode()) == plain  # raw UTF-8, 2 brackets
+    assert walked == []
+    parse_json_body(json.dumps(plain).encode())  # the same text as \u escapes: one could be a lone surrogate
+    parse_json_body(("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)).encode())
+    assert len(walked) == 2

@@ -40,7 +40,10 @@ def parse_json_body(raw: bytes) -> Any:
         raise invalid_request(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise invalid_request(f"the body's JSON is nested more than {MAX_DEPTH} deep") from None
-    check_json_value(value)
+    if "\\u" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+        check_json_value(value)
+    # else nothing to walk for: strict UTF-8 holds no surrogate, so only a \u escape can
+    # spell one, and a value cannot nest deeper than the brackets its text has
     return value
 
 
