@@ -635,8 +635,28 @@ def print_scenario(record: dict[str, Any]) -> None:
         ratios = "".join(f" {_cell(record[field].get(metric), '{:.2f}'):>10}" for _, field in ratio_columns)
         print(f"   {label:26}{cells}{ratios}{mark}")
     print(f"   {'streams gap-free':26}" + "".join(f" {_completion(record[side]):>{width}}" for side in sides))
+    print_spread(record)
     print_failures(record)
     print_client_bound(record)
+
+
+def print_spread(record: dict[str, Any]) -> None:
+    """With several runs: the headline's lowest and highest run of each side, and the
+    widest of those spreads in percent of its side's median. Runs of one piece of
+    code differ by that much on this machine at this time, so smaller ratios
+    between sides are not measured differences."""
+    metric = record["headline"]
+    cells, widest = [], 0.0
+    for key in ("before", "a", "b"):
+        values = [run[metric] for run in record.get(key, {}).get("runs", []) if run.get(metric) is not None]
+        if len(values) < 2:
+            continue
+        low, high, middle = min(values), max(values), statistics.median(values)
+        widest = max(widest, (high - low) / middle * 100 if middle else 0.0)
+        cells.append(f"{_side_name(key)} {_cell(low, '{:,.1f}')}-{_cell(high, '{:,.1f}')}")
+    if cells:
+        print(f"   spread of the headline over the runs: {', '.join(cells)}; widest {widest:.0f}% of its median "
+              "(a difference between sides smaller than that may be noise)")
 
 
 def print_client_bound(record: dict[str, Any]) -> None:
