@@ -61,9 +61,7 @@ class MemoryEventLog:
             stream.frames.append(first_frame)
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
-        stream = self._streams.get(stream_id)  # _get, inline: once per token
-        if stream is None or (stream.finished_at is not None and self._expired(stream)):
-            raise StreamNotFound(stream_id)
+        stream = self._get(stream_id)
         frames = stream.frames
         if seq != len(frames):
             raise ValueError(f"event {seq} appended after {len(frames) - 1}")
@@ -140,7 +138,7 @@ class MemoryEventLog:
 
     def _get(self, stream_id: str) -> _Stream:
         stream = self._streams.get(stream_id)
-        if stream is None or self._expired(stream):
+        if stream is None or (stream.finished_at is not None and self._expired(stream)):  # a running stream: no clock
             raise StreamNotFound(stream_id)
         return stream
 

@@ -88,7 +88,7 @@ def post_chat() -> Response:
     svc = services()
     chat = parse_chat_body(body, svc.settings.model)
     stream_id = start_generation(svc, chat, caller(), requested_idempotency(body))
-    return event_stream_response(read_stream(svc.readers, ReadFrom(stream_id, -1, chat.events_per_response)))
+    return _event_stream(ReadFrom(stream_id, -1, chat.events_per_response))
 
 
 @bp.get("/v1/chat")
