@@ -1,9 +1,13 @@
-"""sse_chat.background.spawn under gevent: a stream's producer starts on the loop's
-next turn, not behind every callback queued before it."""
+"""sse_chat.background under gevent: a stream's producer starts on the loop's next
+turn, not behind every callback queued before it (``spawn``, ``Runners.spawn``);
+``Runners`` keeps greenlets between works, each work in a context of its own."""
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
+from collections.abc import Callable
 
 import gevent
 import pytest
@@ -26,7 +30,36 @@ def under_gevent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(background, "running_under_gevent", lambda: True)
 
 
-def test_spawned_work_starts_before_a_backlog_of_queued_callbacks_has_run(under_gevent: None) -> None:
+def _warm(runners: background.Runners) -> background.Runners:
+    """``runners`` with one runner waiting for work."""
+    done = Event()
+    runners.spawn(done.set, "warm-up")
+    assert done.wait(timeout=30)
+    gevent.sleep(0)  # the runner goes back to wait
+    assert runners.waiting == 1
+    return runners
+
+
+@pytest.fixture(params=["spawn", "new runner", "waiting runner"])
+def start(request: pytest.FixtureRequest, under_gevent: None) -> Callable[[Callable[[], None], str], None]:
+    """Each way the service starts a producer."""
+    if request.param == "spawn":
+        return background.spawn
+    if request.param == "new runner":
+        return background.Runners().spawn
+    return _warm(background.Runners()).spawn
+
+
+def _run(start: Callable[[Callable[[], None], str], None], target: Callable[[], object]) -> None:
+    """``start`` ``target`` and wait until it has returned."""
+    done = Event()
+    start(lambda: (target(), done.set()), "test")
+    assert done.wait(timeout=30)
+    gevent.sleep(0)
+
+
+def test_spawned_work_starts_before_a_backlog_of_queued_callbacks_has_run(
+        start: Callable[[Callable[[], None], str], None]) -> None:
     ran: list[object] = []
     all_ran = Event()
 
@@ -42,13 +75,13 @@ def test_spawned_work_starts_before_a_backlog_of_queued_callbacks_has_run(under_
     loop = gevent.get_hub().loop
     for number in range(BACKLOG):
         loop.run_callback(handler, number)
-    background.spawn(lambda: note("spawned"), "test")
+    start(lambda: note("spawned"), "test")
     assert all_ran.wait(timeout=30)
     # gevent.spawn would queue it behind all 200; a timer runs once a turn's slice of callbacks is done
     assert ran.index("spawned") < BACKLOG
 
 
-def test_spawned_work_runs_once_and_spawn_returns_before_it(under_gevent: None) -> None:
+def test_spawned_work_runs_once_and_spawn_returns_before_it(start: Callable[[Callable[[], None], str], None]) -> None:
     ran: list[str] = []
     finished = Event()
 
@@ -56,8 +89,86 @@ def test_spawned_work_runs_once_and_spawn_returns_before_it(under_gevent: None) 
         ran.append("ran")
         finished.set()
 
-    background.spawn(target, "test")
+    start(target, "test")
     assert ran == []
     assert finished.wait(timeout=30)
     gevent.sleep(0)
     assert ran == ["ran"]
+
+
+def test_a_runner_runs_the_next_work_in_the_greenlet_of_the_last(under_gevent: None) -> None:
+    runners = background.Runners()
+    greenlets: list[object] = []
+    _run(runners.spawn, lambda: greenlets.append(gevent.getcurrent()))
+    _run(runners.spawn, lambda: greenlets.append(gevent.getcurrent()))
+    assert greenlets[0] is greenlets[1]
+    assert runners.waiting == 1
+
+
+def test_each_work_runs_in_a_context_of_its_own(under_gevent: None) -> None:
+    runners = background.Runners()
+    variable: contextvars.ContextVar[str] = contextvars.ContextVar("variable", default="unset")
+    seen: list[str] = []
+    _run(runners.spawn, lambda: variable.set("the first work's"))
+    _run(runners.spawn, lambda: seen.append(variable.get()))
+    assert seen == ["unset"]
+
+
+def test_a_failing_work_is_reported_and_its_runner_goes_on(under_gevent: None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    reported: list[type] = []
+    monkeypatch.setattr(gevent.get_hub(), "handle_error", lambda context, kind, value, tb: reported.append(kind))
+    runners = background.Runners()
+    failed = Event()
+
+    def fail() -> None:
+        failed.set()
+        raise ValueError("a bug in a work")
+
+    runners.spawn(fail, "failing")
+    assert failed.wait(timeout=30)
+    gevent.sleep(0)
+    assert reported == [ValueError]
+    assert runners.waiting == 1
+    ran: list[str] = []
+    _run(runners.spawn, lambda: ran.append("next"))
+    assert ran == ["next"]
+
+
+def test_at_most_keep_runners_wait(under_gevent: None) -> None:
+    runners = background.Runners(keep=2)
+    release, all_started, all_finished = Event(), Event(), Event()
+    started: list[int] = []
+    finished: list[int] = []
+
+    def held() -> None:
+        started.append(1)
+        if len(started) == 5:
+            all_started.set()
+        release.wait()
+        finished.append(1)
+        if len(finished) == 5:
+            all_finished.set()
+
+    for _ in range(5):  # five at once: five runners
+        runners.spawn(held, "held")
+    assert all_started.wait(timeout=30)
+    assert runners.waiting == 0
+    release.set()
+    assert all_finished.wait(timeout=30)
+    gevent.sleep(0)  # each runner either waits for work or ends
+    assert runners.waiting == 2
+
+
+def test_without_gevent_a_work_runs_in_a_named_daemon_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(background, "running_under_gevent", lambda: False)
+    seen: list[tuple[str, bool]] = []
+    done = threading.Event()
+
+    def target() -> None:
+        seen.append((threading.current_thread().name, threading.current_thread().daemon))
+        done.set()
+
+    background.Runners().spawn(target, "producer-abc")
+    assert done.wait(timeout=30)
+    assert seen == [("producer-abc", True)]

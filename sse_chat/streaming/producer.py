@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..background import spawn
+from ..background import Runners, spawn
 from ..eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
 from ..metrics import Metrics
 from ..models import ChatModel, ChatRequest, Delta, Message, ToolCall, UpstreamError, Usage
@@ -83,8 +83,9 @@ class Producer:
                  limits: ProducerLimits, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, on_end: Callable[[], None] | None = None,
                  metrics: Metrics | None = None, start_extra: dict[str, Any] | None = None,
-                 tools: ToolRegistry | None = None) -> None:
+                 tools: ToolRegistry | None = None, runners: Runners | None = None) -> None:
         self._log = event_log
+        self._runners = runners
         self._start_extra = start_extra or {}
         self._stream_id = stream_id
         self._model = model
@@ -126,9 +127,9 @@ class Producer:
         self._seq = 1
 
     def start(self) -> None:
-        """Run :meth:`run` in the background (a greenlet under gevent, else a daemon
-        thread) and return at once."""
-        spawn(self.run, f"producer-{self._stream_id}")
+        """Run :meth:`run` in the background (a greenlet under gevent, one of
+        ``runners`` when given; else a daemon thread) and return at once."""
+        (self._runners.spawn if self._runners is not None else spawn)(self.run, f"producer-{self._stream_id}")
 
     def run(self) -> None:
         """Generate the answer and append every event, ending with one terminal event.

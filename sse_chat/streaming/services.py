@@ -10,6 +10,7 @@ from functools import cached_property
 
 from ..access.limits import StreamLimiter
 from ..access.sessions import SessionKeys
+from ..background import Runners
 from ..config import Settings
 from ..eventlog import EventLog
 from ..metrics import Metrics
@@ -31,6 +32,8 @@ class Services:
     sessions: SessionKeys
     #: The tools the service runs itself (``SSE_CHAT_TOOLS`` and entry points).
     tools: ToolRegistry = field(default_factory=ToolRegistry)
+    #: The greenlets that run producers, kept between streams.
+    runners: Runners = field(default_factory=Runners)
     #: Set when the process begins a graceful stop: readers end their responses
     #: (clients reconnect elsewhere) while producers finish.
     draining: threading.Event = field(default_factory=threading.Event)
