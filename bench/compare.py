@@ -21,6 +21,10 @@ Scenarios (A / B):
   event.
 * ``crowd``: 3,000 streams x 60 tokens at 20 tokens/s, more than one core
   carries; project / baseline. Headline: wall time.
+* ``starts``: 1,000 streams x 2 tokens at 20 tokens/s: what starting and ending a
+  stream costs, beside its events (request, stream, producer, reader, log lines,
+  metrics); project / baseline. Headline: server CPU per stream. ``steady``'s CPU
+  per event holds both costs, one spread over 62 events.
 * ``redis``: 1,000 streams x 60 tokens at 20 tokens/s; the project with the Redis
   Streams log / with the memory log, one worker each. Headline: wall time.
 * ``redis-workers``: 100 x 2,000, no delay, Redis log; 2 workers / 1 worker.
@@ -42,7 +46,7 @@ less on the machine's other load than rates and walls do, how busy the server
 and the load generator were, and how long the server was runnable but waited for
 a CPU that other processes held (then its rates say little about the project).
 
-``--scenario chat`` runs ``steady`` and ``crowd``. ``--before DIR`` adds a third
+``--scenario chat`` runs ``steady``, ``crowd`` and ``starts``. ``--before DIR`` adds a third
 server to the project-against-baseline scenarios: the project run from another
 checkout (a ``git worktree`` of the commit before a change), loaded in turn with
 the other two (before, A, B, before, A, B, ...), so that a change is measured
@@ -102,7 +106,7 @@ LOADGEN_GRACE_S = 30.0
 #: Lines of a server's log shown when a run failed.
 LOG_TAIL_LINES = 12
 #: ``--scenario`` names that stand for several scenarios.
-SCENARIO_GROUPS = {"chat": ("steady", "crowd")}
+SCENARIO_GROUPS = {"chat": ("steady", "crowd", "starts")}
 
 
 # --- what to run -------------------------------------------------------------------------------
@@ -203,6 +207,8 @@ def scenarios(scale: float, cpus: tuple[int, int], redis_core: str,
         "steady": Scenario("steady", load(1000, 60, 50), project, baseline, "server_cpu_us_per_event",
                            before=before),
         "crowd": Scenario("crowd", load(3000, 60, 50), project, baseline, "wall_s", before=before),
+        "starts": Scenario("starts", load(1000, 2, 50), project, baseline, "server_cpu_us_per_stream",
+                           before=before),
         "redis": Scenario("redis", load(1000, 60, 50), redis_log, memory_log, "wall_s", redis_note),
         "redis-workers": Scenario("redis-workers", load(100, 2000, 0),
                                   replace(shared, label="Redis log, 2 workers", workers=2),
@@ -480,6 +486,7 @@ def measure(setup: Setup, load: Load, ramp_s: float, timeout_s: float, tmp: Path
     """Start what ``setup`` needs, load it once, stop it; the load generator's summary
     plus what the server did meanwhile: ``server_cpu_us_per_event`` (gunicorn
     processes) and ``redis_cpu_us_per_event``, CPU microseconds per event delivered;
+    ``server_cpu_us_per_stream``, the server's per stream;
     ``server_cpu_pct`` and ``server_wait_pct``, the server's time on a CPU and
     runnable but waiting for one (another process had it), in percent of the wall."""
     with ExitStack() as stack:
@@ -494,6 +501,7 @@ def measure(setup: Setup, load: Load, ramp_s: float, timeout_s: float, tmp: Path
     events, wall_s = result["events"], result["wall_s"]
     result["server_cpu_us_per_event"] = server_used.cpu_s / events * 1e6 if events else None
     result["redis_cpu_us_per_event"] = redis_cpu_s / events * 1e6 if events and redis_cpu_s is not None else None
+    result["server_cpu_us_per_stream"] = server_used.cpu_s / result["streams"] * 1e6 if result["streams"] else None
     result["server_cpu_pct"] = 100 * server_used.cpu_s / wall_s if wall_s else None
     result["server_wait_pct"] = 100 * server_used.wait_s / wall_s if wall_s else None
     result["client_cpu_pct"] = 100 * result["client_cpu_s"] / wall_s if wall_s else None
@@ -584,6 +592,7 @@ METRICS = (
     ("gap_p99_ms", "gap p99 (ms)", "{:.1f}"),
     ("gap_p99_settled_ms", "gap p99 after ramp (ms)", "{:.1f}"),
     ("server_cpu_us_per_event", "server CPU/event (us)", "{:.1f}"),
+    ("server_cpu_us_per_stream", "server CPU/stream (us)", "{:,.0f}"),
     ("redis_cpu_us_per_event", "redis CPU/event (us)", "{:.1f}"),
     ("server_cpu_pct", "server CPU (% of a core)", "{:.0f}"),
     ("server_wait_pct", "server waiting for CPU (%)", "{:.0f}"),
@@ -704,6 +713,7 @@ def _runs(record: dict[str, Any]) -> list[dict[str, Any]]:
 #: (key, label, format) of the summary's figures per scenario.
 SUMMARY_METRICS = (
     ("server_cpu_us_per_event", "CPU/event (us)", "{:.1f}"),
+    ("server_cpu_us_per_stream", "CPU/stream (us)", "{:,.0f}"),
     ("gap_p99_ms", "gap p99 (ms)", "{:.0f}"),
     ("first_event_p99_ms", "first p99 (ms)", "{:.0f}"),
     ("first_token_p99_ms", "1st token p99 (ms)", "{:.0f}"),
@@ -713,7 +723,7 @@ SUMMARY_METRICS = (
 
 
 def print_summary(records: list[dict[str, Any]]) -> None:
-    """Per scenario, the figures a deployment pays for and feels (CPU per event, gap,
+    """Per scenario, the figures a deployment pays for and feels (CPU per event and per stream, gap,
     first-event and first-token p99, wall, events/s), each side's and their ratios."""
     print("\n== summary (medians; ratios below 1 mean A costs or waits less, except events/s)")
     with_before = any("before" in record for record in records)
