@@ -53,20 +53,24 @@ class Runners:
     :meth:`spawn`: :func:`spawn` without a new greenlet each time.
 
     A new greenlet costs a gevent worker about 14 us of CPU, a greenlet kept
-    waiting 0.5 us to start again (``tests/test_background.py`` measures neither;
-    a loop of 20,000 starts did): CPython 3.11 gives each greenlet a frame stack
-    of its own, mapped (``mmap``, 16 KiB) when it first runs and unmapped when it
-    dies, with the page faults between, and gevent's ``Greenlet`` adds its own
-    bookkeeping. Starting a stream's producer paid it once a stream.
+    waiting 0.5 us to start again (measured by a loop of 20,000 starts):
+    CPython 3.11 gives each greenlet a frame stack of its own, mapped (``mmap``,
+    16 KiB) when it first runs and unmapped when it dies, with the page faults
+    between, and gevent's ``Greenlet`` adds its own bookkeeping. Starting a
+    stream's producer paid it once a stream.
 
     Each work runs in a new :class:`contextvars.Context`, as in a new greenlet;
     what is local to the greenlet itself (``gevent.local``, and ``threading.local``
     under gevent's patching) is the runner's, and seen by the work it runs next:
-    work handed here keeps nothing there. An exception a work raises is reported
-    as gevent reports a greenlet's (``hub.handle_error``: printed to stderr) and
-    the runner goes on. At most ``keep`` runners wait; one finding that many
-    waiting ends with its work. Without gevent, :meth:`spawn` is :func:`spawn`.
-    Made once by the app factory (``Services.runners``).
+    work handed here keeps nothing there. A runner keeps no reference to a work
+    it has run. An :class:`Exception` a work raises is reported as gevent reports
+    a greenlet's (``hub.handle_error``: printed to stderr) and the runner goes on;
+    any other exception ends the runner, as it would end a greenlet. At most
+    ``keep`` runners wait; one finding that many waiting ends with its work. A
+    work handed to a runner that ended before it could take it (killed) runs in
+    a new one. Call :meth:`spawn` from the event loop's thread. Without gevent,
+    :meth:`spawn` is :func:`spawn`. Made once by the app factory
+    (``Services.runners``).
     """
 
     def __init__(self, keep: int = 256) -> None:
@@ -85,16 +89,28 @@ class Runners:
         if not running_under_gevent():
             spawn(target, name)
         elif self._waiting:
-            get_hub().loop.timer(0).start(self._waiting.pop().switch, target)
+            get_hub().loop.timer(0).start(self._hand, self._waiting.pop(), target)
         else:
-            gevent.spawn_later(0, self._run, target)
+            gevent.spawn_later(0, self._run, [target])
 
-    def _run(self, target: Callable[[], None] | None) -> None:
+    def _hand(self, waiter: Waiter, target: Callable[[], None]) -> None:
+        """In the hub: give ``target`` to the runner waiting on ``waiter``, or to a
+        new runner if that one has ended meanwhile."""
+        if waiter.greenlet is None:
+            gevent.spawn(self._run, [target])
+        else:
+            waiter.switch(target)
+
+    def _run(self, first: list[Callable[[], None]]) -> None:
+        """Run the work in ``first`` (a list, emptied at once: gevent keeps a
+        greenlet's arguments until it ends), then each work handed to it next."""
+        target: Callable[[], None] | None = first.pop()
         while target is not None:
             try:
                 contextvars.Context().run(target)
             except Exception:  # reported as gevent reports a greenlet's failure; the runner goes on
                 get_hub().handle_error(getcurrent(), *sys.exc_info())
+            target = None  # not kept alive while waiting
             target = self._next_work()
 
     def _next_work(self) -> Callable[[], None] | None:
@@ -106,7 +122,7 @@ class Runners:
         self._waiting.append(waiter)
         try:
             work: Callable[[], None] = waiter.get()
-        except BaseException:  # killed while waiting (the worker's exit): hand it nothing more
+        except BaseException:  # killed while waiting: hand it nothing more (unless _hand has it already)
             with contextlib.suppress(ValueError):
                 self._waiting.remove(waiter)
             raise

@@ -1,5 +1,5 @@
 """sse-chat's gunicorn logger (``logger_class = "sse_chat.gunicorn_logger.Logger"``):
-gunicorn's own, with access lines that cost a third as much.
+gunicorn's own, with access lines that cost half as much.
 
 gunicorn's :meth:`gunicorn.glogging.Logger.access` gathers every atom
 ``access_log_format`` could name before it formats the line: about 20 fixed ones
@@ -9,25 +9,27 @@ gunicorn's :meth:`gunicorn.glogging.Logger.access` gathers every atom
 them all to escape their quotes (:class:`gunicorn.glogging.SafeAtoms`). sse-chat's
 format (``%(h)s "%(r)s" %(s)s %(b)s %(D)sus``) names five. That gathering cost a
 worker 30 us a request, the tenth of what a whole chat stream of a few tokens
-costs it (``bench/request_cost.py``); this logger's lines cost 11 us, nearly all
-of it :mod:`logging`'s own record and write.
+costs it; this logger's lines cost 14 us, nearly all of it :mod:`logging`'s own
+record and write.
 
-The line is the same: :class:`AccessAtoms` computes an atom when the format asks
-for it, with gunicorn's rules (a missing atom is ``-``, ``"`` is escaped, the
-``{name}i``/``o``/``e`` atoms are case-insensitive), and falls back to gunicorn's
-own atoms for any name but the common fixed ones, so that any
-``access_log_format`` an operator sets prints what gunicorn would print.
+When the format names only atoms of :data:`FIXED_ATOMS` and gunicorn's own
+handlers write the lines, this logger computes those atoms alone, as gunicorn
+computes them, into gunicorn's :class:`~gunicorn.glogging.SafeAtoms` (so ``"`` is
+escaped and a missing atom is ``-``): the same line, and the same kind of
+``record.args``, holding the format's atoms only. Otherwise (another atom, such as
+``t``, ``u``, ``a`` or a ``{name}i`` header; or a ``logconfig``, whose handlers
+and filters may read any atom) it is gunicorn's ``access``.
 """
 
 from __future__ import annotations
 
+import re
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from gunicorn.glogging import Logger as GunicornLogger
-from gunicorn.glogging import SafeAtoms
 
 
 def _status(resp: Any, environ: dict[str, Any], request_time: timedelta) -> Any:
@@ -44,9 +46,11 @@ def _microseconds(request_time: timedelta) -> int:
     return request_time.seconds * 1_000_000 + request_time.microseconds
 
 
-#: The fixed atoms computed on their own, as gunicorn's ``Logger.atoms`` computes
-#: them (gunicorn 22-27): each ``(resp, environ, request_time) -> value``.
-_FIXED: dict[str, Callable[[Any, dict[str, Any], timedelta], Any]] = {
+#: The atoms computed on their own, each as gunicorn's ``Logger.atoms`` computes it
+#: (gunicorn 26-27): ``(resp, environ, request_time) -> value``, with ``resp``
+#: gunicorn's response, ``environ`` the request's WSGI environ and ``request_time``
+#: a :class:`datetime.timedelta`.
+FIXED_ATOMS: dict[str, Callable[[Any, dict[str, Any], timedelta], Any]] = {
     "h": lambda resp, environ, rt: environ.get("REMOTE_ADDR", "-"),
     "l": lambda resp, environ, rt: "-",
     "r": lambda resp, environ, rt: f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
@@ -63,64 +67,46 @@ _FIXED: dict[str, Callable[[Any, dict[str, Any], timedelta], Any]] = {
     "L": lambda resp, environ, rt: f"{rt.seconds}.{rt.microseconds:06d}",
 }
 
+#: A ``%(name)s``-style reference in a format string, as ``%`` formatting reads it.
+_ATOM_REFERENCE = re.compile(r"%\(([^)]*)\)")
 
-class AccessAtoms(Mapping[str, Any]):
-    """The atoms of one access line, each computed when the format asks for it.
 
-    ``atoms[name]`` is what :class:`gunicorn.glogging.SafeAtoms` over
-    ``logger.atoms(resp, req, environ, request_time)`` gives for ``name``: the
-    fixed atoms in :data:`_FIXED` computed alone, any other name (``t``, ``u``,
-    ``f``, ``a``, ``p``, ``{name}i``/``o``/``e``, unknown ones) from gunicorn's
-    whole set, gathered once, the first time one is asked for; so is iterating.
-    ``resp`` and ``req`` are gunicorn's response and request, ``request_time`` a
-    :class:`datetime.timedelta`.
-    """
-
-    __slots__ = ("_logger", "_resp", "_req", "_environ", "_request_time", "_all")
-
-    def __init__(self, logger: GunicornLogger, resp: Any, req: Any, environ: dict[str, Any],
-                 request_time: timedelta) -> None:
-        self._logger = logger
-        self._resp = resp
-        self._req = req
-        self._environ = environ
-        self._request_time = request_time
-        self._all: SafeAtoms | None = None
-
-    def __getitem__(self, name: str) -> Any:
-        compute = _FIXED.get(name)
-        if compute is None:
-            return self._gunicorn_atoms()[name]
-        value = compute(self._resp, self._environ, self._request_time)
-        return value.replace('"', '\\"') if isinstance(value, str) else value
-
-    def __bool__(self) -> bool:
-        return True  # logging formats with a mapping only when it is truthy; no need to gather for that
-
-    def __len__(self) -> int:
-        return len(self._gunicorn_atoms())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._gunicorn_atoms())
-
-    def _gunicorn_atoms(self) -> SafeAtoms:
-        if self._all is None:
-            self._all = SafeAtoms(self._logger.atoms(self._resp, self._req, self._environ, self._request_time))
-        return self._all
+def fixed_atoms_named(access_format: str) -> tuple[str, ...] | None:
+    """The atoms ``access_format`` names, in order, when all of them are in
+    :data:`FIXED_ATOMS`; ``None`` when it names any other."""
+    names = tuple(dict.fromkeys(_ATOM_REFERENCE.findall(access_format)))
+    return names if all(name in FIXED_ATOMS for name in names) else None
 
 
 class Logger(GunicornLogger):
-    """gunicorn's logger, whose access lines take their atoms from
-    :class:`AccessAtoms`: the same lines, gathering only what the format names.
-    Error logs, statsd-less setup, reopening and ``logconfig`` are gunicorn's."""
+    """gunicorn's logger, whose access lines compute only the atoms the format
+    names, when those are fixed ones (module docstring). Error logs, reopening and
+    ``logconfig`` are gunicorn's. It sends no statsd metrics: with ``statsd_host``
+    set it says so in the error log (gunicorn sends them only from its own
+    ``gunicorn.instrument.statsd.Statsd`` logger class)."""
+
+    def setup(self, cfg: Any) -> None:
+        """gunicorn's setup (at start and on every reload), then which atoms the
+        access format names (``None``: gunicorn's ``access`` writes each line)."""
+        super().setup(cfg)
+        custom_logging = cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json
+        self._fixed_atoms = None if custom_logging else fixed_atoms_named(cfg.access_log_format)
+        if cfg.statsd_host:
+            self.error_log.warning("statsd_host is set, but logger_class is sse_chat.gunicorn_logger.Logger, "
+                                   "which sends no statsd metrics: set logger_class = "
+                                   "\"gunicorn.instrument.statsd.Statsd\" to send them")
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
-        """Log one request's access line in ``access_log_format`` (as
-        :meth:`gunicorn.glogging.Logger.access`; a failure to log is logged as an
-        error, not raised)."""
+        """Log one request's access line in ``access_log_format``, as
+        :meth:`gunicorn.glogging.Logger.access` does (a failure to log is logged as
+        an error, not raised); ``request_time`` is a :class:`datetime.timedelta`."""
+        if self._fixed_atoms is None:
+            super().access(resp, req, environ, request_time)
+            return
         if not self.access_log_enabled:
             return
         try:
-            self.access_log.info(self.cfg.access_log_format, AccessAtoms(self, resp, req, environ, request_time))
+            atoms = {name: FIXED_ATOMS[name](resp, environ, request_time) for name in self._fixed_atoms}
+            self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
         except Exception:
             self.error(traceback.format_exc())

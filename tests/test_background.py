@@ -5,8 +5,10 @@ turn, not behind every callback queued before it (``spawn``, ``Runners.spawn``);
 from __future__ import annotations
 
 import contextvars
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 import gevent
@@ -172,3 +174,50 @@ def test_without_gevent_a_work_runs_in_a_named_daemon_thread(monkeypatch: pytest
     background.Runners().spawn(target, "producer-abc")
     assert done.wait(timeout=30)
     assert seen == [("producer-abc", True)]
+
+
+def _waiting_runner(runners: background.Runners) -> gevent.Greenlet:
+    """The greenlet of the one runner that waits in ``runners``."""
+    seen: list[gevent.Greenlet] = []
+    _run(runners.spawn, lambda: seen.append(gevent.getcurrent()))
+    assert runners.waiting == 1
+    return seen[0]
+
+
+def test_a_runner_killed_while_waiting_is_handed_nothing(under_gevent: None) -> None:
+    runners = background.Runners()
+    _waiting_runner(runners).kill(block=True)
+    assert runners.waiting == 0
+    ran: list[str] = []
+    _run(runners.spawn, lambda: ran.append("next"))
+    assert ran == ["next"]
+
+
+def test_a_work_handed_to_a_runner_killed_before_it_took_it_runs_in_another(under_gevent: None) -> None:
+    runners = background.Runners()
+    runner = _waiting_runner(runners)
+    ran: list[object] = []
+    done = Event()
+    runners.spawn(lambda: (ran.append(gevent.getcurrent()), done.set()), "handed")  # handed on the next turn
+    runner.kill(block=True)  # gevent kills on a callback, which runs before the turn's timers
+    assert done.wait(timeout=30)
+    assert ran and ran[0] is not runner
+
+
+class _Work:
+    """A work whose lifetime a test can follow (a weak reference)."""
+
+    def __call__(self) -> None:
+        pass
+
+
+def test_a_runner_keeps_no_reference_to_the_works_it_ran(under_gevent: None) -> None:
+    runners = background.Runners()
+    first, second = _Work(), _Work()
+    references = [weakref.ref(first), weakref.ref(second)]
+    _run(runners.spawn, first)  # a new runner's first work: an argument of its greenlet
+    _run(runners.spawn, second)  # the next: handed over while it waited
+    del first, second
+    gc.collect()
+    assert runners.waiting == 1
+    assert [reference() for reference in references] == [None, None]

@@ -76,7 +76,8 @@ class Producer:
     and calls the model again with the calls and results added to the
     conversation, up to ``limits.max_tool_steps`` times.
 
-    Call :meth:`run` (blocking) or :meth:`start` (in a new thread/greenlet).
+    Call :meth:`run` (blocking) or :meth:`start` (in the background: a greenlet, one
+    of ``runners`` when given, or a daemon thread).
     """
 
     def __init__(self, event_log: EventLog, stream_id: str, model: ChatModel, request: ChatRequest,
