@@ -46,9 +46,12 @@ def _answers(url: str) -> bool:
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    """The test process's environment without sse-chat/OpenAI settings, plus ``overrides``."""
+    """The test process's environment without sse-chat/OpenAI settings, plus
+    ``overrides``. Without ``PROMETHEUS_MULTIPROC_DIR`` too: each gunicorn master
+    makes a fresh one (importing ``sse_chat.gunicorn_config`` in the test process
+    sets it there), so that no server adds up the metrics another left behind."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SSE_CHAT_", "OPENAI_")) and k != "WEB_CONCURRENCY"}
+           if not k.startswith(("SSE_CHAT_", "OPENAI_")) and k not in ("WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR")}
     env.update(overrides)
     return env
 
