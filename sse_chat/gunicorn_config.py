@@ -83,7 +83,8 @@ preload_app = False
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
-# gunicorn's logger, whose access lines gather only the atoms the format names.
+# gunicorn's logger, whose access lines compute only the atoms the format names
+# when all are fixed ones (h, r, s, b, D here), else gunicorn's own.
 logger_class = "sse_chat.gunicorn_logger.Logger"
 # gunicorn >= 25 opens a control socket in the home directory by default; sse-chat
 # does not use it, and several servers on one host would fight over its path.
