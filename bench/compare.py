@@ -46,8 +46,8 @@ less on the machine's other load than rates and walls do, how busy the server
 and the load generator were, and how long the server was runnable but waited for
 a CPU that other processes held (then its rates say little about the project).
 
-``--scenario chat`` runs ``steady``, ``crowd`` and ``starts``. ``--before DIR`` adds a third
-server to the project-against-baseline scenarios: the project run from another
+``--scenario chat`` runs ``steady``, ``crowd`` and ``starts``. ``--before DIR``
+adds a third server to the project-against-baseline scenarios: the project run from another
 checkout (a ``git worktree`` of the commit before a change), loaded in turn with
 the other two (before, A, B, before, A, B, ...), so that a change is measured
 against the code before it in the same invocation (A / before).

@@ -32,14 +32,12 @@ def under_gevent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(background, "running_under_gevent", lambda: True)
 
 
-def _warm(runners: background.Runners) -> background.Runners:
-    """``runners`` with one runner waiting for work."""
-    done = Event()
-    runners.spawn(done.set, "warm-up")
-    assert done.wait(timeout=30)
-    gevent.sleep(0)  # the runner goes back to wait
+def _waiting_runner(runners: background.Runners) -> gevent.Greenlet:
+    """The greenlet of the one runner that waits in ``runners``."""
+    seen: list[gevent.Greenlet] = []
+    _run(runners.spawn, lambda: seen.append(gevent.getcurrent()))
     assert runners.waiting == 1
-    return runners
+    return seen[0]
 
 
 @pytest.fixture(params=["spawn", "new runner", "waiting runner"])
@@ -49,7 +47,9 @@ def start(request: pytest.FixtureRequest, under_gevent: None) -> Callable[[Calla
         return background.spawn
     if request.param == "new runner":
         return background.Runners().spawn
-    return _warm(background.Runners()).spawn
+    runners = background.Runners()
+    _waiting_runner(runners)
+    return runners.spawn
 
 
 def _run(start: Callable[[Callable[[], None], str], None], target: Callable[[], object]) -> None:
@@ -174,14 +174,6 @@ def test_without_gevent_a_work_runs_in_a_named_daemon_thread(monkeypatch: pytest
     background.Runners().spawn(target, "producer-abc")
     assert done.wait(timeout=30)
     assert seen == [("producer-abc", True)]
-
-
-def _waiting_runner(runners: background.Runners) -> gevent.Greenlet:
-    """The greenlet of the one runner that waits in ``runners``."""
-    seen: list[gevent.Greenlet] = []
-    _run(runners.spawn, lambda: seen.append(gevent.getcurrent()))
-    assert runners.waiting == 1
-    return seen[0]
 
 
 def test_a_runner_killed_while_waiting_is_handed_nothing(under_gevent: None) -> None:

@@ -80,7 +80,7 @@ def _start(services: Services, chat: ChatRequest, model: ChatModel, owner: str |
     limits = ProducerLimits(abandon_s=math.inf if options.background else settings.abandon_s,
                             tool_timeout_s=settings.tool_timeout_s, max_tool_steps=settings.max_tool_steps)
     producer = Producer(services.event_log, stream_id, model, chat, limits, on_end=ended, metrics=services.metrics,
-                        start_extra=options.start_extra, tools=services.tools, runners=services.runners)
+                        start_extra=options.start_extra, tools=services.tools, spawn=services.runners.spawn)
     try:
         producer.create_stream(owner)
     except BaseException:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..background import Runners, spawn
+from ..background import spawn
 from ..eventlog import EventLog, StreamFull, StreamLost, StreamNotFound
 from ..metrics import Metrics
 from ..models import ChatModel, ChatRequest, Delta, Message, ToolCall, UpstreamError, Usage
@@ -76,17 +76,19 @@ class Producer:
     and calls the model again with the calls and results added to the
     conversation, up to ``limits.max_tool_steps`` times.
 
-    Call :meth:`run` (blocking) or :meth:`start` (in the background: a greenlet, one
-    of ``runners`` when given, or a daemon thread).
+    Call :meth:`run` (blocking) or :meth:`start` (in the background, through
+    ``spawn``: :func:`sse_chat.background.spawn`'s signature; the service passes its
+    kept greenlets, ``Services.runners.spawn``).
     """
 
     def __init__(self, event_log: EventLog, stream_id: str, model: ChatModel, request: ChatRequest,
                  limits: ProducerLimits, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, on_end: Callable[[], None] | None = None,
                  metrics: Metrics | None = None, start_extra: dict[str, Any] | None = None,
-                 tools: ToolRegistry | None = None, runners: Runners | None = None) -> None:
+                 tools: ToolRegistry | None = None,
+                 spawn: Callable[[Callable[[], None], str], None] = spawn) -> None:
         self._log = event_log
-        self._runners = runners
+        self._spawn = spawn
         self._start_extra = start_extra or {}
         self._stream_id = stream_id
         self._model = model
@@ -128,9 +130,9 @@ class Producer:
         self._seq = 1
 
     def start(self) -> None:
-        """Run :meth:`run` in the background (a greenlet under gevent, one of
-        ``runners`` when given; else a daemon thread) and return at once."""
-        (self._runners.spawn if self._runners is not None else spawn)(self.run, f"producer-{self._stream_id}")
+        """Run :meth:`run` in the background (``spawn``: a greenlet under gevent,
+        else a daemon thread) and return at once."""
+        self._spawn(self.run, f"producer-{self._stream_id}")
 
     def run(self) -> None:
         """Generate the answer and append every event, ending with one terminal event.
