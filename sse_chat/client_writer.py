@@ -43,3 +43,9 @@ class ClientWriter(Protocol):
         later write of the response; only when :meth:`ready`. Returns False when
         the connection failed: ``data`` is dropped, and the body's next write
         meets the failure (the caller wakes the body's greenlet for it)."""
+
+    def hold_next_write(self) -> None:
+        """Keep the response's next write (through the body or :meth:`write`) back
+        for the one after it, so that both go out in one ``send``, at most until
+        the event loop's next turn: for a write another follows at once, such as
+        the body's last before the server ends a chunked body."""

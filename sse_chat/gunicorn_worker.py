@@ -38,6 +38,9 @@ from .client_writer import ENVIRON_KEY
 #: fifth of the worker's CPU. A first generation of 50,000 new objects (a few MB)
 #: collects young garbage about 70 times less often, and the older ones in turn.
 GC_THRESHOLDS = (50_000, 20, 10)
+#: Bytes of a write up to which what :meth:`ClientSocket.hold_next_send` kept back
+#: is joined to it for one ``send``; a larger write is not copied for it.
+HELD_JOIN_MAX_BYTES = 64 * 1024
 #: The app's log lines: time, the worker's pid (to trace a stream to its
 #: producer), level, logger, message.
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -114,9 +117,15 @@ class ClientSocket:
     (``SSE_CHAT_SEND_TIMEOUT_S``). :meth:`send_soon` is the same without the
     wait (for :class:`ResponseWriter`): what the socket does not take, the event
     loop sends as it drains.
+
+    :meth:`hold_next_send` keeps a write back for the one that follows it, so that
+    the two go out in one ``send``: gunicorn writes a response's head, and the end
+    of a chunked body, each in a ``send`` of its own, right before or after a
+    write of the body; each ``send`` costs a system call, a TCP segment and a
+    wake-up of the client (on loopback, the kernel's receiving work too).
     """
 
-    __slots__ = ("_socket", "_raw", "closing", "_unsent", "_drain", "_failed")
+    __slots__ = ("_socket", "_raw", "closing", "_unsent", "_drain", "_failed", "_held", "_holds", "_hold_end")
 
     def __init__(self, gevent_socket: Any) -> None:
         self._socket = gevent_socket
@@ -127,6 +136,9 @@ class ClientSocket:
         self._unsent: memoryview | None = None  # what send_soon left for the socket to take
         self._drain: Any = None  # the event loop's watcher that sends it as the socket drains
         self._failed = False  # a send_soon met a failed connection
+        self._held: bytes | None = None  # writes kept back by hold_next_send, for the send after them
+        self._holds = 0  # how many of the next writes to keep back
+        self._hold_end: Any = None  # the event loop's callback that ends the holds at its next turn
 
     def close_after_response(self) -> None:
         """Close the connection once this response is sent, whatever the request
@@ -145,12 +157,57 @@ class ClientSocket:
         """
         if self._failed:
             raise BrokenPipeError("an earlier send to this client failed")
-        if self._unsent is not None:  # first what an earlier send_soon left
+        if self._holds:
+            self._hold(data)
+            return
+        if self._held is not None:  # first what a hold kept back
+            data = self._release_held(data)
+        if self._unsent is not None:  # first of all what an earlier send_soon left
             data = bytes(self._unsent) + data
             self._stop_draining()
         sent = self._send_now(data, flags)
         if sent < len(data):
             self._socket.sendall(memoryview(data)[sent:], flags)
+
+    def hold_next_send(self) -> None:
+        """Keep the next write (:meth:`sendall` or :meth:`send_soon`) back, to go
+        out with the write after it in one ``send``, or at the event loop's next
+        turn when none comes first: a hold never outlasts the greenlet's run.
+        Meant for a write that another follows at once (a response's head, its
+        body's last write before the end of a chunked body). Each call holds one
+        more write; writes that bypass :meth:`sendall` (``send``, ``sendfile``,
+        ``shutdown``, :meth:`close`) send what is held first."""
+        self._holds += 1
+        if self._hold_end is None:
+            self._hold_end = gevent.get_hub().loop.run_callback(self._end_holds)
+
+    def _hold(self, data: bytes) -> None:
+        self._holds -= 1
+        self._held = data if self._held is None else self._held + data
+
+    def _release_held(self, data: bytes) -> bytes:
+        """``data`` after what is held, joined when it is small; a large ``data``
+        is not copied: what is held is sent first, on its own."""
+        held, self._held = self._held, None
+        assert held is not None
+        if len(data) <= HELD_JOIN_MAX_BYTES:
+            return held + data
+        self.sendall(held)
+        return data
+
+    def _end_holds(self) -> None:
+        """The event loop's next turn: what is still held goes out now, without waiting."""
+        self._hold_end = None
+        self._holds = 0
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.send_soon(held)
+
+    def _send_held(self) -> None:
+        """Before a write that bypasses :meth:`sendall`: send what is held, and hold nothing more."""
+        self._holds = 0
+        if self._held is not None and not self._failed:
+            self.sendall(b"")
 
     def ready_to_send(self) -> bool:
         """True when :meth:`send_soon` would send at once or as the socket drains:
@@ -165,6 +222,11 @@ class ClientSocket:
         send raises."""
         if self._failed:
             return False
+        if self._holds:
+            self._hold(data)
+            return True
+        if self._held is not None:  # (a small write: direct writes carry one event)
+            data, self._held = self._held + data, None
         if self._unsent is not None:
             self._unsent = memoryview(bytes(self._unsent) + data)
             return True
@@ -180,14 +242,35 @@ class ClientSocket:
         return True
 
     def close(self) -> None:
-        """Close the connection, once what :meth:`send_soon` left is sent (within
-        the socket's timeout; gunicorn's last write of a chunked response has sent
-        it already)."""
-        if self._unsent is not None and not self._failed:
+        """Close the connection, once what a hold kept back and what :meth:`send_soon`
+        left are sent (within the socket's timeout; gunicorn's last write of a
+        chunked response has sent them already)."""
+        self._holds = 0
+        if (self._unsent is not None or self._held is not None) and not self._failed:
             with contextlib.suppress(OSError):  # the client left
                 self.sendall(b"")
         self._stop_draining()
+        if self._hold_end is not None:
+            self._hold_end.stop()
+            self._hold_end = None
         self._socket.close()
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        """The gevent socket's ``send`` (gunicorn's ``100 Continue``), after what is held."""
+        self._send_held()
+        return int(self._socket.send(data, flags))
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """The gevent socket's ``sendfile`` (gunicorn's ``wsgi.file_wrapper``
+        bodies), after what is held."""
+        self._send_held()
+        return int(self._socket.sendfile(file, offset, count))
+
+    def shutdown(self, how: int) -> None:
+        """The gevent socket's ``shutdown``, after what is held (within the socket's timeout)."""
+        with contextlib.suppress(OSError):  # the client left: shutting down may still be asked for
+            self._send_held()
+        self._socket.shutdown(how)
 
     def _send_unsent(self) -> None:
         """The event loop's callback when the socket can take more of what
@@ -258,21 +341,28 @@ class ResponseWriter:
         response.sent += len(data)
         return True
 
+    def hold_next_write(self) -> None:
+        self._response.sock.hold_next_send()
+
 
 class OfferingWriters:
     """The app as sse-chat's worker calls it: the response's :class:`ResponseWriter`
     goes in ``environ`` (under :data:`~sse_chat.client_writer.ENVIRON_KEY`) for an
     HTTP/1.x request on a plain connection (a :class:`ClientSocket`; gunicorn's
-    HTTP/2 frames its writes itself); gunicorn's ``start_response`` is its
-    response's bound method. Any other attribute is the app's."""
+    HTTP/2 frames its writes itself), and the response's head is held for its
+    first body write (:meth:`ClientSocket.hold_next_send`: gunicorn sends the head
+    on its own right before it); gunicorn's ``start_response`` is its response's
+    bound method. Any other attribute is the app's."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if isinstance(environ.get("gunicorn.socket"), ClientSocket) and \
+        sock = environ.get("gunicorn.socket")
+        if isinstance(sock, ClientSocket) and \
                 str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1"):  # HTTP/2 frames its own writes
             environ[ENVIRON_KEY] = ResponseWriter(start_response.__self__)  # type: ignore[attr-defined]
+            sock.hold_next_send()  # the head
         return self.app(environ, start_response)
 
     def __getattr__(self, name: str) -> Any:

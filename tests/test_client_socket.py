@@ -15,6 +15,8 @@ from gunicorn.workers.ggevent import GeventWorker
 from sse_chat.client_writer import ENVIRON_KEY
 from sse_chat.gunicorn_worker import ClientSocket, OfferingWriters, ResponseWriter, Worker
 
+pytestmark = pytest.mark.timeout(30)
+
 FRAME = b'7B\r\nid: abc:12\nevent: token\ndata: {"content":" blue"}\n\n\r\n'
 
 
@@ -238,3 +240,112 @@ def test_the_response_writer_says_when_the_connection_failed(pair):
     writer = ResponseWriter(_Response(ClientSocket(server)))
     outcomes = [writer.write(b"id: a:1\n\n") for _ in range(3)]
     assert outcomes[-1] is False and not writer.ready()
+
+
+@pytest.fixture
+def sends(monkeypatch):
+    """The data of each ``send`` a ClientSocket makes, in order."""
+    made = []
+    original = ClientSocket._send_now
+    monkeypatch.setattr(ClientSocket, "_send_now",
+                        lambda self, data, flags=0: made.append(bytes(data)) or original(self, data, flags))
+    return made
+
+
+def test_a_held_write_goes_out_with_the_next_in_one_send(pair, sends):
+    server, client = pair
+    sock = ClientSocket(server)
+    sock.hold_next_send()
+    sock.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert _read_what_is_there(client) == b"" and sends == []
+    sock.sendall(FRAME)
+    assert sends == [b"HTTP/1.1 200 OK\r\n\r\n" + FRAME]
+    assert _receive(client, len(sends[0])) == sends[0]
+
+
+def test_each_hold_keeps_back_one_more_write(pair, sends):
+    server, client = pair
+    sock = ClientSocket(server)
+    sock.hold_next_send()
+    sock.hold_next_send()
+    sock.sendall(b"head")
+    assert sock.send_soon(b"body")  # a direct write is held alike
+    sock.sendall(b"0\r\n\r\n")
+    assert sends == [b"headbody0\r\n\r\n"]
+    assert _receive(client, 13) == b"headbody0\r\n\r\n"
+
+
+def test_a_held_write_that_nothing_follows_goes_out_at_the_event_loops_next_turn(pair, sends):
+    server, client = pair
+    sock = ClientSocket(server)
+    sock.hold_next_send()
+    sock.sendall(b"head")
+    assert _read_what_is_there(client) == b""
+    gevent.sleep(0)
+    assert _receive(client, 4) == b"head"
+
+
+def test_a_hold_ends_at_the_event_loops_next_turn_even_unused(pair, sends):
+    server, client = pair
+    sock = ClientSocket(server)
+    sock.hold_next_send()
+    gevent.sleep(0)
+    sock.sendall(b"body")
+    assert sends == [b"body"]
+    assert _receive(client, 4) == b"body"
+
+
+def test_a_large_write_after_a_held_one_is_not_copied_but_comes_after_it(pair, sends):
+    server, client = pair
+    sock = ClientSocket(server)
+    data = bytes(range(256)) * 1_000  # larger than HELD_JOIN_MAX_BYTES
+    reader = gevent.spawn(_receive, client, 4 + len(data))
+    sock.hold_next_send()
+    sock.sendall(b"head")
+    sock.sendall(data)
+    assert reader.get(timeout=30) == b"head" + data
+    assert sends[0] == b"head"
+
+
+@pytest.mark.parametrize("bypass", ["close", "shutdown", "send", "sendfile"])
+def test_a_write_that_bypasses_sendall_sends_what_is_held_first(pair, bypass, tmp_path):
+    server, client = pair
+    sock = ClientSocket(server)
+    sock.hold_next_send()
+    sock.sendall(b"head")
+    body = tmp_path / "body"
+    body.write_bytes(b"file")
+    if bypass == "close":
+        sock.close()
+        expected = b"head"
+    elif bypass == "shutdown":
+        sock.shutdown(socket.SHUT_WR)
+        expected = b"head"
+    elif bypass == "send":
+        sock.send(b"more")
+        expected = b"headmore"
+    else:
+        with body.open("rb") as file:
+            sock.sendfile(file, 0, 4)
+        expected = b"headfile"
+    assert _receive(client, len(expected)) == expected
+
+
+def test_the_worker_holds_each_http_1_responses_head_for_its_first_body_write(pair, sends):
+    server, client = pair
+    sock = ClientSocket(server)
+    response = _Response(sock)
+    OfferingWriters(lambda environ, start_response: [])(
+        {"gunicorn.socket": sock, "SERVER_PROTOCOL": "HTTP/1.1"}, response.start_response)
+    sock.sendall(b"HTTP/1.1 200 OK\r\n\r\n")  # gunicorn's send_headers
+    sock.sendall(FRAME)  # its first write of the body
+    assert sends == [b"HTTP/1.1 200 OK\r\n\r\n" + FRAME]
+
+
+def test_the_response_writer_holds_the_next_write_of_its_response(pair, sends):
+    server, _client = pair
+    response = _Response(ClientSocket(server))
+    ResponseWriter(response).hold_next_write()
+    response.sock.sendall(FRAME)  # the body's last write
+    response.sock.sendall(b"0\r\n\r\n")  # gunicorn's end of the chunked body
+    assert sends == [FRAME + b"0\r\n\r\n"]

@@ -42,6 +42,10 @@ class Writer:
 
     def __init__(self, wire, *, takes=True, connected=True):
         self.wire, self.takes, self.connected = wire, takes, connected
+        self.holds = []  # for each hold_next_write: how many writes were on the wire then
+
+    def hold_next_write(self):
+        self.holds.append(len(self.wire))
 
     def ready(self):
         return self.takes
@@ -88,6 +92,30 @@ def test_an_event_for_a_caught_up_reader_is_written_by_the_appending_greenlet_an
     assert wire == [("reader", RETRY + frame(0)), *[("producer", frame(seq)) for seq in range(1, 4)],
                     ("reader", frame(4))]
     assert not log._wakeups.following(STREAM)  # detached
+
+
+def test_the_last_write_is_held_for_the_end_of_the_body_and_no_other(at_once):
+    log, wire = _cooperative_log(), []
+    body = _read(log)
+    writer = Writer(wire)
+    body.write_directly(writer)
+    served = _serve(body, wire)
+    log.append(STREAM, 1, frame(1))
+    log.append(STREAM, 2, frame(2), terminal=True)
+    served.join(timeout=5)
+    assert [item for _, item in wire] == [RETRY + frame(0), frame(1), frame(2)]
+    assert writer.holds == [2]  # right before the write of the terminal event, the last
+
+
+def test_a_stream_that_ended_before_the_reader_attached_holds_its_one_write():
+    log, wire = _cooperative_log(), []
+    log.append(STREAM, 1, frame(1), terminal=True)
+    body = _read(log)
+    writer = Writer(wire)
+    body.write_directly(writer)
+    _serve(body, wire).join(timeout=5)
+    assert wire == [("reader", RETRY + frame(0) + frame(1))]
+    assert writer.holds == [0]
 
 
 def test_events_closer_together_than_the_least_gap_wait_for_the_reader_and_go_in_one_write(monkeypatch):

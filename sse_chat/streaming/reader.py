@@ -76,7 +76,8 @@ class ReaderSettings:
 def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: float,
            metrics: Metrics | None = None, draining: threading.Event | None = None,
            events_per_response: int | None = None,
-           offer: Callable[[bytes], bool] | None = None) -> Body[list[bytes]]:
+           offer: Callable[[bytes], bool] | None = None,
+           before_end: Callable[[], None] | None = None) -> Body[list[bytes]]:
     """Attach a reader now, and return an iterator over the frames of ``stream_id``
     after event ``after_seq``, as lists of the frames that gathered since the last
     look (one write each), at most :data:`WRITE_EVENTS` in one. The first list
@@ -98,6 +99,9 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     ``offer`` wrote it to the client, and the iterator skips it. Not with
     ``events_per_response``.
 
+    ``before_end()`` runs right before the list that holds the terminal event is
+    given: the response's last write is next.
+
     ``close()`` it (a WSGI server does) to detach, whether or not it was iterated.
 
     Raises:
@@ -111,7 +115,8 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     allowance = _Allowance(events_per_response)
     if events_per_response is not None:
         offer = None
-    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining, allowance, offer), cursor.close)
+    return Body(_follow(cursor, stream_id, heartbeat_s, metrics, draining, allowance, offer, before_end),
+                cursor.close)
 
 
 def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
@@ -119,13 +124,15 @@ def _expired(stream_id: str, seq: int) -> Generator[list[bytes], None, None]:
 
 
 def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics | None,
-            draining: threading.Event | None, allowance: _Allowance,
-            offer: Callable[[bytes], bool] | None) -> Generator[list[bytes], None, None]:
+            draining: threading.Event | None, allowance: _Allowance, offer: Callable[[bytes], bool] | None,
+            before_end: Callable[[], None] | None) -> Generator[list[bytes], None, None]:
     finished = drained = False
     sent = _SentCounter(metrics)
     offered = None if offer is None else sent.direct(offer)
     try:
         frames, finished, more = allowance.take(cursor)
+        if finished and before_end is not None:
+            before_end()
         yield frames
         sent.add(len(frames), time.monotonic())
         while not finished and not allowance.spent:
@@ -139,6 +146,8 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
             frames, finished, more = allowance.take(cursor)
             now = time.monotonic()
             if frames or now - sent.at >= heartbeat_s:
+                if finished and before_end is not None:
+                    before_end()
                 yield frames
                 sent.add(len(frames), now)
     except StreamNotFound:
@@ -303,7 +312,8 @@ def read_stream(readers: ReaderSettings, position: ReadFrom, *,
     direct = _DirectWrites(transform)
     batches = follow(readers.event_log, position.stream_id, position.after_seq, heartbeat_s=readers.heartbeat_s,
                      metrics=readers.metrics, draining=readers.draining,
-                     events_per_response=position.events_per_response, offer=direct.offer)
+                     events_per_response=position.events_per_response, offer=direct.offer,
+                     before_end=direct.hold_last_write)
     return Body(_event_stream(batches, readers.retry_ms, readers.draining, transform, retry_alone, direct),
                 batches.close, direct)
 
@@ -343,6 +353,13 @@ class _DirectWrites:
             self.open = False
             return False
         return writer.write(data)  # False: the client left; the reader, woken, meets the failure and detaches
+
+    def hold_last_write(self) -> None:
+        """The reader's next write is its last: have the writer hold it for the
+        server's end of the body, to go out in one ``send``
+        (:meth:`~sse_chat.client_writer.ClientWriter.hold_next_write`)."""
+        if self.writer is not None:
+            self.writer.hold_next_write()
 
 
 def _event_stream(batches: Body[list[bytes]], retry_ms: int, draining: threading.Event | None,
