@@ -4,6 +4,7 @@ and routes. Nothing runs at import time."""
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Flask, Response, g, jsonify, request
 from flask_cors import CORS
@@ -12,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from .access.identity import identify
 from .access.limits import KeyLimits, StreamLimiter
 from .access.sessions import SessionKeys
+from .background import running_under_gevent
 from .bodies.bounded import BoundedBodies
 from .config import Settings
 from .errors import ApiError, error_body
@@ -78,7 +80,7 @@ def create_app(config: Settings | None = None) -> Flask:
         limiter=StreamLimiter(settings.max_streams, KeyLimits(
             streams=settings.max_streams_per_key, events=settings.max_events_per_key,
             readers=settings.max_readers_per_key, keep_s=settings.stream_ttl_s)),
-        metrics=Metrics(),
+        metrics=_metrics(),
         sessions=SessionKeys(settings.api_keys, settings.session_ttl_s),
         tools=tools,
     )
@@ -90,6 +92,19 @@ def create_app(config: Settings | None = None) -> Flask:
     _register_error_handlers(app, settings)
     app.after_request(_page_headers)
     return app
+
+
+#: Seconds between a gunicorn worker's writes of its metrics (:meth:`Metrics.defer_writes`).
+METRICS_WRITE_S = 1.0
+
+
+def _metrics() -> Metrics:
+    """The app's metrics; in prometheus-client's multiprocess mode under gevent
+    (a gunicorn worker), written once every :data:`METRICS_WRITE_S` seconds."""
+    metrics = Metrics()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and running_under_gevent():
+        metrics.defer_writes(METRICS_WRITE_S)
+    return metrics
 
 
 def _page_headers(response: Response) -> Response:

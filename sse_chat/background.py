@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +23,8 @@ from gevent import getcurrent, monkey
 from gevent.hub import Waiter, get_hub
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def running_under_gevent() -> bool:
@@ -46,6 +50,23 @@ def spawn(target: Callable[[], None], name: str) -> None:
         gevent.spawn_later(0, target)
     else:
         threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def every(interval_s: float, callback: Callable[[], None], name: str) -> None:
+    """Call ``callback()`` every ``interval_s`` seconds for the rest of the
+    process's life, in the background (:func:`spawn`: a greenlet under gevent,
+    else a daemon thread named ``name``). A call that fails is logged; the next
+    one comes all the same."""
+
+    def repeat() -> None:
+        while True:
+            time.sleep(interval_s)  # gevent's sleep under gevent (it patches time)
+            try:
+                callback()
+            except Exception:
+                log.exception("%s failed; it runs again in %g s", name, interval_s)
+
+    spawn(repeat, name)
 
 
 class Runners:

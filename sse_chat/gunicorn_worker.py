@@ -389,7 +389,8 @@ class Worker(GeventWorker):
     - ``run``: after gunicorn's loop has ended, when draining, waits up to
       ``graceful_timeout`` seconds for the producers still running, telling the
       master it lives meanwhile (gunicorn's ``notify``). Answers longer than that
-      are cut and end with ``stream_lost``.
+      are cut and end with ``stream_lost``. Then writes the app's deferred
+      metrics (:meth:`sse_chat.metrics.Metrics.flush`).
     """
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
@@ -419,11 +420,13 @@ class Worker(GeventWorker):
     def run(self) -> None:
         super().run()
         services = self._services()
-        if services is None or not services.draining.is_set():
-            return  # not a graceful stop (gunicorn's max_requests, a lost master)
-        left = services.drain(self.cfg.graceful_timeout, notify=self.notify)
-        if left:
-            self.log.warning("%d streams were still generating at the end of graceful_timeout", left)
+        if services is None:
+            return
+        if services.draining.is_set():  # else not a graceful stop (gunicorn's max_requests, a lost master)
+            left = services.drain(self.cfg.graceful_timeout, notify=self.notify)
+            if left:
+                self.log.warning("%d streams were still generating at the end of graceful_timeout", left)
+        services.metrics.flush()  # what the last second gathered: the metrics files outlive the worker
 
     def _services(self) -> Any:
         """The app's ``Services`` (:mod:`sse_chat.streaming.services`), or None before the

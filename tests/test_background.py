@@ -213,3 +213,20 @@ def test_a_runner_keeps_no_reference_to_the_works_it_ran(under_gevent: None) -> 
     gc.collect()
     assert runners.waiting == 1
     assert [reference() for reference in references] == [None, None]
+
+
+def test_every_calls_again_and_again_and_goes_on_after_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[float] = []
+    third = threading.Event()
+
+    def callback() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("the first call fails")
+        if len(calls) == 3:
+            third.set()
+
+    background.every(0.01, callback, "test-every")
+    assert third.wait(timeout=30)
+    assert "test-every failed" in caplog.text and "the first call fails" in caplog.text
+    assert all(later - earlier >= 0.009 for earlier, later in zip(calls, calls[1:], strict=False))

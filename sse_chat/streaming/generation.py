@@ -58,7 +58,7 @@ def start_generation(services: Services, chat: ChatRequest, owner: str | None,
 
     started = start_once(services.event_log, owner, keyed, new_stream_id(), start, stream_ttl_s=ttl_s)
     if started.repeated:
-        services.metrics.repeated_starts.inc()
+        services.metrics.count(services.metrics.repeated_starts)
     return started.stream_id
 
 
@@ -122,7 +122,7 @@ def resume_position(services: Services, last_event_id: str, owner: str | None,
                                f"(its last is {info.last_seq})")
     if info.finished and parsed.seq == info.last_seq:
         return None
-    services.metrics.resumes.inc()
+    services.metrics.count(services.metrics.resumes)
     return ReadFrom(parsed.stream_id, parsed.seq, info.events_per_response)
 
 

@@ -138,13 +138,13 @@ class Producer:
         """Generate the answer and append every event, ending with one terminal event.
         Never raises: every failure becomes an ``error`` event. Calls ``on_end`` last."""
         if self._metrics is not None:
-            self._metrics.active_streams.inc()
-            self._metrics.labelled(self._metrics.streams_started, self._backend_label()).inc()
+            self._metrics.count(self._metrics.active_streams)
+            self._metrics.count(self._metrics.streams_started, self._backend_label())
         try:
             self._run()
         finally:
             if self._metrics is not None:
-                self._metrics.active_streams.dec()
+                self._metrics.count(self._metrics.active_streams, amount=-1)
             if self._on_end is not None:
                 self._on_end()
 
@@ -180,11 +180,11 @@ class Producer:
                  (self._clock() - self._started_at) * 1000)
         if self._metrics is not None:
             if self._injected:
-                self._metrics.labelled(self._metrics.streams_ended, event_type.value, INJECTED_REASON).inc()
+                self._metrics.count(self._metrics.streams_ended, event_type.value, INJECTED_REASON)
                 return
-            self._metrics.labelled(self._metrics.streams_ended, event_type.value, reason).inc()
+            self._metrics.count(self._metrics.streams_ended, event_type.value, reason)
             if is_backend_error(reason):
-                self._metrics.upstream_errors.labels(reason).inc()
+                self._metrics.count(self._metrics.upstream_errors, reason)
 
     @contextmanager
     def _lease(self) -> Iterator[None]:
@@ -323,7 +323,7 @@ class Producer:
         log.info("stream %s: tool %s %s in %.0f ms", self._stream_id, tool.name,
                  outcome.error_type or "answered", (self._clock() - started) * 1000)
         if self._metrics is not None:
-            self._metrics.tool_calls.labels(tool.name, outcome.error_type or "ok").inc()
+            self._metrics.count(self._metrics.tool_calls, tool.name, outcome.error_type or "ok")
         self._append(EventType.TOOL_RESULT, outcome.as_event_data(call["id"], tool.name))
         self._next_control_check = 0.0
         self._check_control()  # a DELETE while the tool ran ends the stream now

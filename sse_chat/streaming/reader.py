@@ -164,7 +164,7 @@ def _follow(cursor: Cursor, stream_id: str, heartbeat_s: float, metrics: Metrics
                      stream_id, cursor.position)
         elif not finished:
             if metrics is not None:
-                metrics.client_disconnects.inc()
+                metrics.count(metrics.client_disconnects)
             log.info("stream %s: reader left after event %d, before the end (client gone or stopped reading)",
                      stream_id, cursor.position)
 
@@ -280,7 +280,7 @@ class _SentCounter:
 
     def flush(self) -> None:
         if self._metrics is not None and self._pending:
-            self._metrics.events_sent.inc(self._pending)
+            self._metrics.count(self._metrics.events_sent, amount=self._pending)
         self._pending = 0
 
 

@@ -1,0 +1,89 @@
+"""sse_chat/metrics.py's writes: at once, or gathered and written at a flush
+(what a gunicorn worker does, in prometheus-client's multiprocess mode)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sse_chat import metrics as metrics_module
+from sse_chat.metrics import Metrics
+
+
+@pytest.fixture
+def timers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, object, str]]:
+    """The background timers metrics start (none runs)."""
+    started: list[tuple[float, object, str]] = []
+    monkeypatch.setattr(metrics_module, "every", lambda *args: started.append(args))
+    return started
+
+
+def _values(metrics: Metrics) -> dict[str, float]:
+    """This process's samples, as /metrics gives them, without flushing first."""
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry).decode()
+    return {f"{sample.name}{sorted(sample.labels.items())}": sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+STARTED = "sse_chat_streams_started_total[('backend', 'fake')]"
+ACTIVE = "sse_chat_active_streams[]"
+
+
+def test_without_deferring_a_count_is_written_at_once(timers):
+    metrics = Metrics()
+    metrics.count(metrics.streams_started, "fake")
+    metrics.count(metrics.active_streams)
+    assert _values(metrics)[STARTED] == 1 and _values(metrics)[ACTIVE] == 1
+    assert timers == []
+
+
+def test_deferred_counts_gather_and_a_flush_writes_their_sums(timers):
+    metrics = Metrics()
+    metrics.defer_writes(1.0)
+    assert [(interval, callback) for interval, callback, _ in timers] == [(1.0, metrics.flush)]
+    for _ in range(3):
+        metrics.count(metrics.streams_started, "fake")
+        metrics.count(metrics.active_streams)
+    metrics.count(metrics.active_streams, amount=-2)
+    metrics.count(metrics.events_sent, amount=40)
+    assert STARTED not in _values(metrics) and _values(metrics)[ACTIVE] == 0
+    metrics.flush()
+    values = _values(metrics)
+    assert (values[STARTED], values[ACTIVE], values["sse_chat_events_sent_total[]"]) == (3, 1, 40)
+    metrics.flush()  # nothing gathered since: nothing written twice
+    assert _values(metrics)[STARTED] == 3
+
+
+def test_the_exposition_writes_what_was_gathered_first(timers, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    metrics = Metrics()
+    metrics.defer_writes(1.0)
+    metrics.count(metrics.streams_started, "fake")
+    body, _ = metrics.exposition()
+    assert b'sse_chat_streams_started_total{backend="fake"} 1.0' in body
+
+
+class _Services:
+    """What the worker's ``run`` reads of the app's services."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        import threading
+
+        self.metrics, self.draining = metrics, threading.Event()
+
+
+def test_a_worker_that_stops_writes_what_its_metrics_gathered(timers, monkeypatch):
+    from gunicorn.workers.ggevent import GeventWorker
+
+    from sse_chat.gunicorn_worker import Worker
+
+    monkeypatch.setattr(GeventWorker, "run", lambda self: None)  # gunicorn's loop, ended
+    metrics = Metrics()
+    metrics.defer_writes(1.0)
+    metrics.count(metrics.streams_started, "fake")
+    worker = object.__new__(Worker)
+    worker.wsgi = type("App", (), {"extensions": {"sse_chat": _Services(metrics)}})()
+    worker.run()
+    assert _values(metrics)[STARTED] == 1
