@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
@@ -26,7 +26,7 @@ from .surfaces.openai_api import bp as openai_bp
 from .surfaces.responses_api import bp as responses_bp
 from .surfaces.routes import bp
 from .surfaces.session_routes import bp as session_bp
-from .surfaces.web import unavailable_error
+from .surfaces.web import current_request, unavailable_error
 from .tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _metrics() -> Metrics:
 
 def _page_headers(response: Response) -> Response:
     """:data:`PAGE_HEADERS` on the answers of :data:`PAGE_ENDPOINTS`."""
-    if request.endpoint in PAGE_ENDPOINTS:
+    if current_request().endpoint in PAGE_ENDPOINTS:
         response.headers.update(PAGE_HEADERS)
     return response
 
@@ -125,8 +125,9 @@ def _register_access(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def require_key() -> None:
-        if request.method != "OPTIONS" and (request.path.startswith("/v1/") or request.path == "/metrics"):
-            g.owner = identify(request, settings.api_keys, app.extensions["sse_chat"].sessions,
+        req = current_request()
+        if req.method != "OPTIONS" and (req.path.startswith("/v1/") or req.path == "/metrics"):
+            g.owner = identify(req, settings.api_keys, app.extensions["sse_chat"].sessions,
                                settings.cors_origins)
 
     if settings.cors_origins:

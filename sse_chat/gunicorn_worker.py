@@ -125,11 +125,19 @@ class ClientSocket:
     wake-up of the client (on loopback, the kernel's receiving work too).
     """
 
-    __slots__ = ("_socket", "_raw", "closing", "_unsent", "_drain", "_failed", "_held", "_holds", "_hold_end")
+    __slots__ = ("_socket", "_raw", "closing", "_unsent", "_drain", "_failed", "_held", "_holds", "_hold_end",
+                 "recv", "settimeout", "gettimeout", "setblocking")
 
     def __init__(self, gevent_socket: Any) -> None:
         self._socket = gevent_socket
         self._raw = gevent_socket._sock  # the non-blocking socket.socket under gevent's
+        # The gevent socket's own, bound once: gunicorn and the app call them for
+        # every request, and through __getattr__ each call would first raise (and
+        # format) an AttributeError.
+        self.recv = gevent_socket.recv
+        self.settimeout = gevent_socket.settimeout
+        self.gettimeout = gevent_socket.gettimeout
+        self.setblocking = gevent_socket.setblocking
         #: Set by :meth:`close_after_response`: the worker closes the connection
         #: once the response is sent, instead of reading the next request.
         self.closing = False

@@ -176,3 +176,17 @@ def test_api_errors_are_ordinary_exceptions():
     assert pickle.loads(pickle.dumps(error)) == error
     assert copy.copy(error).headers == (("Retry-After", "5"),)
     assert str(error) == "429 too_many_streams: slow down"
+
+
+def test_the_helpers_read_the_request_and_the_app_themselves_not_through_flasks_proxies(make_app):
+    from flask import Request, request
+    from werkzeug.local import LocalProxy
+
+    from sse_chat.streaming.services import Services
+    from sse_chat.surfaces.web import current_request, services
+
+    app = make_app()
+    with app.test_request_context("/v1/chat", method="POST"):
+        assert isinstance(request, LocalProxy)  # (what the helpers must look behind)
+        assert type(current_request()) is Request and current_request() is request._get_current_object()
+        assert type(services()) is Services

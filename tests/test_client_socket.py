@@ -349,3 +349,17 @@ def test_the_response_writer_holds_the_next_write_of_its_response(pair, sends):
     response.sock.sendall(FRAME)  # the body's last write
     response.sock.sendall(b"0\r\n\r\n")  # gunicorn's end of the chunked body
     assert sends == [FRAME + b"0\r\n\r\n"]
+
+
+def test_what_gunicorn_calls_for_every_request_does_not_go_through_getattr(pair, monkeypatch):
+    looked_up = []
+    original = ClientSocket.__getattr__
+    monkeypatch.setattr(ClientSocket, "__getattr__", lambda self, name: looked_up.append(name) or original(self, name))
+    sock = ClientSocket(pair[0])
+    sock.settimeout(2.0)
+    assert sock.gettimeout() == 2.0
+    sock.setblocking(True)
+    pair[1].sendall(b"x")
+    assert sock.recv(1) == b"x"
+    assert looked_up == []  # each would raise and format an AttributeError first
+    assert sock.fileno() == pair[0].fileno() and looked_up == ["fileno"]  # (so the list can fill)
