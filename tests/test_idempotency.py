@@ -29,7 +29,7 @@ from sse_chat.streaming.idempotency import (
     request_fingerprint,
     start_once,
 )
-from sse_chat.testing.servers import run_cli
+from sse_chat.testing.servers import run_cli, wait_until
 
 from .event_reading import answer_text, events_of, stream_of
 from .proxy import LoopbackListener
@@ -340,8 +340,17 @@ def test_concurrent_posts_with_one_key_on_two_workers_share_one_stream(gunicorn,
     assert len(bodies) == 10 and len(set(bodies)) == 1
     events = events_of([bodies[0]])
     assert events[0].type == "start" and events[-1].type == "done"
-    assert _metric(server, "sse_chat_streams_started_total") == started + 1
-    assert _metric(server, "sse_chat_repeated_starts_total") == 9
+    counts = {}
+
+    def counted():  # each worker writes its counts once a second: the other one's may come a second later
+        counts.update(started=_metric(server, "sse_chat_streams_started_total") - started,
+                      repeated=_metric(server, "sse_chat_repeated_starts_total"))
+        return counts == {"started": 1, "repeated": 9}
+
+    try:
+        wait_until(counted, 10, "both workers' counts")
+    except AssertionError:
+        raise AssertionError(f"expected one start and nine repeats; counted {counts}") from None
 
 
 # --- the clients, through a cut before `start` -----------------------------------------------

@@ -53,7 +53,7 @@ def requested_last_event_id() -> str | None:
     """The request's last event id: the ``Last-Event-ID`` header, else the
     ``last_event_id`` query parameter (for clients that cannot set headers)."""
     req = current_request()
-    value = req.headers.get("Last-Event-ID")
+    value = req.environ.get("HTTP_LAST_EVENT_ID")  # the header (PEP 3333); Headers.get raises and catches when absent
     if value is None and req.query_string:  # parsing an empty query costs a MultiDict
         value = req.args.get("last_event_id")
     return value or None
@@ -68,7 +68,7 @@ def requested_idempotency(body: Any) -> KeyedStart | None:
         ApiError: 400 ``invalid_request`` for a malformed key.
     """
     req = current_request()
-    header = req.headers.get("Idempotency-Key")
+    header = req.environ.get("HTTP_IDEMPOTENCY_KEY")  # the header (PEP 3333), as in requested_last_event_id
     if header is None:
         return None
     return keyed_start(header, req.path, body)
