@@ -59,7 +59,14 @@ WARM_UP_STREAMS = 20
 #: Seconds the server gets to answer /healthz under valgrind (the app loads about 50 times slower).
 READY_UNDER_VALGRIND_S = 600.0
 #: Seconds the load generator may take under valgrind.
-LOAD_TIMEOUT_S = 600.0
+LOAD_TIMEOUT_S = 900.0
+#: How much slower a worker runs under callgrind, and its CPU seconds without it
+#: for a stream's start and end and for each event (compare.py's starts and steady).
+VALGRIND_SLOWDOWN = 50
+STREAM_CPU_S = 0.001
+EVENT_CPU_S = 0.00004
+#: The share of a core the counted streams may keep the server busy.
+MAX_LOAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -146,9 +153,12 @@ def count(side: Side, load: Load, cpus: tuple[str, str], tmp: Path) -> dict[str,
 
 
 def ramp_s(load: Load) -> float:
-    """Seconds over which the counted streams start: slow enough for a server under
-    valgrind to keep up (about 20 ms of its time a stream)."""
-    return max(1.0, load.streams * 0.02)
+    """Seconds over which the counted streams start: slow enough that a server
+    under valgrind (about 50 times slower) stays below half a core. An overloaded
+    server takes other paths than a loaded one (events that gathered go out in one
+    write, a reader woken once for several), and the count would describe those."""
+    valgrind_s_per_stream = VALGRIND_SLOWDOWN * (STREAM_CPU_S + load.tokens * EVENT_CPU_S)
+    return max(1.0, load.streams * valgrind_s_per_stream / MAX_LOAD)
 
 
 def print_table(load: Load, records: list[dict[str, Any]]) -> None:
