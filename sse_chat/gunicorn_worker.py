@@ -165,7 +165,7 @@ class ClientSocket:
         """
         if self._failed:
             raise BrokenPipeError("an earlier send to this client failed")
-        if self._holds:
+        if self._holds and self._socket.gettimeout() != 0.0:  # (gunicorn's error page: tried once, not waited for)
             self._hold(data)
             return
         if self._held is not None:  # first what a hold kept back
@@ -212,9 +212,10 @@ class ClientSocket:
             self.send_soon(held)
 
     def _send_held(self) -> None:
-        """Before a write that bypasses :meth:`sendall`: send what is held, and hold nothing more."""
+        """Before a write that bypasses :meth:`sendall`: send what is held and what
+        :meth:`send_soon` left, and hold nothing more."""
         self._holds = 0
-        if self._held is not None and not self._failed:
+        if (self._held is not None or self._unsent is not None) and not self._failed:
             self.sendall(b"")
 
     def ready_to_send(self) -> bool:
@@ -264,18 +265,20 @@ class ClientSocket:
         self._socket.close()
 
     def send(self, data: bytes, flags: int = 0) -> int:
-        """The gevent socket's ``send`` (gunicorn's ``100 Continue``), after what is held."""
+        """The gevent socket's ``send`` (gunicorn's ``100 Continue``), after what is
+        held or left unsent."""
         self._send_held()
         return int(self._socket.send(data, flags))
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """The gevent socket's ``sendfile`` (gunicorn's ``wsgi.file_wrapper``
-        bodies), after what is held."""
+        bodies), after what is held or left unsent."""
         self._send_held()
         return int(self._socket.sendfile(file, offset, count))
 
     def shutdown(self, how: int) -> None:
-        """The gevent socket's ``shutdown``, after what is held (within the socket's timeout)."""
+        """The gevent socket's ``shutdown``, after what is held or left unsent (within
+        the socket's timeout)."""
         with contextlib.suppress(OSError):  # the client left: shutting down may still be asked for
             self._send_held()
         self._socket.shutdown(how)
@@ -397,8 +400,9 @@ class Worker(GeventWorker):
     - ``run``: after gunicorn's loop has ended, when draining, waits up to
       ``graceful_timeout`` seconds for the producers still running, telling the
       master it lives meanwhile (gunicorn's ``notify``). Answers longer than that
-      are cut and end with ``stream_lost``. Then writes the app's deferred
-      metrics (:meth:`sse_chat.metrics.Metrics.flush`).
+      are cut and end with ``stream_lost``. Then, however the worker stops
+      (but ``SIGKILL``), writes the app's deferred metrics
+      (:meth:`sse_chat.metrics.Metrics.flush`).
     """
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
@@ -426,15 +430,26 @@ class Worker(GeventWorker):
         super().handle_exit(sig, frame)
 
     def run(self) -> None:
-        super().run()
+        try:
+            super().run()
+            services = self._services()
+            if services is not None and services.draining.is_set():  # else not a graceful stop (max_requests, …)
+                left = services.drain(self.cfg.graceful_timeout, notify=self.notify)
+                if left:
+                    self.log.warning("%d streams were still generating at the end of graceful_timeout", left)
+        finally:  # also on a quick stop (SIGQUIT, SIGINT) or a timeout (SIGABRT): gunicorn exits by SystemExit
+            self._flush_metrics()
+
+    def _flush_metrics(self) -> None:
+        """Write what the app's metrics gathered in their last second: the metrics
+        files outlive the worker."""
         services = self._services()
         if services is None:
             return
-        if services.draining.is_set():  # else not a graceful stop (gunicorn's max_requests, a lost master)
-            left = services.drain(self.cfg.graceful_timeout, notify=self.notify)
-            if left:
-                self.log.warning("%d streams were still generating at the end of graceful_timeout", left)
-        services.metrics.flush()  # what the last second gathered: the metrics files outlive the worker
+        try:
+            services.metrics.flush()
+        except Exception:
+            self.log.exception("could not write the metrics of the last second")
 
     def _services(self) -> Any:
         """The app's ``Services`` (:mod:`sse_chat.streaming.services`), or None before the

@@ -13,6 +13,7 @@ writes them once a second (:meth:`Metrics.defer_writes`).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -20,6 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .background import every
+
+log = logging.getLogger(__name__)
 
 #: Time-to-first-token buckets, seconds.
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -54,19 +57,19 @@ class Metrics:
                                              "Seconds from the start of generation to the first token.",
                                              registry=registry, buckets=TTFT_BUCKETS)
 
-        # While writes are deferred: the changes not written yet, by (metric, label values).
-        self._pending: dict[tuple[Any, tuple[str, ...]], float] | None = None
+        # While writes are deferred: the changes not written yet, by metric child.
+        self._pending: dict[Any, float] | None = None
 
     def count(self, metric: Any, *values: str, amount: float = 1.0) -> None:
         """Add ``amount`` to the counter or gauge ``metric`` (its child for the label
         ``values``; a negative ``amount`` only for a gauge): at once, or, after
         :meth:`defer_writes`, at the next :meth:`flush`."""
-        key = (metric, values)
+        child = self._child((metric, values))  # wrong labels raise here, not at the flush
         pending = self._pending
         if pending is None:
-            self._child(key).inc(amount)
+            child.inc(amount)
         else:
-            pending[key] = pending.get(key, 0.0) + amount
+            pending[child] = pending.get(child, 0.0) + amount
 
     def defer_writes(self, every_s: float) -> None:
         """From now on :meth:`count` only gathers changes, and :meth:`flush` writes
@@ -77,14 +80,19 @@ class Metrics:
         every(every_s, self.flush, "metrics-flush")
 
     def flush(self) -> None:
-        """Write the changes gathered since the last flush (none unless deferred)."""
+        """Write the changes gathered since the last flush (none unless deferred).
+        A change that cannot be written (a negative amount for a counter) is
+        logged, and the others are written."""
         pending = self._pending
         if not pending:
             return
         self._pending = {}
-        for key, amount in pending.items():
+        for child, amount in pending.items():
             if amount:
-                self._child(key).inc(amount)
+                try:
+                    child.inc(amount)
+                except ValueError:
+                    log.exception("a metric change could not be written: %+g to %r", amount, child)
 
     def _child(self, key: tuple[Any, tuple[str, ...]]) -> Any:
         """``metric.labels(*values)`` (the metric itself without values), kept here

@@ -363,3 +363,22 @@ def test_what_gunicorn_calls_for_every_request_does_not_go_through_getattr(pair,
     assert sock.recv(1) == b"x"
     assert looked_up == []  # each would raise and format an AttributeError first
     assert sock.fileno() == pair[0].fileno() and looked_up == ["fileno"]  # (so the list can fill)
+
+
+def test_a_write_that_must_not_wait_is_not_held(pair, sends):
+    server, client = pair
+    sock = ClientSocket(server)
+    sock.hold_next_send()
+    sock.setblocking(False)  # gunicorn's error page (util.write_nonblock): tried once, never waited for
+    sock.sendall(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    assert sends == [b"HTTP/1.1 500 Internal Server Error\r\n\r\n"]
+
+
+def test_a_write_that_bypasses_sendall_sends_what_send_soon_left_first(pair):
+    server, client = pair
+    sock = ClientSocket(server)
+    sent = _fill(sock, b"a" * 100_000)  # the last one taken only in part
+    expected = b"".join(sent) + b"HTTP/1.1 100 Continue\r\n\r\n"
+    reader = gevent.spawn(_receive, client, len(expected))
+    sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert reader.get(timeout=30) == expected

@@ -48,7 +48,7 @@ def test_deferred_counts_gather_and_a_flush_writes_their_sums(timers):
         metrics.count(metrics.active_streams)
     metrics.count(metrics.active_streams, amount=-2)
     metrics.count(metrics.events_sent, amount=40)
-    assert STARTED not in _values(metrics) and _values(metrics)[ACTIVE] == 0
+    assert _values(metrics).get(STARTED, 0) == 0 and _values(metrics)[ACTIVE] == 0
     metrics.flush()
     values = _values(metrics)
     assert (values[STARTED], values[ACTIVE], values["sse_chat_events_sent_total[]"]) == (3, 1, 40)
@@ -86,4 +86,41 @@ def test_a_worker_that_stops_writes_what_its_metrics_gathered(timers, monkeypatc
     worker = object.__new__(Worker)
     worker.wsgi = type("App", (), {"extensions": {"sse_chat": _Services(metrics)}})()
     worker.run()
+    assert _values(metrics)[STARTED] == 1
+
+
+def test_a_count_with_wrong_labels_fails_at_the_call_even_deferred(timers):
+    metrics = Metrics()
+    metrics.defer_writes(1.0)
+    with pytest.raises(ValueError):
+        metrics.count(metrics.streams_started, "fake", "extra")  # it has one label: backend
+
+
+def test_a_change_that_cannot_be_written_is_logged_and_the_others_are_written(timers, caplog):
+    metrics = Metrics()
+    metrics.defer_writes(1.0)
+    metrics.count(metrics.resumes, amount=-1)  # a counter only goes up
+    metrics.count(metrics.streams_started, "fake")
+    metrics.flush()
+    assert _values(metrics)[STARTED] == 1
+    assert "could not be written" in caplog.text
+
+
+@pytest.mark.parametrize("stop", [SystemExit(0), KeyboardInterrupt()])
+def test_a_worker_that_stops_quickly_still_writes_what_its_metrics_gathered(timers, monkeypatch, stop):
+    from gunicorn.workers.ggevent import GeventWorker
+
+    from sse_chat.gunicorn_worker import Worker
+
+    def quick_stop(self):  # gunicorn's handle_quit and handle_abort end the worker by sys.exit
+        raise stop
+
+    monkeypatch.setattr(GeventWorker, "run", quick_stop)
+    metrics = Metrics()
+    metrics.defer_writes(1.0)
+    metrics.count(metrics.streams_started, "fake")
+    worker = object.__new__(Worker)
+    worker.wsgi = type("App", (), {"extensions": {"sse_chat": _Services(metrics)}})()
+    with pytest.raises(type(stop)):
+        worker.run()
     assert _values(metrics)[STARTED] == 1

@@ -100,7 +100,8 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
     ``events_per_response``.
 
     ``before_end()`` runs right before the list that holds the terminal event is
-    given: the response's last write is next.
+    given: the response's last write of events is next (a draining process may
+    add a ``retry:`` block).
 
     ``close()`` it (a WSGI server does) to detach, whether or not it was iterated.
 
@@ -355,8 +356,9 @@ class _DirectWrites:
         return writer.write(data)  # False: the client left; the reader, woken, meets the failure and detaches
 
     def hold_last_write(self) -> None:
-        """The reader's next write is its last: have the writer hold it for the
-        server's end of the body, to go out in one ``send``
+        """The reader's next write is its last of events: have the writer hold it
+        for what follows it (the server's end of the body; while draining, a
+        ``retry:`` block first), to go out in one ``send``
         (:meth:`~sse_chat.client_writer.ClientWriter.hold_next_write`)."""
         if self.writer is not None:
             self.writer.hold_next_write()
