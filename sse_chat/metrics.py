@@ -6,7 +6,7 @@ workers' (prometheus-client's multiprocess mode).
 https://prometheus.github.io/client_python/multiprocess/
 
 Each such write takes a lock, asks the kernel for the process id and writes a
-memory-mapped file: about 2 us, 13 us for the changes one stream makes. A
+memory-mapped file: about 10 us for the changes one stream makes. A
 gunicorn worker therefore gathers the changes of its counters and gauges and
 writes them once a second (:meth:`Metrics.defer_writes`).
 """
