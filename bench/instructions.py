@@ -79,20 +79,24 @@ class Side:
     project_dir: str | None = None
 
 
-def callgrind_command(side: Side, port: int, out_dir: Path, cpus: str) -> list[str]:
+def callgrind_command(side: Side, port: int, out_dir: Path, cpus: str, cache_sim: bool = False) -> list[str]:
     """gunicorn's command line for ``side`` under callgrind, pinned to ``cpus``;
-    each process writes ``out_dir/cg.{pid}``."""
+    each process writes ``out_dir/cg.{pid}``. ``cache_sim`` also simulates the
+    caches (callgrind's ``--cache-sim=yes``: first-level and last-level misses)."""
     gunicorn = [sys.executable, str(BIN / "gunicorn")]
     if side.app == "project":
         gunicorn += ["-c", "gunicorn.conf.py"]
     else:
         gunicorn += ["-c", BASELINE_CONFIG, "--workers", "1", "--bind", f"127.0.0.1:{port}", BASELINE_APP]
-    return ["taskset", "-c", cpus, "valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/cg.%p",
-            *gunicorn, "--timeout", str(int(LOAD_TIMEOUT_S))]
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/cg.%p"]
+    if cache_sim:
+        valgrind.append("--cache-sim=yes")
+    return ["taskset", "-c", cpus, *valgrind, *gunicorn, "--timeout", str(int(LOAD_TIMEOUT_S))]
 
 
 @contextmanager
-def server_under_callgrind(side: Side, load: Load, cpus: str, tmp: Path):  # type: ignore[no-untyped-def]
+def server_under_callgrind(side: Side, load: Load, cpus: str, tmp: Path,  # type: ignore[no-untyped-def]
+                           cache_sim: bool = False):
     """A ready server for ``side`` under callgrind; yields it and the directory its
     counts go to (complete once it stopped)."""
     port = free_port()
@@ -104,7 +108,7 @@ def server_under_callgrind(side: Side, load: Load, cpus: str, tmp: Path):  # typ
     if side.app == "project" and project_dir != ROOT:
         env["PYTHONPATH"] = str(project_dir)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(callgrind_command(side, port, out_dir, cpus),
+        process = subprocess.Popen(callgrind_command(side, port, out_dir, cpus, cache_sim),
                                    cwd=project_dir if side.app == "project" else ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Gunicorn(f"http://127.0.0.1:{port}", process, log_path)
@@ -116,28 +120,34 @@ def server_under_callgrind(side: Side, load: Load, cpus: str, tmp: Path):  # typ
         server.stop()
 
 
-def worker_instructions(out_dir: Path, worker_pids: list[int]) -> int:
-    """The worker's instruction count from its callgrind file (``totals:``).
+def worker_counts(out_dir: Path, worker_pids: list[int]) -> dict[str, int]:
+    """The worker's totals from its callgrind file, by event name (``Ir``, the
+    instructions; with the cache simulation also ``Dr``, ``D1mr``, ``DLmr``, …).
 
     Raises:
         RuntimeError: when no worker wrote one (it was killed: valgrind writes at exit).
     """
-    counts = []
+    totals: dict[str, int] = {}
     for pid in worker_pids:
         path = out_dir / f"cg.{pid}"
-        if path.exists():
-            counts += [int(line.split()[1]) for line in path.read_text().splitlines()
-                       if line.startswith(("totals:", "summary:"))][:1]
-    if not counts:
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()
+        names = next(line.split()[1:] for line in lines if line.startswith("events:"))
+        values = next(line.split()[1:] for line in lines if line.startswith(("totals:", "summary:")))
+        for name, value in zip(names, values, strict=False):  # trailing zeros may be left out
+            totals[name] = totals.get(name, 0) + int(value)
+    if not totals:
         raise RuntimeError(f"no callgrind totals from the workers {worker_pids} in {out_dir}")
-    return sum(counts)
+    return totals
 
 
-def count(side: Side, load: Load, cpus: tuple[str, str], tmp: Path) -> dict[str, Any]:
-    """Instructions per stream of ``load`` for ``side``: two runs, with and without it."""
+def count(side: Side, load: Load, cpus: tuple[str, str], tmp: Path, cache_sim: bool = False) -> dict[str, Any]:
+    """Instructions (and with ``cache_sim``, cache misses) per stream of ``load``
+    for ``side``: two runs, with and without it."""
     totals = {}
     for streams in (0, load.streams):
-        with server_under_callgrind(side, load, cpus[0], tmp) as (server, out_dir):
+        with server_under_callgrind(side, load, cpus[0], tmp, cache_sim) as (server, out_dir):
             warm_up = Load(WARM_UP_STREAMS, load.tokens, load.delay_ms)
             run_loadgen(server.url, warm_up, cpus[1], 1.0, LOAD_TIMEOUT_S)
             if streams:
@@ -145,11 +155,12 @@ def count(side: Side, load: Load, cpus: tuple[str, str], tmp: Path) -> dict[str,
                 if result.get("gap_free") != load.streams:
                     raise RuntimeError(f"{side.label}: {result.get('gap_free')} of {load.streams} streams gap-free")
             pids = server.worker_pids
-        totals[streams] = worker_instructions(out_dir, pids)
-    per_stream = (totals[load.streams] - totals[0]) / load.streams
-    return {"label": side.label, "app": side.app, "instructions_without": totals[0],
-            "instructions_with": totals[load.streams], "instructions_per_stream": per_stream,
-            "instructions_per_event": per_stream / (load.tokens + 2)}
+        totals[streams] = worker_counts(out_dir, pids)
+    per_stream = {name: (totals[load.streams].get(name, 0) - totals[0].get(name, 0)) / load.streams
+                  for name in totals[0].keys() | totals[load.streams].keys()}
+    return {"label": side.label, "app": side.app, "instructions_without": totals[0]["Ir"],
+            "instructions_with": totals[load.streams]["Ir"], "instructions_per_stream": per_stream["Ir"],
+            "instructions_per_event": per_stream["Ir"] / (load.tokens + 2), "per_stream": per_stream}
 
 
 def ramp_s(load: Load) -> float:
@@ -175,6 +186,21 @@ def print_table(load: Load, records: list[dict[str, Any]]) -> None:
         change = project["instructions_per_stream"] / before["instructions_per_stream"]
         print(f"   project / project before: {change:.4f}")
     print("   (events per stream: tokens + start + end; per event = per stream / events)")
+    if "D1mr" in records[0]["per_stream"]:
+        print_misses(records)
+
+
+#: callgrind's cache events: reads and writes that missed the first-level data
+#: cache, and the last-level cache (instruction fetches apart).
+MISS_EVENTS = ("D1mr", "D1mw", "DLmr", "DLmw", "ILmr")
+
+
+def print_misses(records: list[dict[str, Any]]) -> None:
+    """The simulated cache misses per stream of each side (callgrind's model: no
+    prefetching, the host's cache sizes)."""
+    print(f"\n   simulated cache misses per stream\n   {'side':<34}" + "".join(f"{name:>10}" for name in MISS_EVENTS))
+    for record in records:
+        print(f"   {record['label']:<34}" + "".join(f"{record['per_stream'][name]:>10,.0f}" for name in MISS_EVENTS))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -186,6 +212,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--server-cpus", default="0", help="taskset list of the server (default 0)")
     parser.add_argument("--client-cpus", default="1", help="taskset list of the load generator (default 1)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--cache-sim", action="store_true",
+                        help="also simulate the caches and print the misses per stream (about twice as slow)")
     return parser.parse_args(argv)
 
 
@@ -202,7 +230,7 @@ def main(argv: list[str]) -> int:
         records = []
         for side in sides:
             print(f"  counting {side.label} ...", file=sys.stderr, flush=True)
-            records.append(count(side, load, (args.server_cpus, args.client_cpus), Path(tmp)))
+            records.append(count(side, load, (args.server_cpus, args.client_cpus), Path(tmp), args.cache_sim))
     print_table(load, records)
     if args.json is not None:
         args.json.write_text(json.dumps({"load": load.__dict__, "sides": records}, indent=2))

@@ -63,6 +63,28 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def settle_config(cfg: Any) -> None:
+    """Store each of gunicorn's settings on the worker's ``Config`` as a plain
+    attribute holding its value, so that reading one is a dict lookup.
+
+    gunicorn's ``Config`` keeps its settings in ``cfg.settings`` and answers
+    ``cfg.keepalive`` and the like from ``Config.__getattr__``, which Python calls
+    only after its ordinary lookup has raised, formatted and caught an
+    ``AttributeError``; gunicorn reads about 30 settings so for every request. A
+    worker's settings do not change once it has forked (a reload forks new
+    workers with a new ``Config``), so their values are read once here. Settings
+    that share their name with a property of ``Config`` (``sendfile``,
+    ``reuse_port``, …) are left to the property, which Python asks first anyway.
+    Call it in the worker, after the fork: the master's ``Config`` must keep
+    changing with reloads.
+    """
+    properties = {name for klass in type(cfg).__mro__ for name, value in vars(klass).items()
+                  if isinstance(value, property)}
+    for name, setting in cfg.settings.items():
+        if name not in properties:
+            object.__setattr__(cfg, name, setting.get())  # Config.__setattr__ refuses settings' names
+
+
 class SecondCachingFormatter(logging.Formatter):
     """A :class:`logging.Formatter` whose ``asctime`` is the default's
     (``2026-12-06 08:37:11,123``: local time, milliseconds after a comma), with the
@@ -383,6 +405,8 @@ class OfferingWriters:
 class Worker(GeventWorker):
     """gunicorn's gevent worker for sse-chat's app (``sse_chat.app:create_app()``).
 
+    - ``init_process`` (in the worker, after the fork): gunicorn's settings as
+      plain attributes (:func:`settle_config`).
     - ``handle``: each plain connection's socket as :class:`ClientSocket`, whose
       ``sendall`` costs less for an event stream's small writes (a TLS socket,
       when gunicorn itself terminates TLS, is left as it is).
@@ -404,6 +428,10 @@ class Worker(GeventWorker):
       (but ``SIGKILL``), writes the app's deferred metrics
       (:meth:`sse_chat.metrics.Metrics.flush`).
     """
+
+    def init_process(self) -> None:
+        settle_config(self.cfg)  # in the worker after the fork, before gunicorn reads any setting for a request
+        super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         if isinstance(client, ssl.SSLSocket):  # gunicorn's own TLS: writes must go through the TLS layer
