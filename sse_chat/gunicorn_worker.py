@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent
+import gevent.socket
 from gunicorn.glogging import Logger
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -154,8 +155,8 @@ class ClientSocket:
         self._socket = gevent_socket
         self._raw = gevent_socket._sock  # the non-blocking socket.socket under gevent's
         # The gevent socket's own, bound once: gunicorn and the app call them for
-        # every request, and through __getattr__ each call would first raise (and
-        # format) an AttributeError.
+        # every request (the rest of the gevent socket's attributes are properties,
+        # _delegate_the_rest).
         self.recv = gevent_socket.recv
         self.settimeout = gevent_socket.settimeout
         self.gettimeout = gevent_socket.gettimeout
@@ -339,8 +340,30 @@ class ClientSocket:
             self._drain = None
         self._unsent = None
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._socket, name)
+
+
+def _delegated(name: str) -> property:
+    """A read-only attribute of :class:`ClientSocket` that is its gevent socket's ``name``."""
+    return property(lambda self: getattr(self._socket, name), doc=f"The gevent socket's ``{name}``.")
+
+
+def _delegate_the_rest(cls: type, wrapped: type) -> None:
+    """Give ``cls`` each public and private attribute of ``wrapped`` (its methods,
+    properties and slots; not dunders) that ``cls`` does not define, as
+    :func:`_delegated`.
+
+    Explicit attributes instead of a ``__getattr__``: CPython calls a class's
+    ``__getattr__`` only after its ordinary lookup has raised and formatted an
+    ``AttributeError``, and a class that has one loses the interpreter's
+    specialised attribute reads for *all* its attributes, its own slots
+    included; a socket's are read several times for every event a stream sends.
+    """
+    for name in dir(wrapped):
+        if not name.startswith("__") and not hasattr(cls, name):
+            setattr(cls, name, _delegated(name))
+
+
+_delegate_the_rest(ClientSocket, gevent.socket.socket)
 
 
 class ResponseWriter:
