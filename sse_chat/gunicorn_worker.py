@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -76,8 +77,9 @@ def settle_config(cfg: Any) -> None:
     workers with a new ``Config``), so their values are read once here. Settings
     that share their name with a property of ``Config`` (``sendfile``,
     ``reuse_port``, …) are left to the property, which Python asks first anyway.
-    Call it in the worker, after the fork: the master's ``Config`` must keep
-    changing with reloads.
+    Call it in the worker, after the fork (the master's ``Config`` must keep
+    changing with reloads) and after gunicorn's ``post_worker_init`` hook: a
+    ``cfg.set`` after it would change ``cfg.settings`` but not what is read.
     """
     properties = {name for klass in type(cfg).__mro__ for name, value in vars(klass).items()
                   if isinstance(value, property)}
@@ -347,10 +349,12 @@ def _delegated(name: str) -> property:
     return property(lambda self: getattr(self._socket, name), doc=f"The gevent socket's ``{name}``.")
 
 
-def _delegate_the_rest(cls: type, wrapped: type) -> None:
-    """Give ``cls`` each public and private attribute of ``wrapped`` (its methods,
-    properties and slots; not dunders) that ``cls`` does not define, as
-    :func:`_delegated`.
+def _delegate_the_rest(cls: type, *wrapped: type) -> None:
+    """Give ``cls`` each public and private attribute of the ``wrapped`` classes
+    (their methods, properties and slots; not dunders) that ``cls`` does not
+    define, as :func:`_delegated`. (gevent's socket answers the names of the
+    standard library's socket it does not define itself from the socket under
+    it, through its own ``__getattr__``: ``sendmsg_afalg``, …)
 
     Explicit attributes instead of a ``__getattr__``: CPython calls a class's
     ``__getattr__`` only after its ordinary lookup has raised and formatted an
@@ -358,12 +362,12 @@ def _delegate_the_rest(cls: type, wrapped: type) -> None:
     specialised attribute reads for *all* its attributes, its own slots
     included; a socket's are read several times for every event a stream sends.
     """
-    for name in dir(wrapped):
+    for name in sorted({name for klass in wrapped for name in dir(klass)}):
         if not name.startswith("__") and not hasattr(cls, name):
             setattr(cls, name, _delegated(name))
 
 
-_delegate_the_rest(ClientSocket, gevent.socket.socket)
+_delegate_the_rest(ClientSocket, gevent.socket.socket, socket.socket)
 
 
 class ResponseWriter:
@@ -428,8 +432,6 @@ class OfferingWriters:
 class Worker(GeventWorker):
     """gunicorn's gevent worker for sse-chat's app (``sse_chat.app:create_app()``).
 
-    - ``init_process`` (in the worker, after the fork): gunicorn's settings as
-      plain attributes (:func:`settle_config`).
     - ``handle``: each plain connection's socket as :class:`ClientSocket`, whose
       ``sendall`` costs less for an event stream's small writes (a TLS socket,
       when gunicorn itself terminates TLS, is left as it is).
@@ -444,17 +446,14 @@ class Worker(GeventWorker):
     - ``handle_exit`` (``SIGTERM``): sets the app's ``draining`` and wakes its
       readers, which end their responses with ``retry:``; then gunicorn's own
       graceful stop (no new connections, open ones finish).
-    - ``run``: after gunicorn's loop has ended, when draining, waits up to
+    - ``run``: first gunicorn's settings as plain attributes
+      (:func:`settle_config`); after gunicorn's loop has ended, when draining, waits up to
       ``graceful_timeout`` seconds for the producers still running, telling the
       master it lives meanwhile (gunicorn's ``notify``). Answers longer than that
       are cut and end with ``stream_lost``. Then, however the worker stops
       (but ``SIGKILL``), writes the app's deferred metrics
       (:meth:`sse_chat.metrics.Metrics.flush`).
     """
-
-    def init_process(self) -> None:
-        settle_config(self.cfg)  # in the worker after the fork, before gunicorn reads any setting for a request
-        super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         if isinstance(client, ssl.SSLSocket):  # gunicorn's own TLS: writes must go through the TLS layer
@@ -481,6 +480,9 @@ class Worker(GeventWorker):
         super().handle_exit(sig, frame)
 
     def run(self) -> None:
+        # in the worker, after the fork and gunicorn's post_worker_init hook (which may
+        # still change a setting), before it accepts a connection
+        settle_config(self.cfg)
         try:
             super().run()
             services = self._services()

@@ -74,6 +74,16 @@ class _Services:
         self.metrics, self.draining = metrics, threading.Event()
 
 
+def _worker(worker_class, metrics: Metrics):
+    """A gunicorn worker as after its fork, with the app's services holding ``metrics``."""
+    from gunicorn.config import Config
+
+    worker = object.__new__(worker_class)  # gunicorn's arbiter builds it
+    worker.cfg = Config()
+    worker.wsgi = type("App", (), {"extensions": {"sse_chat": _Services(metrics)}})()
+    return worker
+
+
 def test_a_worker_that_stops_writes_what_its_metrics_gathered(timers, monkeypatch):
     from gunicorn.workers.ggevent import GeventWorker
 
@@ -83,8 +93,7 @@ def test_a_worker_that_stops_writes_what_its_metrics_gathered(timers, monkeypatc
     metrics = Metrics()
     metrics.defer_writes(1.0)
     metrics.count(metrics.streams_started, "fake")
-    worker = object.__new__(Worker)
-    worker.wsgi = type("App", (), {"extensions": {"sse_chat": _Services(metrics)}})()
+    worker = _worker(Worker, metrics)
     worker.run()
     assert _values(metrics)[STARTED] == 1
 
@@ -119,8 +128,7 @@ def test_a_worker_that_stops_quickly_still_writes_what_its_metrics_gathered(time
     metrics = Metrics()
     metrics.defer_writes(1.0)
     metrics.count(metrics.streams_started, "fake")
-    worker = object.__new__(Worker)
-    worker.wsgi = type("App", (), {"extensions": {"sse_chat": _Services(metrics)}})()
+    worker = _worker(Worker, metrics)
     with pytest.raises(type(stop)):
         worker.run()
     assert _values(metrics)[STARTED] == 1

@@ -52,10 +52,11 @@ def test_the_properties_of_config_still_answer(cfg):
     assert cfg.worker_class_str == "sync"
 
 
-def test_the_worker_settles_its_config_before_gunicorn_starts_it(cfg, monkeypatch):
+def test_the_worker_settles_its_config_after_post_worker_init_before_it_serves(cfg, monkeypatch):
     seen = []
-    monkeypatch.setattr(GeventWorker, "init_process", lambda self: seen.append("keepalive" in vars(self.cfg)))
-    worker = object.__new__(Worker)  # gunicorn's arbiter builds it; init_process runs after the fork
+    monkeypatch.setattr(GeventWorker, "run", lambda self: seen.append(vars(self.cfg).get("keepalive")))
+    worker = object.__new__(Worker)  # gunicorn's arbiter builds it; init_process and run come after the fork
     worker.cfg = cfg
-    worker.init_process()
-    assert seen == [True]
+    cfg.set("keepalive", 5)  # as a post_worker_init hook may (gunicorn calls it at the end of init_process)
+    worker.run()
+    assert seen == [5]
