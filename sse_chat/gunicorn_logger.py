@@ -86,15 +86,13 @@ class Logger(GunicornLogger):
     ``gunicorn.instrument.statsd.Statsd`` logger class)."""
 
     def setup(self, cfg: Any) -> None:
-        """gunicorn's setup (at start and on every reload), then the access format
-        and which atoms it names (``None``: gunicorn's ``access`` writes each
-        line). The format is kept: gunicorn's ``Config`` gives a setting through
-        ``__getattr__``, after a failed lookup (an ``AttributeError`` raised and
-        formatted) each time it is read."""
+        """gunicorn's setup (at start and on every reload), then which atoms the
+        access format names (``None``: gunicorn's ``access`` writes each line).
+        (In sse-chat's worker, ``cfg`` is the worker's own, its settings plain
+        attributes: :func:`sse_chat.gunicorn_worker.settle_config`.)"""
         super().setup(cfg)
         custom_logging = cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json
-        self._access_format = cfg.access_log_format
-        self._fixed_atoms = None if custom_logging else fixed_atoms_named(self._access_format)
+        self._fixed_atoms = None if custom_logging else fixed_atoms_named(cfg.access_log_format)
         if cfg.statsd_host:
             self.error_log.warning("statsd_host is set, but logger_class is sse_chat.gunicorn_logger.Logger, "
                                    "which sends no statsd metrics: set logger_class = "
@@ -111,6 +109,6 @@ class Logger(GunicornLogger):
             return
         try:
             atoms = {name: FIXED_ATOMS[name](resp, environ, request_time) for name in self._fixed_atoms}
-            self.access_log.info(self._access_format, self.atoms_wrapper_class(atoms))
+            self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms))
         except Exception:
             self.error(traceback.format_exc())
