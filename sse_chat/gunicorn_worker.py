@@ -433,23 +433,39 @@ class OfferingWriters:
 
 class FairStartPool(Pool):
     """gevent's pool of a listener's connections, whose handlers start among the
-    event loop's timers (``Greenlet.start_later(0)``: in the loop's next turn, in
-    deadline order with the timers that came due) instead of at the back of its
-    callback queue (``Greenlet.start``).
+    event loop's timers (``Greenlet.start_later(0)``: in the loop's next turn)
+    instead of at the back of its callback queue (``Greenlet.start``).
 
-    A turn of gevent's loop runs callbacks for at most ``sys.getswitchinterval()``
-    (5 ms) and then every timer that came due, and running streams' tokens come on
-    timers (the model's pauses, a gevent sleep). With the worker's core busy, a
-    crowd of new connections started as callbacks got those 5 ms a turn while the
-    running streams took the rest: 3,000 streams starting within a second on one
-    core, a handler waited p50 330 ms, p99 1.2 s between the accept and its start,
-    and the first events were that late. Started on a zero-second timer, a handler
-    waits for the next turn at most (p50 40 ms, p99 87 ms there).
+    A turn of gevent's default (libev) loop runs queued callbacks until
+    ``sys.getswitchinterval()`` (5 ms) has passed, checking the time every 50
+    callbacks, and then every timer that came due; running streams' tokens come
+    on timers (the model's pauses, a gevent sleep). With the worker's core busy,
+    a crowd of new connections started as callbacks got those 5 ms a turn while
+    the running streams took the rest: 3,000 streams starting within a second on
+    one core, a handler waited p50 330 ms, p99 1.2 s between the accept and its
+    start, and the first events were that late. Started on a zero-second timer,
+    a handler waits for the next turn at most (p50 40 ms, p99 87 ms there).
+    (gevent's libuv loop runs a zero-second timer as a check watcher, once a
+    turn after polling: the same next turn.)
+
+    Source: ``gevent/pool.py`` (``Pool.start``, ``Pool.add``),
+    ``gevent/_ffi/loop.py`` (``AbstractLoop._run_callbacks``).
     """
 
     def start(self, greenlet: Any, blocking: bool = True, timeout: float | None = None) -> None:
-        """As :meth:`gevent.pool.Pool.start` (may wait for room in the pool), but the
-        greenlet starts on the loop's timers."""
+        """As :meth:`gevent.pool.Pool.start`, but the greenlet starts on the loop's
+        timers: it is counted in the pool (``free_count()``, ``join()``) from
+        now, and runs in the loop's next turn unless killed first.
+
+        Args:
+            greenlet: a ``gevent.Greenlet`` not yet started.
+            blocking: wait for room in a full pool (as gevent's ``Pool.add``).
+            timeout: the longest wait for room, in seconds (None: no limit).
+
+        Raises:
+            gevent.pool.PoolFull: no room came within ``timeout`` seconds, or the
+                pool is full and ``blocking`` is false.
+        """
         self.add(greenlet, blocking, timeout)
         greenlet.start_later(0)
 

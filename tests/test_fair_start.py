@@ -3,22 +3,32 @@ among the event loop's timers, so a backlog of callbacks does not hold it back."
 
 from __future__ import annotations
 
+import sys
 import time
+from typing import Any, ClassVar
 
 import gevent
 import pytest
 from gevent.pool import Pool, PoolFull
 from gunicorn.config import Config
 from gunicorn.workers import ggevent
-from gunicorn.workers.ggevent import GeventWorker
 
 from sse_chat.gunicorn_worker import FairStartPool, Worker, fair_connection_starts
 
 #: Callbacks queued ahead of the new handler, and how long each keeps the loop
 #: (seconds): together far longer than the callbacks a loop turn runs before its
-#: timers (sys.getswitchinterval(), 5 ms, checked every 50 callbacks).
+#: timers (until SWITCH_INTERVAL_S has passed, checked every 50 callbacks).
 BACKLOG = 200
 CALLBACK_S = 0.0002
+SWITCH_INTERVAL_S = 0.005  # Python's default, pinned: gevent reads it each turn
+
+
+@pytest.fixture(autouse=True)
+def default_switch_interval():
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    yield
+    sys.setswitchinterval(before)
 
 
 def _callbacks_run_before_the_handler(pool: Pool) -> int:
@@ -61,13 +71,51 @@ def test_a_fair_start_pool_still_bounds_its_connections():
     assert pool.free_count() == 1
 
 
-def test_the_worker_runs_gunicorns_loop_with_fair_start_pools(monkeypatch):
-    pools_made = []
-    monkeypatch.setattr(GeventWorker, "run", lambda self: pools_made.append(ggevent.Pool))
+def test_a_handler_killed_before_its_turn_never_runs_and_frees_its_place():
+    pool = FairStartPool(2)
+    ran: list[bool] = []
+    greenlet = gevent.Greenlet(lambda: ran.append(True))
+    pool.start(greenlet)
+    assert pool.free_count() == 1  # counted before it runs
+    greenlet.kill()
+    pool.join(timeout=1)
+    assert ran == []
+    assert pool.free_count() == 2
+
+
+class _RecordingServer:
+    """Stands in for gevent's StreamServer in gunicorn's loop: keeps the pool
+    gunicorn gives it (``spawn=``) and serves nothing."""
+
+    made: ClassVar[list[_RecordingServer]] = []
+
+    def __init__(self, listener: Any, handle: Any = None, spawn: Any = None, **kwargs: Any) -> None:
+        self.pool = spawn
+        self.made.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _Listener:
+    def setblocking(self, flag: int) -> None:
+        pass
+
+
+def test_gunicorns_loop_in_the_worker_serves_with_fair_start_pools(monkeypatch):
+    monkeypatch.setattr(ggevent, "StreamServer", _RecordingServer)
+    monkeypatch.setattr(_RecordingServer, "made", [])
     worker = object.__new__(Worker)  # gunicorn's arbiter builds it; run comes after the fork
     worker.cfg = Config()
-    worker.run()
-    assert pools_made == [FairStartPool]
+    worker.sockets = [_Listener(), _Listener()]
+    worker.worker_connections = 7
+    worker.alive = False  # gunicorn's loop: start the servers, then stop at once
+    worker.run()  # GeventWorker.run, unpatched
+    assert [type(server.pool) for server in _RecordingServer.made] == [FairStartPool, FairStartPool]
+    assert [server.pool.size for server in _RecordingServer.made] == [7, 7]
     assert ggevent.Pool is Pool  # only for gunicorn's loop
 
 
