@@ -345,7 +345,6 @@ class ClientSocket:
         self._unsent = None
 
 
-
 def _delegated(name: str) -> property:
     """A read-only attribute of :class:`ClientSocket` that is its gevent socket's ``name``."""
     return property(lambda self: getattr(self._socket, name), doc=f"The gevent socket's ``{name}``.")
