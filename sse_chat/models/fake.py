@@ -26,6 +26,10 @@ VOCABULARY = (
     " streaming", " tokens", " 🙂", " résumé", " Straße", "\n\n", " data:", " id",
 )
 
+#: One delta per word of :data:`VOCABULARY`, in its order: a long answer hands
+#: these out (deltas are immutable) instead of building one per token.
+_VOCABULARY_DELTAS = tuple(Delta(content=token) for token in VOCABULARY)
+
 _WORDS = re.compile(r"\s*\S+")
 
 
@@ -58,6 +62,15 @@ def long_answer(request: ChatRequest) -> Iterator[str]:
     rng = random.Random(_seed(request))
     for _ in range(request.max_tokens or 0):
         yield rng.choice(VOCABULARY)
+
+
+def _long_answer_deltas(request: ChatRequest) -> Iterator[Delta]:
+    """:func:`long_answer`'s tokens as deltas, drawn from :data:`_VOCABULARY_DELTAS`
+    (the same draws: the same generator, seeded alike, choosing from a sequence of
+    the same length), for the fake model's stream."""
+    choice = random.Random(_seed(request)).choice
+    for _ in range(request.max_tokens or 0):
+        yield choice(_VOCABULARY_DELTAS)
 
 
 def _last_prompt(request: ChatRequest) -> str:
@@ -256,7 +269,7 @@ class FakeModel:
             deltas = [Delta(content=token) for token in tool_result_tokens(request.messages)]
             return deltas, len(deltas), "stop"
         if request.max_tokens is not None:
-            return map(Delta, long_answer(request)), request.max_tokens, "length"  # Delta(content=token)
+            return _long_answer_deltas(request), request.max_tokens, "length"
         deltas = [Delta(content=token) for token in fake_tokens(request)]
         return deltas, len(deltas), "stop"
 
