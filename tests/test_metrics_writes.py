@@ -56,6 +56,30 @@ def test_deferred_counts_gather_and_a_flush_writes_their_sums(timers):
     assert _values(metrics)[STARTED] == 3
 
 
+def _ttft_samples(metrics: Metrics) -> dict[str, float]:
+    return {name: value for name, value in _values(metrics).items()
+            if "time_to_first_token" in name and "_created" not in name}
+
+
+#: Times to first token on and around the buckets' bounds (0.01, 0.025, ... 30 s) and past the last.
+TTFTS = (0.0, 0.004, 0.01, 0.0100001, 0.05, 0.2, 0.25, 1.0, 7.5, 30.0, 45.0, 0.05)
+
+
+def test_deferred_observations_are_written_at_a_flush_as_prometheus_would_write_them(timers):
+    at_once, deferred = Metrics(), Metrics()
+    deferred.defer_writes(1.0)
+    for seconds in TTFTS:
+        at_once.observe(at_once.time_to_first_token, seconds)
+        deferred.observe(deferred.time_to_first_token, seconds)
+    assert _ttft_samples(deferred)["sse_chat_time_to_first_token_seconds_count[]"] == 0
+    deferred.flush()
+    written = _ttft_samples(deferred)
+    assert written == _ttft_samples(at_once)
+    assert written["sse_chat_time_to_first_token_seconds_count[]"] == len(TTFTS)
+    assert written["sse_chat_time_to_first_token_seconds_bucket[('le', '0.01')]"] == 3  # 0, 0.004 and 0.01 itself
+    assert written["sse_chat_time_to_first_token_seconds_bucket[('le', '30.0')]"] == len(TTFTS) - 1
+
+
 def test_the_exposition_writes_what_was_gathered_first(timers, monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     metrics = Metrics()

@@ -362,7 +362,7 @@ class Producer:
         if self._first_token_s is None:
             self._first_token_s = self._clock() - self._started_at
             if self._metrics is not None:
-                self._metrics.time_to_first_token.observe(self._first_token_s)
+                self._metrics.observe(self._metrics.time_to_first_token, self._first_token_s)
         seq = self._seq
         self._log.append(self._stream_id, seq, content_frame(EventType.TOKEN, self._stream_id, seq, text))
         self._seq = seq + 1
