@@ -89,7 +89,9 @@ class Wakeups:
         self._cooperative = running_under_gevent() if cooperative is None else cooperative
         self._tick_s = tick_s
         self._clock = clock
-        self._bells: dict[str, set[Bell]] = {}
+        # Each stream's bells as a tuple, replaced (never changed) when a reader comes
+        # or goes: iterated once per event, and safe to iterate while threads subscribe.
+        self._bells: dict[str, tuple[Bell, ...]] = {}
         self._changed: dict[str, None] = {}  # in the order they changed: readers are served first come, first served
         self._flush_timer: Any = None
         self._ticker: Any = None
@@ -102,15 +104,17 @@ class Wakeups:
         if self._cooperative:
             self._start_ticker()
         with self._subscriptions_lock:
-            self._bells.setdefault(stream_id, set()).add(bell)
+            self._bells[stream_id] = (*self._bells.get(stream_id, ()), bell)
         return bell
 
     def unsubscribe(self, stream_id: str, bell: Bell) -> None:
         with self._subscriptions_lock:
             bells = self._bells.get(stream_id)
-            if bells is not None:
-                bells.discard(bell)
-                if not bells:
+            if bells is not None and bell in bells:
+                others = tuple(other for other in bells if other is not bell)
+                if others:
+                    self._bells[stream_id] = others
+                else:
                     del self._bells[stream_id]
 
     def following(self, stream_id: str) -> bool:
@@ -146,7 +150,7 @@ class Wakeups:
     def ring_all(self) -> None:
         """Wake every reader now (a graceful stop began: they must look)."""
         for bells in list(self._bells.values()):
-            for bell in list(bells):
+            for bell in bells:
                 bell.ring()
 
     def _flush(self) -> None:
@@ -155,7 +159,7 @@ class Wakeups:
             self._ring(stream_id)
 
     def _ring(self, stream_id: str) -> None:
-        for bell in tuple(self._bells.get(stream_id, ())):  # a copy: threads may subscribe meanwhile
+        for bell in self._bells.get(stream_id, ()):
             bell.ring()
 
     def _start_ticker(self) -> None:

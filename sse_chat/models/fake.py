@@ -245,12 +245,16 @@ class FakeModel:
         steps, total, finish_reason = self._steps(request)
         faults = request.backend_options if isinstance(request.backend_options, FakeFaults) else NO_FAULTS
         delay_s = self._delay_s if faults.delay_ms is None else faults.delay_ms / 1000
-        faulty = faults.error_after is not None or faults.stall_after is not None
-        for position, step in enumerate(steps):
-            if faulty:
+        if faults.error_after is None and faults.stall_after is None:
+            sleep = self._sleep
+            for step in steps:  # the usual case, once per token: nothing to count
+                sleep(delay_s)
+                yield step
+        else:
+            for position, step in enumerate(steps):
                 self._inject(faults, position, total)
-            self._sleep(delay_s)
-            yield step
+                self._sleep(delay_s)
+                yield step
         self._inject(faults, total, total)
         prompt_tokens = sum(len(split_tokens(m.text)) + 1 for m in request.messages)
         yield Delta(finish_reason=finish_reason,

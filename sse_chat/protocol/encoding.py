@@ -14,6 +14,7 @@ https://html.spec.whatwg.org/multipage/server-sent-events.html
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_json_string
 from typing import Any
@@ -115,10 +116,10 @@ def compact_json(value: Any) -> str:
     return _COMPACT_JSON.encode(value)
 
 
-def json_string(text: str) -> str:
-    """``text`` as a JSON string literal, quotes included, non-ASCII kept: the same
-    characters :func:`compact_json` writes for it (CPython's C string encoder)."""
-    return _encode_json_string(text)
+#: ``json_string(text)``: ``text`` as a JSON string literal, quotes included,
+#: non-ASCII kept: the same characters :func:`compact_json` writes for it. CPython's
+#: C string encoder itself, not a function around it: a producer calls it once per token.
+json_string: Callable[[str], str] = _encode_json_string
 
 
 def encode_line_event(event_type: str, event_id: str, data: str) -> bytes:

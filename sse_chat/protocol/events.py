@@ -260,8 +260,10 @@ def content_frame(event_type: EventType, stream_id: str, seq: int, text: str) ->
     ``Event(EventId(stream_id, seq), event_type, {"content": text}).encode()``,
     built without a dict, an event or an id object (the producer's hot path, once
     per token: those objects cost twice the rest)."""
-    # ``_value_``: the member's value as a plain attribute (``.value`` goes through a descriptor)
-    return encode_line_event(event_type._value_, f"{stream_id}:{seq}", '{"content":' + json_string(text) + "}")
+    # encode_line_event's fields in one f-string, without its call; ``_value_``: the
+    # member's value as a plain attribute (``.value`` goes through a descriptor)
+    return (f'id: {stream_id}:{seq}\nevent: {event_type._value_}\ndata: {{"content":{json_string(text)}}}'
+            "\n\n").encode()
 
 
 def stream_lost_frame(event_id: EventId, message: str) -> bytes:
