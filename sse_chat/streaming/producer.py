@@ -368,8 +368,9 @@ class Producer:
         self._seq = seq + 1
 
     def _append_content(self, event_type: EventType, text: str) -> None:
-        """Append a ``token`` or ``reasoning`` event, ``{"content": text}``: the hot
-        path, one per token, encoded without building a dict or an event object."""
+        """Append a ``token`` or ``reasoning`` event, ``{"content": text}``, encoded
+        without building a dict or an event object (a model's tokens go through
+        :meth:`_append_token`, which also counts them)."""
         frame = content_frame(event_type, self._stream_id, self._seq, text)
         self._log.append(self._stream_id, self._seq, frame)
         self._seq += 1
