@@ -110,14 +110,18 @@ def main() -> int:
             rounds.append(figures)
             print(f"  round {number + 1}: " + ", ".join(f"{label} {f['cpu_us_per_stream']:,.0f} us/stream"
                                                        for label, f in figures.items()), flush=True)
-    print("CPU per stream, medians (ratios: the median of the rounds' ratios to the baseline):")
+    print("CPU per stream, medians (ratios: the median of the rounds' ratios to the baseline), and the medians of "
+          "each round's p99 of the gap between a stream's events and of its first event:")
     for setup in setups:
         per_stream = [r[setup.label]["cpu_us_per_stream"] for r in rounds]
         per_event = [r[setup.label]["cpu_us_per_event"] for r in rounds]
         ratios = [r[setup.label]["cpu_us_per_stream"] / r["baseline"]["cpu_us_per_stream"] for r in rounds]
+        latency = {name: statistics.median(r[setup.label]["loadgen"][name] for r in rounds)
+                   for name in ("gap_p99_ms", "first_event_p99_ms")}
         print(f"   {setup.label:24s} {statistics.median(per_stream):9,.0f} us/stream  "
               f"{statistics.median(per_event):7.1f} us/event  / baseline {statistics.median(ratios):.3f}  "
-              f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
+              f"(rounds {min(ratios):.3f}-{max(ratios):.3f});  gap p99 {latency['gap_p99_ms']:.0f} ms, "
+              f"first event p99 {latency['first_event_p99_ms']:.0f} ms")
     if args.json:
         args.json.write_text(json.dumps({"load": vars(load), "rounds": rounds}, indent=1))
     return 0
