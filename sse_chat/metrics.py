@@ -80,14 +80,18 @@ class Metrics:
         first bucket whose upper bound is at least ``value`` counts it. (The
         buckets and the sum are the histogram's own values, ``_upper_bounds``,
         ``_buckets`` and ``_sum`` in prometheus-client 0.20 to 0.26;
-        ``tests/test_metrics_writes.py`` holds the two ways to the same figures.)"""
+        ``tests/test_metrics_writes.py`` holds the two ways to the same figures. A
+        histogram without them, from another version, is observed at once.)"""
         pending = self._pending
-        if pending is None:
+        bounds = getattr(histogram, "_upper_bounds", None)
+        buckets = getattr(histogram, "_buckets", None)
+        total = getattr(histogram, "_sum", None)
+        if pending is None or bounds is None or buckets is None or total is None:
             histogram.observe(value)
             return
-        bucket = histogram._buckets[bisect_left(histogram._upper_bounds, value)]
+        bucket = buckets[bisect_left(bounds, value)]
         pending[bucket] = pending.get(bucket, 0.0) + 1.0
-        pending[histogram._sum] = pending.get(histogram._sum, 0.0) + value
+        pending[total] = pending.get(total, 0.0) + value
 
     def defer_writes(self, every_s: float) -> None:
         """From now on :meth:`count` only gathers changes, and :meth:`flush` writes

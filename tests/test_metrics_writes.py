@@ -80,6 +80,20 @@ def test_deferred_observations_are_written_at_a_flush_as_prometheus_would_write_
     assert written["sse_chat_time_to_first_token_seconds_bucket[('le', '30.0')]"] == len(TTFTS) - 1
 
 
+def test_a_histogram_without_prometheus_clients_inner_values_is_observed_at_once(timers):
+    class OtherHistogram:  # as a prometheus-client that keeps its buckets elsewhere might
+        def __init__(self) -> None:
+            self.observed: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.observed.append(value)
+
+    metrics, histogram = Metrics(), OtherHistogram()
+    metrics.defer_writes(1.0)
+    metrics.observe(histogram, 0.3)  # type: ignore[arg-type]
+    assert histogram.observed == [0.3]
+
+
 def test_the_exposition_writes_what_was_gathered_first(timers, monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     metrics = Metrics()
