@@ -10,9 +10,9 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import invalid_request
 from .base import ChatRequest, Delta, Message, ToolCallDelta, UpstreamError, Usage
@@ -31,6 +31,8 @@ VOCABULARY = (
 _VOCABULARY_DELTAS = tuple(Delta(content=token) for token in VOCABULARY)
 
 _WORDS = re.compile(r"\s*\S+")
+
+T = TypeVar("T")
 
 
 def split_tokens(text: str) -> list[str]:
@@ -59,18 +61,16 @@ def fake_tokens(request: ChatRequest) -> list[str]:
 def long_answer(request: ChatRequest) -> Iterator[str]:
     """The ``max_tokens`` tokens of a request that sets it, one at a time (a
     million of them must not be held at once)."""
-    rng = random.Random(_seed(request))
-    for _ in range(request.max_tokens or 0):
-        yield rng.choice(VOCABULARY)
+    return _drawn(request, VOCABULARY)
 
 
-def _long_answer_deltas(request: ChatRequest) -> Iterator[Delta]:
-    """:func:`long_answer`'s tokens as deltas, drawn from :data:`_VOCABULARY_DELTAS`
-    (the same draws: the same generator, seeded alike, choosing from a sequence of
-    the same length), for the fake model's stream."""
+def _drawn(request: ChatRequest, words: Sequence[T]) -> Iterator[T]:
+    """``max_tokens`` draws from ``words``, one at a time, seeded by the request:
+    the same positions for any sequence of :data:`VOCABULARY`'s length (its words,
+    or :data:`_VOCABULARY_DELTAS` for the fake model's stream)."""
     choice = random.Random(_seed(request)).choice
     for _ in range(request.max_tokens or 0):
-        yield choice(_VOCABULARY_DELTAS)
+        yield choice(words)
 
 
 def _last_prompt(request: ChatRequest) -> str:
@@ -273,7 +273,7 @@ class FakeModel:
             deltas = [Delta(content=token) for token in tool_result_tokens(request.messages)]
             return deltas, len(deltas), "stop"
         if request.max_tokens is not None:
-            return _long_answer_deltas(request), request.max_tokens, "length"
+            return _drawn(request, _VOCABULARY_DELTAS), request.max_tokens, "length"
         deltas = [Delta(content=token) for token in fake_tokens(request)]
         return deltas, len(deltas), "stop"
 
