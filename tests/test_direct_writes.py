@@ -1,9 +1,10 @@
 """sse_chat/streaming/reader.py's direct writes under gevent: an event appended
 for a reader that waits caught up is written to its client by the appending
-greenlet, through the response's client writer, exactly once and in order;
-what the writer refuses, what comes too close together, an event that must
-carry ``retry:`` and a response bounded to events per response go through the
-reader instead."""
+greenlet, through the response's client writer, exactly once and in order, the
+terminal event too, at once, after which the reader only ends the response;
+what the writer refuses, what comes too close together (but the terminal
+event), an event that must carry ``retry:`` and a response bounded to events
+per response go through the reader instead."""
 
 import json
 import socket
@@ -87,20 +88,35 @@ def test_an_event_for_a_caught_up_reader_is_written_by_the_appending_greenlet_an
     for seq in range(1, 4):
         log.append(STREAM, seq, frame(seq))
         assert wire[-1] == ("producer", frame(seq))  # written before the append returned
-    log.append(STREAM, 4, frame(4), terminal=True)  # the end: the reader writes it and ends the response
+    log.append(STREAM, 4, frame(4), terminal=True)
+    assert wire[-1] == ("producer", frame(4))  # the end too, at once; the reader only ends the response
     served.join(timeout=5)
-    assert wire == [("reader", RETRY + frame(0)), *[("producer", frame(seq)) for seq in range(1, 4)],
-                    ("reader", frame(4))]
+    assert wire == [("reader", RETRY + frame(0)), *[("producer", frame(seq)) for seq in range(1, 5)]]
     assert not log._wakeups.following(STREAM)  # detached
 
 
-def test_the_last_write_is_held_for_the_end_of_the_body_and_no_other(at_once):
+def test_the_terminal_event_right_after_another_is_written_at_once_by_the_appending_greenlet(monkeypatch):
+    monkeypatch.setattr(reader_module, "DIRECT_MIN_GAP_S", 3600.0)  # no event but the last goes directly
     log, wire = _cooperative_log(), []
     body = _read(log)
     writer = Writer(wire)
     body.write_directly(writer)
     served = _serve(body, wire)
+    log.append(STREAM, 1, frame(1), terminal=True)
+    assert wire == [("reader", RETRY + frame(0)), ("producer", frame(1))]
+    served.join(timeout=5)
+    assert len(wire) == 2  # the reader, woken, wrote nothing more
+    assert writer.holds == []  # and held nothing: its last write of events went out long ago
+
+
+def test_the_last_write_of_the_reader_is_held_for_the_end_of_the_body_and_no_other(at_once):
+    log, wire = _cooperative_log(), []
+    body = _read(log)
+    writer = Writer(wire, takes=False)  # the reader writes every event
+    body.write_directly(writer)
+    served = _serve(body, wire)
     log.append(STREAM, 1, frame(1))
+    gevent.sleep(0.01)  # the reader's turn
     log.append(STREAM, 2, frame(2), terminal=True)
     served.join(timeout=5)
     assert [item for _, item in wire] == [RETRY + frame(0), frame(1), frame(2)]
@@ -125,7 +141,7 @@ def test_events_closer_together_than_the_least_gap_wait_for_the_reader_and_go_in
     body.write_directly(Writer(wire))
     served = _serve(body, wire)
     for seq in range(1, 4):
-        log.append(STREAM, seq, frame(seq), terminal=seq == 3)
+        log.append(STREAM, seq, frame(seq), terminal=seq == 3)  # the terminal one too: the others wait before it
     served.join(timeout=5)
     assert wire == [("reader", RETRY + frame(0)), ("reader", frame(1) + frame(2) + frame(3))]
 
@@ -174,7 +190,7 @@ def test_the_first_event_that_must_carry_retry_goes_through_the_reader(at_once):
     log.append(STREAM, 3, frame(3), terminal=True)
     served.join(timeout=5)
     assert wire == [("reader", OPENING_COMMENT), ("reader", RETRY + frame(1)), ("producer", frame(2)),
-                    ("reader", frame(3))]
+                    ("producer", frame(3))]
 
 
 def test_a_write_that_meets_a_failed_connection_wakes_the_reader_to_meet_it(at_once):

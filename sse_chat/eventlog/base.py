@@ -98,16 +98,18 @@ class Cursor(Protocol):
             StreamNotFound: the stream expired or vanished.
         """
 
-    def wait(self, deadline: float, offer: Callable[[bytes], bool] | None = None) -> None:
+    def wait(self, deadline: float, offer: Callable[[bytes, bool], bool] | None = None) -> None:
         """Block until the stream may have changed, or the monotonic clock reaches
         ``deadline`` (seconds), whichever comes first. May return early; call
         :meth:`take` to see.
 
-        ``offer(frame)``: where the log can, it hands an event appended during the
-        wait, the one right after :attr:`position`, to ``offer`` in the appending
-        greenlet instead of waking the reader; when ``offer`` returns True the
-        event counts as taken (the position moves past it) and the wait goes on.
-        The in-memory log does so under gevent, for appends made in its process;
+        ``offer(frame, last)``: where the log can, it hands an event appended
+        during the wait, the one right after :attr:`position`, to ``offer`` in
+        the appending greenlet instead of waking the reader; when ``offer``
+        returns True the event counts as taken (the position moves past it) and
+        the wait goes on, unless ``last`` is true: the stream's terminal event,
+        after which the reader is woken anyway, to end its response. The
+        in-memory log does so under gevent, for appends made in its process;
         others ignore ``offer``."""
 
     def close(self) -> None:

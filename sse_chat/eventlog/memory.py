@@ -70,7 +70,7 @@ class MemoryEventLog:
         frames.append(frame)
         if terminal:
             stream.finished_at = self._clock()
-            self._wakeups.changed(stream_id)
+            self._wakeups.changed(stream_id, seq, frame, last=True)
         else:
             self._wakeups.changed(stream_id, seq, frame)
 
@@ -170,7 +170,7 @@ class _MemoryCursor:
         self._bell = bell
         self.position = after_seq
         self._closed = False
-        self._offer: Callable[[bytes], bool] = _refuse  # the reader's, while it waits with one
+        self._offer: Callable[[bytes, bool], bool] = _refuse  # the reader's, while it waits with one
 
     def take(self, limit: int | None = None) -> Batch:
         stream = self._stream
@@ -183,7 +183,7 @@ class _MemoryCursor:
         self.position += len(frames)
         return Batch(first, frames, finished and self.position == len(stream.frames) - 1)
 
-    def wait(self, deadline: float, offer: Callable[[bytes], bool] | None = None) -> None:
+    def wait(self, deadline: float, offer: Callable[[bytes, bool], bool] | None = None) -> None:
         bell = self._bell
         if offer is None or not bell.cooperative:
             bell.wait(deadline)
@@ -195,10 +195,10 @@ class _MemoryCursor:
         finally:
             bell.deliver = None
 
-    def _deliver(self, seq: int, frame: bytes) -> bool:
+    def _deliver(self, seq: int, frame: bytes, last: bool) -> bool:
         """The bell's :attr:`~.wakeups.Bell.deliver` while the reader waits: the
         next event goes to the reader's ``offer``; taken, the cursor moves past it."""
-        if seq != self.position + 1 or not self._offer(frame):
+        if seq != self.position + 1 or not self._offer(frame, last):
             return False
         self.position = seq
         return True
@@ -210,6 +210,6 @@ class _MemoryCursor:
             self._log._detach(self._stream_id, self._stream)
 
 
-def _refuse(frame: bytes) -> bool:
+def _refuse(frame: bytes, last: bool) -> bool:
     """No reader's offer: every event wakes the reader."""
     return False

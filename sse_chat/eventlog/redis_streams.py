@@ -619,7 +619,7 @@ class _RedisCursor:
         self.position += len(frames)
         return Batch(first, frames, finished and self.position == mirror.end - 1)
 
-    def wait(self, deadline: float, offer: Callable[[bytes], bool] | None = None) -> None:
+    def wait(self, deadline: float, offer: Callable[[bytes, bool], bool] | None = None) -> None:
         self._bell.wait(deadline)  # events reach a Redis reader through Redis: no offer
 
     def close(self) -> None:

@@ -46,9 +46,10 @@ class Bell:
         #: (``inf``: never); kept by the ticker under gevent.
         self.due = _NEVER
         #: Under gevent, while its reader waits, what takes a new event off the
-        #: reader's hands (:meth:`Wakeups.changed`): ``deliver(seq, frame)`` returns
-        #: True when the event reached the reader's client, False to wake the reader.
-        self.deliver: Callable[[int, bytes], bool] | None = None
+        #: reader's hands (:meth:`Wakeups.changed`): ``deliver(seq, frame, last)``
+        #: returns True when the event reached the reader's client, False to wake
+        #: the reader; ``last``: the stream's terminal event.
+        self.deliver: Callable[[int, bytes, bool], bool] | None = None
 
     @property
     def cooperative(self) -> bool:
@@ -121,24 +122,28 @@ class Wakeups:
         """True while a reader of this process holds a bell for ``stream_id``."""
         return stream_id in self._bells
 
-    def changed(self, stream_id: str, seq: int = -1, frame: bytes | None = None) -> None:
+    def changed(self, stream_id: str, seq: int = -1, frame: bytes | None = None, *, last: bool = False) -> None:
         """``stream_id`` has new events (or ended): ring its readers' bells, at the
         next turn of the event loop under gevent, at once with threads.
 
-        With ``frame`` (the new event ``seq``, the only one since the last call,
-        not terminal) each waiting reader's :attr:`Bell.deliver` is offered it
-        first; the bells are rung only when one of them does not take it."""
+        With ``frame`` (the new event ``seq``, the only one since the last call)
+        each waiting reader's :attr:`Bell.deliver` is offered it first; the bells
+        are rung only when one of them does not take it. After the stream's
+        ``last`` event (its terminal one) the bells are rung at once, taken or
+        not: nothing can follow it to share the wake-up, and each reader must
+        end its response."""
         bells = self._bells.get(stream_id)
         if bells is None:
             return
         if frame is not None:
             for bell in bells:
                 deliver = bell.deliver
-                if deliver is None or not deliver(seq, frame):
+                if deliver is None or not deliver(seq, frame, last):
                     break
             else:
-                return  # every reader's client has it
-        if not self._cooperative:
+                if not last:
+                    return  # every reader's client has it
+        if last or not self._cooperative:
             self._ring(stream_id)
             return
         if not self._changed:

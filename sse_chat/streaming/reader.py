@@ -36,7 +36,8 @@ METRICS_FLUSH_S = 1.0
 #: written at once by its producer (:class:`_DirectWrites`) but left for the
 #: reader, which writes everything that gathered meanwhile in one write: events
 #: that come this close together (a fast model, a burst of upstream chunks) are
-#: cheaper coalesced than written one by one.
+#: cheaper coalesced than written one by one. Not for the terminal event, which
+#: nothing follows to coalesce with.
 DIRECT_MIN_GAP_S = 0.005
 #: The most events one write carries. A resume of a long stream sends its backlog
 #: in writes of this many, letting other greenlets run between two, so that it
@@ -95,9 +96,10 @@ def follow(event_log: EventLog, stream_id: str, after_seq: int, *, heartbeat_s: 
 
     ``offer(frame)``: while the reader waits caught up, a new event may be handed
     to ``offer`` by the greenlet that appends it (:meth:`Cursor.wait`), when the
-    client's last write is :data:`DIRECT_MIN_GAP_S` old or more; True means
-    ``offer`` wrote it to the client, and the iterator skips it. Not with
-    ``events_per_response``.
+    client's last write is :data:`DIRECT_MIN_GAP_S` old or more, or when it is
+    the terminal event; True means ``offer`` wrote it to the client, and the
+    iterator skips it (after a terminal event so written, it ends without
+    another list). Not with ``events_per_response``.
 
     ``before_end()`` runs right before the list that holds the terminal event is
     given: the response's last write of events is next (a draining process may
@@ -266,13 +268,15 @@ class _SentCounter:
             self.flush()
             self._flushed_at = now
 
-    def direct(self, offer: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
-        """``offer``, refused while the last write is younger than
-        :data:`DIRECT_MIN_GAP_S`, and counted here when it wrote."""
+    def direct(self, offer: Callable[[bytes], bool]) -> Callable[[bytes, bool], bool]:
+        """``offer`` as a cursor's wait takes it (:meth:`~..eventlog.Cursor.wait`:
+        ``offered(frame, last)``), refused while the last write is younger than
+        :data:`DIRECT_MIN_GAP_S` unless ``last`` (the terminal event), and counted
+        here when it wrote."""
 
-        def offered(frame: bytes) -> bool:
+        def offered(frame: bytes, last: bool) -> bool:
             now = time.monotonic()
-            if now - self.at < DIRECT_MIN_GAP_S or not offer(frame):
+            if (now - self.at < DIRECT_MIN_GAP_S and not last) or not offer(frame):
                 return False
             self.add(1, now)
             return True
@@ -326,7 +330,14 @@ class _DirectWrites:
     :meth:`Body.write_directly`), instead of waking the reader's greenlet to
     write it: one greenlet switch, one wake-up and one pass through the WSGI
     server less per event. Opened once the response's first write (with
-    ``retry:``) has gone out."""
+    ``retry:``) has gone out.
+
+    The terminal event too goes out so, as soon as it is appended: the reader,
+    woken, then only ends the response (the server's end of a chunked body, in
+    a ``send`` of its own). Left to the reader, it went out with that end in one
+    ``send``, but only once the reader's greenlet had its turn, a turn or two of
+    the event loop later: on a busy core, 100 ms or more after the last token
+    (bench/compare.py ``--scenario crowd``)."""
 
     __slots__ = ("writer", "open", "_transform")
 
