@@ -23,6 +23,8 @@ from gevent import getcurrent, monkey
 from gevent.hub import Waiter, get_hub
 
 T = TypeVar("T")
+#: libev's ``EV_TIMER`` (ev.h): the event a timer fed to the loop reports.
+_EV_TIMER = 0x100
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,42 @@ def spawn(target: Callable[[], None], name: str) -> None:
         gevent.spawn_later(0, target)
     else:
         threading.Thread(target=target, name=name, daemon=True).start()
+
+
+def call_in_this_turn(callback: Callable[..., None], *args: Any) -> None:
+    """Have gevent's hub call ``callback(*args)`` in the event loop's current turn,
+    once the calling greenlet waits and the hub is done with the watcher it was
+    running (call it from the loop's thread): before the timers and I/O that came
+    due in this turn and still wait for theirs, where a zero-second timer would
+    wait for the loop's next turn, after a poll.
+
+    libev (gevent's default loop, C or CFFI) invokes the watchers pending in a
+    turn last-in, first-out, and a watcher fed to it (``ev_feed_event``, gevent's
+    ``watcher.feed``) is pending at once (libev's manual: "ev_feed_event");
+    gevent's libuv loop cannot feed one, and there ``callback`` waits for the next
+    turn on a zero-second timer. ``callback`` runs in the hub: it must not block.
+    """
+    loop = get_hub().loop
+    if type(loop).__module__.startswith("gevent.libev."):
+        loop.timer(0).feed(_EV_TIMER, _call_then_poll_without_blocking, loop, callback, args)
+    else:
+        loop.timer(0).start(callback, *args)
+
+
+def _call_then_poll_without_blocking(loop: Any, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
+    """``callback(*args)``, then a zero-second timer, so that the loop's next poll
+    does not block: gevent runs the callbacks queued meanwhile (``run_callback``,
+    as an ``Event.set`` queues one) before it polls, in its prepare watcher,
+    which may have run already in this turn (a greenlet woken by a callback fed
+    this watcher); they would then wait until some I/O or timer came."""
+    try:
+        callback(*args)
+    finally:
+        loop.timer(0).start(_nothing)
+
+
+def _nothing() -> None:
+    """A timer's callback that does nothing: the timer only ends a poll."""
 
 
 def every(interval_s: float, callback: Callable[[], None], name: str) -> None:
@@ -87,11 +125,17 @@ class Runners:
     it has run. An :class:`Exception` a work raises is reported as gevent reports
     a greenlet's (``hub.handle_error``: printed to stderr) and the runner goes on;
     any other exception ends the runner, as it would end a greenlet. At most
-    ``keep`` runners wait; one finding that many waiting ends with its work. A
-    work handed to a runner that ended before it could take it (killed) runs in
-    a new one. Call :meth:`spawn` from the event loop's thread. Without gevent,
-    :meth:`spawn` is :func:`spawn`. Made once by the app factory
-    (``Services.runners``).
+    ``keep`` runners wait; one finding that many waiting ends with its work (a
+    runner killed while it waits leaves the waiting ones).
+
+    Under gevent a work starts in the turn of the event loop that handed it over,
+    as soon as the handing greenlet waits (:func:`call_in_this_turn`): a request
+    that starts a stream writes its ``start`` event and waits, and the stream's
+    producer begins right after it, not on the loop's next turn. On a busy core a
+    turn takes 100 ms or more, and the model's first pause (the fake model's, or
+    an upstream's time to the first token) then began a turn late. Call
+    :meth:`spawn` from the event loop's thread. Without gevent, :meth:`spawn` is
+    :func:`spawn`. Made once by the app factory (``Services.runners``).
     """
 
     def __init__(self, keep: int = 256) -> None:
@@ -104,23 +148,22 @@ class Runners:
         return len(self._waiting)
 
     def spawn(self, target: Callable[[], None], name: str) -> None:
-        """Run ``target()`` in the background and return at once, as :func:`spawn`
-        does (on the loop's next turn, on a zero-second timer), in a waiting runner
-        when there is one, else in a new one."""
-        if not running_under_gevent():
+        """Run ``target()`` in the background and return at once, in a waiting
+        runner when there is one, else in a new one: under gevent, in this turn of
+        the event loop, as soon as the calling greenlet waits
+        (:func:`call_in_this_turn`); else as :func:`spawn` does."""
+        if running_under_gevent():
+            call_in_this_turn(self._start, target)
+        else:
             spawn(target, name)
-        elif self._waiting:
-            get_hub().loop.timer(0).start(self._hand, self._waiting.pop(), target)
-        else:
-            gevent.spawn_later(0, self._run, [target])
 
-    def _hand(self, waiter: Waiter, target: Callable[[], None]) -> None:
-        """In the hub: give ``target`` to the runner waiting on ``waiter``, or to a
-        new runner if that one has ended meanwhile."""
-        if waiter.greenlet is None:
-            gevent.spawn(self._run, [target])
+    def _start(self, target: Callable[[], None]) -> None:
+        """In the hub: give ``target`` to a waiting runner, or to a new one, which
+        runs it now (gevent's ``Greenlet.start`` schedules that same ``switch``)."""
+        if self._waiting:
+            self._waiting.pop().switch(target)
         else:
-            waiter.switch(target)
+            gevent.Greenlet(self._run, [target]).switch()
 
     def _run(self, first: list[Callable[[], None]]) -> None:
         """Run the work in ``first`` (a list, emptied at once: gevent keeps a

@@ -1,6 +1,7 @@
 """sse_chat.background under gevent: a stream's producer starts on the loop's next
-turn, not behind every callback queued before it (``spawn``, ``Runners.spawn``);
-``Runners`` keeps greenlets between works, each work in a context of its own."""
+turn at the latest, not behind every callback queued before it (``spawn``), and
+in the very turn of the request that starts it (``Runners.spawn``); ``Runners``
+keeps greenlets between works, each work in a context of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import gevent
 import pytest
@@ -185,15 +186,49 @@ def test_a_runner_killed_while_waiting_is_handed_nothing(under_gevent: None) -> 
     assert ran == ["next"]
 
 
-def test_a_work_handed_to_a_runner_killed_before_it_took_it_runs_in_another(under_gevent: None) -> None:
+def test_a_work_handed_over_while_the_waiting_runner_is_killed_runs_once(under_gevent: None) -> None:
     runners = background.Runners()
     runner = _waiting_runner(runners)
     ran: list[object] = []
     done = Event()
-    runners.spawn(lambda: (ran.append(gevent.getcurrent()), done.set()), "handed")  # handed on the next turn
-    runner.kill(block=True)  # gevent kills on a callback, which runs before the turn's timers
+    runners.spawn(lambda: (ran.append(gevent.getcurrent()), done.set()), "handed")
+    runner.kill(block=True)
     assert done.wait(timeout=30)
-    assert ran and ran[0] is not runner
+    gevent.sleep(0)
+    assert len(ran) == 1
+    assert runner.dead
+
+
+@pytest.fixture
+def turns() -> Iterator[list[int]]:
+    """The event loop's turns so far (``turns[0]``), counted by a prepare watcher,
+    which libev runs once a turn, before it polls."""
+    count = [0]
+    prepare = gevent.get_hub().loop.prepare()
+    prepare.start(lambda: count.__setitem__(0, count[0] + 1))
+    yield count
+    prepare.stop()
+
+
+@pytest.mark.parametrize("runner", ["new runner", "waiting runner"])
+def test_a_runners_work_starts_in_the_turn_that_handed_it_over_once_the_handing_greenlet_waits(
+        under_gevent: None, turns: list[int], runner: str) -> None:
+    runners = background.Runners()
+    if runner == "waiting runner":
+        _waiting_runner(runners)
+    seen: list[tuple[str, int]] = []
+    done = Event()
+
+    def request() -> None:  # a request's greenlet, started on a timer as the worker starts them
+        runners.spawn(lambda: (seen.append(("producer", turns[0])), done.set()), "test")
+        seen.append(("request waits", turns[0]))
+        done.wait()
+
+    gevent.Greenlet(request).start_later(0)
+    assert done.wait(timeout=30)
+    (first, handed_in), (second, started_in) = seen
+    assert (first, second) == ("request waits", "producer")
+    assert started_in == handed_in  # a zero-second timer would start it in the next turn
 
 
 class _Work:
@@ -230,3 +265,16 @@ def test_every_calls_again_and_again_and_goes_on_after_a_failure(caplog: pytest.
     assert third.wait(timeout=30)
     assert "test-every failed" in caplog.text and "the first call fails" in caplog.text
     assert all(later - earlier >= 0.009 for earlier, later in zip(calls, calls[1:], strict=False))
+
+
+def test_what_a_work_queues_runs_at_once_when_a_greenlet_woken_by_a_callback_handed_it_over(under_gevent: None) -> None:
+    # gevent runs queued callbacks (an Event.set queues one) in its prepare watcher, before it polls; a
+    # greenlet a callback woke hands its work over after that watcher ran in the turn
+    runners = background.Runners()
+    woken = Event()
+    gevent.get_hub().loop.run_callback(woken.set)
+    woken.wait()  # this greenlet now runs in gevent's callbacks
+    finished = Event()
+    runners.spawn(finished.set, "test")
+    # with no I/O and no timer due, the loop's poll would block for the whole timeout
+    assert finished.wait(timeout=5)
