@@ -17,6 +17,7 @@ library with gevent before it loads the app; see :mod:`sse_chat.gunicorn_config`
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import logging
@@ -45,6 +46,9 @@ GC_THRESHOLDS = (50_000, 20, 10)
 #: Bytes of a write up to which what :meth:`ClientSocket.hold_next_send` kept back
 #: is joined to it for one ``send``; a larger write is not copied for it.
 HELD_JOIN_MAX_BYTES = 64 * 1024
+#: The most new connections' handlers a worker starts in one turn of its event
+#: loop (:class:`FairStartPool`); the others wait for the next turns, in order.
+STARTS_PER_TURN = 50
 #: The app's log lines: time, the worker's pid (to trace a stream to its
 #: producer), level, logger, message.
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -432,8 +436,9 @@ class OfferingWriters:
 
 class FairStartPool(Pool):
     """gevent's pool of a listener's connections, whose handlers start among the
-    event loop's timers (``Greenlet.start_later(0)``: in the loop's next turn)
-    instead of at the back of its callback queue (``Greenlet.start``).
+    event loop's timers (on a zero-second timer: in the loop's next turn) instead
+    of at the back of its callback queue (``Greenlet.start``), at most
+    :data:`STARTS_PER_TURN` a turn, in the order they were accepted.
 
     A turn of gevent's default (libev) loop runs queued callbacks until
     ``sys.getswitchinterval()`` (5 ms) has passed, checking the time every 50
@@ -443,18 +448,35 @@ class FairStartPool(Pool):
     the running streams took the rest: 3,000 streams starting within a second on
     one core, a handler waited p50 330 ms, p99 1.2 s between the accept and its
     start, and the first events were that late. Started on a zero-second timer,
-    a handler waits for the next turn at most (p50 40 ms, p99 87 ms there).
+    a handler waited for the next turn (p50 40 ms, p99 87 ms there), or, behind
+    more than :data:`STARTS_PER_TURN`, for as many turns as it takes.
     (gevent's libuv loop runs a zero-second timer as a check watcher, once a
     turn after polling: the same next turn.)
+
+    The bound per turn keeps a burst from stretching the turns in which the
+    running streams' tokens are due: a worker accepts up to 100 connections a
+    turn (gevent's ``max_accept``), and starting a stream costs about 1 ms of
+    CPU, so an overloaded core spent 100 ms a turn on new handlers and the running
+    streams' gaps grew with it. 50 matches what gevent's callback queue runs
+    before it looks at the clock (``CALLBACK_CHECK_COUNT``). With 1,500 streams
+    each for the service and the bare Flask + gevent generator on one core, the
+    gaps' p99 went from 1.11–1.29 × the bare generator's to 0.97–1.06 ×, the
+    first events' p99 from 0.93–1.03 × to 1.02–1.04 × (docs/deployment.md).
 
     Source: ``gevent/pool.py`` (``Pool.start``, ``Pool.add``),
     ``gevent/_ffi/loop.py`` (``AbstractLoop._run_callbacks``).
     """
 
+    def __init__(self, size: int | None = None, greenlet_class: Any = None) -> None:
+        super().__init__(size, greenlet_class)
+        self._not_started: collections.deque[Any] = collections.deque()
+        self._starter: Any = None  # the zero-second timer that starts the next of them
+
     def start(self, greenlet: Any, blocking: bool = True, timeout: float | None = None) -> None:
         """As :meth:`gevent.pool.Pool.start`, but the greenlet starts on the loop's
         timers: it is counted in the pool (``free_count()``, ``join()``) from
-        now, and runs in the loop's next turn unless killed first.
+        now, and runs in the loop's next turn, or a later one behind the
+        :data:`STARTS_PER_TURN` accepted before it, unless killed first.
 
         Args:
             greenlet: a ``gevent.Greenlet`` not yet started.
@@ -466,7 +488,26 @@ class FairStartPool(Pool):
                 pool is full and ``blocking`` is false.
         """
         self.add(greenlet, blocking, timeout)
-        greenlet.start_later(0)
+        self._not_started.append(greenlet)
+        if len(self._not_started) == 1:
+            self._start_next_turn()
+
+    def _start_next_turn(self) -> None:
+        if self._starter is None:
+            self._starter = gevent.get_hub().loop.timer(0)
+        self._starter.start(self._start_some)
+
+    def _start_some(self) -> None:
+        """In the hub: start the next :data:`STARTS_PER_TURN` handlers (each runs
+        until it first waits, as gevent's ``Greenlet.start`` has it run, by a
+        ``switch`` from the hub), skipping those killed meanwhile."""
+        not_started = self._not_started
+        for _ in range(min(STARTS_PER_TURN, len(not_started))):
+            greenlet = not_started.popleft()
+            if not greenlet.dead:
+                greenlet.switch()
+        if not_started:
+            self._start_next_turn()
 
 
 @contextlib.contextmanager

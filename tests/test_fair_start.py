@@ -1,5 +1,7 @@
 """sse_chat/gunicorn_worker.py's FairStartPool: a new connection's handler starts
-among the event loop's timers, so a backlog of callbacks does not hold it back."""
+among the event loop's timers, so a backlog of callbacks does not hold it back,
+and a burst of them starts over several turns, in order, so that it does not
+stretch one turn for the streams already running."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from gevent.pool import Pool, PoolFull
 from gunicorn.config import Config
 from gunicorn.workers import ggevent
 
-from sse_chat.gunicorn_worker import FairStartPool, Worker, fair_connection_starts
+from sse_chat.gunicorn_worker import STARTS_PER_TURN, FairStartPool, Worker, fair_connection_starts
 
 #: Callbacks queued ahead of the new handler, and how long each keeps the loop
 #: (seconds): together far longer than the callbacks a loop turn runs before its
@@ -59,6 +61,24 @@ def test_gevents_own_pool_starts_a_handler_behind_every_queued_callback():
 
 def test_a_fair_start_pools_handler_starts_within_the_next_loop_turn():
     assert _callbacks_run_before_the_handler(FairStartPool(10)) < BACKLOG // 2
+
+
+def test_a_burst_of_handlers_starts_at_most_starts_per_turn_a_loop_turn_in_the_order_accepted():
+    turns = [0]
+    prepare = gevent.get_hub().loop.prepare()  # libev runs it once a turn, before it polls
+    prepare.start(lambda: turns.__setitem__(0, turns[0] + 1))
+    pool = FairStartPool(1000)
+    started: list[tuple[int, int]] = []  # (handler, turn)
+    burst = 2 * STARTS_PER_TURN + 7
+    try:
+        for handler in range(burst):
+            pool.spawn(lambda handler=handler: started.append((handler, turns[0])))
+        pool.join()
+    finally:
+        prepare.stop()
+    assert [handler for handler, _ in started] == list(range(burst))
+    per_turn = [[turn for _, turn in started].count(turn) for turn in sorted({turn for _, turn in started})]
+    assert per_turn == [STARTS_PER_TURN, STARTS_PER_TURN, 7]
 
 
 def test_a_fair_start_pool_still_bounds_its_connections():
