@@ -9,6 +9,7 @@ stream for a whole turn of the event loop. ``gevent.spawn`` returns at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import logging
@@ -61,14 +62,18 @@ def call_in_this_turn(callback: Callable[..., None], *args: Any) -> None:
     due in this turn and still wait for theirs, where a zero-second timer would
     wait for the loop's next turn, after a poll.
 
-    libev (gevent's default loop, C or CFFI) invokes the watchers pending in a
-    turn last-in, first-out, and a watcher fed to it (``ev_feed_event``, gevent's
-    ``watcher.feed``) is pending at once (libev's manual: "ev_feed_event");
-    gevent's libuv loop cannot feed one, and there ``callback`` waits for the next
-    turn on a zero-second timer. ``callback`` runs in the hub: it must not block.
+    libev invokes the watchers pending in a turn last-in, first-out, and a watcher
+    fed to it (``ev_feed_event``, gevent's ``watcher.feed``) is pending at once
+    (libev's manual: "ev_feed_event"). Only gevent's default loop, its compiled
+    libev one (``gevent.libev.corecext``), feeds a watcher with its callback;
+    the CFFI one (PyPy, ``GEVENT_LOOP=libev-cffi``) would drop it and the libuv
+    one cannot, and with them ``callback`` waits for the next turn on a
+    zero-second timer. ``callback`` runs in the hub: it must not block. Two calls
+    in one pass of the hub run last first: hand work over in order through one
+    call (:meth:`Runners.spawn` queues it).
     """
     loop = get_hub().loop
-    if type(loop).__module__.startswith("gevent.libev."):
+    if type(loop).__module__ == "gevent.libev.corecext":
         loop.timer(0).feed(_EV_TIMER, _call_then_poll_without_blocking, loop, callback, args)
     else:
         loop.timer(0).start(callback, *args)
@@ -126,7 +131,9 @@ class Runners:
     a greenlet's (``hub.handle_error``: printed to stderr) and the runner goes on;
     any other exception ends the runner, as it would end a greenlet. At most
     ``keep`` runners wait; one finding that many waiting ends with its work (a
-    runner killed while it waits leaves the waiting ones).
+    runner killed while it waits leaves the waiting ones; one whose kill is still
+    on its way may be handed a work first, which then meets the kill at its first
+    wait: nothing in the service kills runners).
 
     Under gevent a work starts in the turn of the event loop that handed it over,
     as soon as the handing greenlet waits (:func:`call_in_this_turn`): a request
@@ -141,6 +148,8 @@ class Runners:
     def __init__(self, keep: int = 256) -> None:
         self._keep = keep
         self._waiting: list[Waiter] = []
+        self._handed: collections.deque[Callable[[], None]] = collections.deque()  # not yet started, in order
+        self._starting = False  # a call_in_this_turn of _start_handed is pending or running
 
     @property
     def waiting(self) -> int:
@@ -152,10 +161,23 @@ class Runners:
         runner when there is one, else in a new one: under gevent, in this turn of
         the event loop, as soon as the calling greenlet waits
         (:func:`call_in_this_turn`); else as :func:`spawn` does."""
-        if running_under_gevent():
-            call_in_this_turn(self._start, target)
-        else:
+        if not running_under_gevent():
             spawn(target, name)
+            return
+        self._handed.append(target)
+        if not self._starting:
+            self._starting = True
+            call_in_this_turn(self._start_handed)
+
+    def _start_handed(self) -> None:
+        """In the hub: start the works handed over, in the order they were
+        (``call_in_this_turn`` would run one call per work last first), those
+        handed over meanwhile too."""
+        try:
+            while self._handed:
+                self._start(self._handed.popleft())
+        finally:
+            self._starting = False
 
     def _start(self, target: Callable[[], None]) -> None:
         """In the hub: give ``target`` to a waiting runner, or to a new one, which
@@ -186,7 +208,7 @@ class Runners:
         self._waiting.append(waiter)
         try:
             work: Callable[[], None] = waiter.get()
-        except BaseException:  # killed while waiting: hand it nothing more (unless _hand has it already)
+        except BaseException:  # killed while waiting: hand it nothing more
             with contextlib.suppress(ValueError):
                 self._waiting.remove(waiter)
             raise

@@ -502,12 +502,14 @@ class FairStartPool(Pool):
         until it first waits, as gevent's ``Greenlet.start`` has it run, by a
         ``switch`` from the hub), skipping those killed meanwhile."""
         not_started = self._not_started
-        for _ in range(min(STARTS_PER_TURN, len(not_started))):
-            greenlet = not_started.popleft()
-            if not greenlet.dead:
-                greenlet.switch()
-        if not_started:
-            self._start_next_turn()
+        try:
+            for _ in range(min(STARTS_PER_TURN, len(not_started))):
+                greenlet = not_started.popleft()
+                if not greenlet.dead:
+                    greenlet.switch()
+        finally:  # the others' turn comes, whatever happened to these
+            if not_started:
+                self._start_next_turn()
 
 
 @contextlib.contextmanager

@@ -267,6 +267,21 @@ def test_every_calls_again_and_again_and_goes_on_after_a_failure(caplog: pytest.
     assert all(later - earlier >= 0.009 for earlier, later in zip(calls, calls[1:], strict=False))
 
 
+def test_works_handed_over_in_one_turn_start_in_the_order_they_were_handed(under_gevent: None) -> None:
+    runners = background.Runners()
+    _waiting_runner(runners)  # one waiting runner, the others new
+    started: list[int] = []
+    all_started = Event()
+
+    def handler() -> None:  # a turn that starts several streams, as FairStartPool's does
+        for work in range(5):
+            runners.spawn(lambda work=work: (started.append(work), len(started) == 5 and all_started.set()), "test")
+
+    gevent.get_hub().loop.timer(0).start(lambda: gevent.Greenlet(handler).switch())
+    assert all_started.wait(timeout=30)
+    assert started == [0, 1, 2, 3, 4]  # libev would run one fed watcher per work last first
+
+
 def test_what_a_work_queues_runs_at_once_when_a_greenlet_woken_by_a_callback_handed_it_over(under_gevent: None) -> None:
     # gevent runs queued callbacks (an Event.set queues one) in its prepare watcher, before it polls; a
     # greenlet a callback woke hands its work over after that watcher ran in the turn

@@ -90,6 +90,8 @@ def test_an_event_for_a_caught_up_reader_is_written_by_the_appending_greenlet_an
         assert wire[-1] == ("producer", frame(seq))  # written before the append returned
     log.append(STREAM, 4, frame(4), terminal=True)
     assert wire[-1] == ("producer", frame(4))  # the end too, at once; the reader only ends the response
+    gevent.sleep(0)  # the bells are rung at once: the reader ran before this greenlet's turn came back
+    assert served.dead
     served.join(timeout=5)
     assert wire == [("reader", RETRY + frame(0)), *[("producer", frame(seq)) for seq in range(1, 5)]]
     assert not log._wakeups.following(STREAM)  # detached
