@@ -18,7 +18,12 @@ event, the first after ``start``: what a person waits for, milliseconds),
 milliseconds), ``gap_p99_settled_ms`` (the same, of the events that arrived
 :data:`SETTLE_S` seconds or more after the ramp ended: the steady state, without
 the backlog that starting every stream leaves), ``client_cpu_s`` (this process's
-user + system CPU seconds).
+user + system CPU seconds during the load).
+
+During the load it only keeps each read with its time (``record=True``) and
+decodes the reads once the load is over, outside ``client_cpu_s`` and ``wall_s``:
+decoding as it read kept its core 88% busy at 3,000 streams, and its own queue
+then added to the latencies it recorded.
 """
 
 from __future__ import annotations
