@@ -85,7 +85,13 @@ def summarize(results: list[StreamResult], wall_s: float, client_cpu_s: float,
               settled_after_s: float | None = None) -> dict[str, Any]:
     """The JSON summary described in the module docstring; ``settled_after_s``
     (seconds from the first stream's start) is where the steady state begins
-    (``None``: no ``gap_p99_settled_ms``)."""
+    (``None``: no ``gap_p99_settled_ms``).
+
+    Raises:
+        ValueError: a result still holds undecoded reads (:func:`decode_recording` first).
+    """
+    if any(result.recording is not None for result in results):
+        raise ValueError("summarize() got results whose reads are not decoded yet: decode_recording() them first")
     events = sum(len(r.seqs) for r in results)
     first = [(r.first_event - r.started) * 1000 for r in results if r.first_event is not None]
     first_token = [(r.event_times[1] - r.started) * 1000 for r in results if len(r.event_times) > 1]

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import pytest
+
+from bench.loadgen_cli import summarize
 from sse_chat.testing.loadgen import (
     Recording,
     ResponseDecoder,
@@ -110,4 +113,35 @@ def test_recording_against_the_real_server_gives_the_live_mode_s_events(gunicorn
     decode_recording(recorded)
     assert live.gap_free and recorded.gap_free
     assert recorded.seqs == live.seqs == list(range(22))
-    assert len(recorded.event_times) == 22 and recorded.first_event == recorded.event_times[0]
+    # each event at the time of its own read: after the start, in order, spread over the fake model's pauses
+    times = recorded.event_times
+    assert len(times) == 22 and recorded.first_event == times[0]
+    assert recorded.started <= times[0] and times == sorted(times)
+    assert times[-1] - times[0] >= 20 * 0.001
+
+
+def test_a_live_stream_cancelled_after_its_first_event_keeps_it_without_an_error(gunicorn):
+    """What bench/capacity.py does to hang up mid-stream: the events that came
+    stay, and the hang-up is the caller's, not a failed exchange."""
+    server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="50")
+
+    async def hang_up_after_the_first_event() -> StreamResult:
+        result = StreamResult()
+        task = asyncio.create_task(run_stream(server.url, {"prompt": "x", "max_tokens": 50}, result))
+        while not result.seqs and not task.done():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0)  # the transport's connection_lost, queued by the close before this wake-up: it runs first
+        return result
+
+    result = asyncio.run(hang_up_after_the_first_event())
+    assert result.seqs[:1] == [0] and result.terminal is None
+    assert result.error is None
+
+
+def test_summarize_refuses_reads_not_yet_decoded():
+    undecoded = StreamResult(recording=Recording([(1.0, RESPONSE)]))
+    with pytest.raises(ValueError, match="decode_recording"):
+        summarize([undecoded], 1.0, 0.0)
+    assert summarize([decode_recording(undecoded)], 1.0, 0.0)["gap_free"] == 1

@@ -181,7 +181,9 @@ def decode_recording(result: StreamResult) -> StreamResult:
 
 
 def _closed_early(reason: str | None) -> str:
-    return f"connection closed before the end of the response{f': {reason}' if reason else ''}"
+    """Why a response that stopped before its last chunk failed; ``reason``: the
+    connection's error, None when the server closed it."""
+    return f"connection closed before the end of the response{'' if reason is None else f': {reason}'}"
 
 
 class _Exchange(asyncio.Protocol):
@@ -191,7 +193,8 @@ class _Exchange(asyncio.Protocol):
     in ``result.recording`` (a list append: the client's CPU goes to reading
     sockets, not parsing) and ``done`` resolves when the server closes the
     connection, as it does after the response the request asked to be the last
-    (``Connection: close``)."""
+    (``Connection: close``): a server that keeps it open after the last chunk
+    keeps a recording exchange waiting until the caller's time limit."""
 
     def __init__(self, result: StreamResult, done: asyncio.Future, record: bool = False) -> None:
         self.result = result
@@ -214,8 +217,8 @@ class _Exchange(asyncio.Protocol):
         if self._decoder is None:
             if exc is not None and self.result.recording is not None:
                 self.result.recording.lost = str(exc)
-        else:
-            self._decoder.fail(_closed_early(str(exc) if exc else None))
+        elif not self.done.done():  # not after the response, nor after the caller cancelled the exchange
+            self._decoder.fail(_closed_early(None if exc is None else str(exc)))
         self._resolve()
 
     def _resolve(self) -> None:
