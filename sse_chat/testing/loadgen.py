@@ -84,7 +84,6 @@ class ResponseDecoder:
     def __init__(self, result: StreamResult) -> None:
         self.result = result
         self.over = False
-        self.complete = False  # the last chunk came
         self._raw = bytearray()
         self._in_head = True
         self._chunk_left: int | None = None  # bytes of the current chunk and its CRLF; None: a size line is next
@@ -124,7 +123,7 @@ class ResponseDecoder:
                 size = int(bytes(raw[pos:eol]).split(b";")[0], 16)
                 pos = eol + 2
                 if size == 0:
-                    self.over = self.complete = True
+                    self.over = True
                     break
                 self._chunk_left = size + 2
             if len(raw) - pos < self._chunk_left:
@@ -200,15 +199,17 @@ class _Exchange(asyncio.Protocol):
         self.result = result
         self.done = done
         self._decoder = None if record else ResponseDecoder(result)
+        self._reads: list[tuple[float, bytes]] | None = None
         if record:
             result.recording = Recording()
+            self._reads = result.recording.reads
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
-        if self._decoder is None:
-            assert self.result.recording is not None
-            self.result.recording.reads.append((now, data))
+        if self._reads is not None:
+            self._reads.append((now, data))
             return
+        assert self._decoder is not None
         self._decoder.feed(data, now)
         if self._decoder.over:
             self._resolve()
