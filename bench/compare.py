@@ -649,12 +649,30 @@ def print_scenario(record: dict[str, Any]) -> None:
     print_client_bound(record)
 
 
+#: Besides the headline, the figures whose spread over the runs ``--repeat`` prints:
+#: the tails the chat scenarios set targets on, which move more from run to run
+#: than the medians.
+SPREAD_METRICS = ("first_event_p99_ms", "gap_p99_ms")
+
+
 def print_spread(record: dict[str, Any]) -> None:
-    """With several runs: the headline's lowest and highest run of each side, and the
-    widest of those spreads in percent of its side's median. Runs of one piece of
-    code differ by that much on this machine at this time, so smaller ratios
-    between sides are not measured differences."""
-    metric = record["headline"]
+    """With several runs: for the headline and each of :data:`SPREAD_METRICS`, each
+    side's lowest and highest run and the widest of those spreads in percent of
+    its side's median. Runs of one piece of code differ by that much on this
+    machine at this time, so smaller ratios between sides are not measured
+    differences."""
+    labels = {metric: (label, fmt) for metric, label, fmt in METRICS}
+    for metric in dict.fromkeys((record["headline"], *SPREAD_METRICS)):
+        label, fmt = labels[metric]
+        line = _spread_line(record, metric, fmt)
+        if line:
+            what = "the headline" if metric == record["headline"] else label
+            print(f"   spread of {what} over the runs: {line}")
+
+
+def _spread_line(record: dict[str, Any], metric: str, fmt: str) -> str | None:
+    """``A low-high, B low-high; widest N% of its median (...)`` for ``metric``, or
+    ``None`` when no side has two runs with it."""
     cells, widest = [], 0.0
     for key in ("before", "a", "b"):
         values = [run[metric] for run in record.get(key, {}).get("runs", []) if run.get(metric) is not None]
@@ -662,10 +680,11 @@ def print_spread(record: dict[str, Any]) -> None:
             continue
         low, high, middle = min(values), max(values), statistics.median(values)
         widest = max(widest, (high - low) / middle * 100 if middle else 0.0)
-        cells.append(f"{_side_name(key)} {_cell(low, '{:,.1f}')}-{_cell(high, '{:,.1f}')}")
-    if cells:
-        print(f"   spread of the headline over the runs: {', '.join(cells)}; widest {widest:.0f}% of its median "
-              "(a difference between sides smaller than that may be noise)")
+        cells.append(f"{_side_name(key)} {_cell(low, fmt)}-{_cell(high, fmt)}")
+    if not cells:
+        return None
+    return (f"{', '.join(cells)}; widest {widest:.0f}% of its median "
+            "(a difference between sides smaller than that may be noise)")
 
 
 def print_client_bound(record: dict[str, Any]) -> None:
