@@ -5,4 +5,4 @@ uses the same ones); bind and workers come from ``SSE_CHAT_BIND`` and
 ``WEB_CONCURRENCY``.
 """
 
-from sse_chat.gunicorn_config import *  # noqa: F401,F403
+from sse_chat.gunicorn_config import *  # noqa: F403

@@ -73,7 +73,7 @@ async def run_all(url: str, bodies: list[dict], ramp_s: float, timeout_s: float,
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    for task, result in zip(tasks, results):
+    for task, result in zip(tasks, results, strict=True):
         if task.cancelled():
             result.error = f"still running after the {timeout_s:g} s time limit"
         elif task.exception() is not None:

@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from streams import start_redis
-
 from sse_chat.testing.loadgen import percentile, resume_stream, run_many
+from sse_chat.testing.redis_server import RedisServer
 from sse_chat.testing.servers import start_gunicorn
 
 
@@ -36,15 +35,14 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sse-chat-bench-"))
     env = {"SSE_CHAT_FAKE_DELAY_MS": "0"}
-    redis = None
-    if args.redis:
-        redis, env["SSE_CHAT_REDIS_URL"] = start_redis(tmp)
-        env["WEB_CONCURRENCY"] = "2"
+    redis = RedisServer(tmp) if args.redis else None  # waits until it answers PING
+    if redis is not None:
+        env.update(SSE_CHAT_REDIS_URL=redis.url, WEB_CONCURRENCY="2")
     try:
         server = start_gunicorn(tmp, **env)
     except BaseException:  # do not leave redis-server behind
         if redis is not None:
-            redis.terminate()
+            redis.stop()
         raise
     rng = random.Random(0)
     try:
@@ -52,12 +50,13 @@ def main() -> None:
         streams = asyncio.run(run_many(server.url, bodies))
         picks = [(r, rng.randrange(0, len(r.seqs) - 1)) for r in streams]
         ids = [f"{r.stream_id}:{seq}" for r, seq in picks]
-        print(f"log={'redis, 2 workers' if args.redis else 'memory, 1 worker'} streams={args.streams} tokens={args.tokens}")
+        print(f"log={'redis, 2 workers' if args.redis else 'memory, 1 worker'} "
+              f"streams={args.streams} tokens={args.tokens}")
         for concurrent in (False, True):
             began = time.perf_counter()
             results = asyncio.run(_resume_all(server.url, ids, concurrent))
             wall = time.perf_counter() - began
-            exact = sum(r.seqs == list(range(seq + 1, len(s.seqs))) for r, (s, seq) in zip(results, picks))
+            exact = sum(r.seqs == list(range(seq + 1, len(s.seqs))) for r, (s, seq) in zip(results, picks, strict=True))
             ttfe = [(r.first_event - r.started) * 1000 for r in results if r.first_event]
             events = sum(len(r.seqs) for r in results)
             print(f"  {'all at once' if concurrent else 'one at a time'}: reconnect to first replayed event "
@@ -66,7 +65,7 @@ def main() -> None:
     finally:
         server.stop()
         if redis is not None:
-            redis.terminate()
+            redis.stop()
 
 
 if __name__ == "__main__":

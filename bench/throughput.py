@@ -12,29 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
 
 from sse_chat.testing.loadgen import percentile, run_many
-from sse_chat.testing.servers import PeakRss, free_port, start_gunicorn
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
-    return process, f"redis://127.0.0.1:{port}/0"
+from sse_chat.testing.redis_server import RedisServer
+from sse_chat.testing.servers import PeakRss, start_gunicorn
 
 
 def main() -> None:
@@ -49,32 +35,30 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="sse-chat-bench-"))
     env = {"SSE_CHAT_FAKE_DELAY_MS": str(args.delay_ms), "WEB_CONCURRENCY": str(args.workers)}
-    redis = None
-    if args.redis:
-        redis, env["SSE_CHAT_REDIS_URL"] = start_redis(tmp)
+    redis = RedisServer(tmp) if args.redis else None  # waits until it answers PING
     try:
+        if redis is not None:
+            env["SSE_CHAT_REDIS_URL"] = redis.url
         server = start_gunicorn(tmp, **env)
-    except BaseException:  # do not leave redis-server behind
-        if redis is not None:
-            redis.terminate()
-        raise
-    try:
-        bodies = [{"prompt": f"bench {i}", "model": "fake", "max_tokens": args.tokens} for i in range(args.streams)]
-        with PeakRss(lambda: [server.process.pid, *server.worker_pids()]) as rss:
-            began = time.perf_counter()
-            results = asyncio.run(run_many(server.url, bodies, ramp_s=args.ramp_s))
-            wall_s = time.perf_counter() - began
+        try:
+            bodies = [{"prompt": f"bench {i}", "model": "fake", "max_tokens": args.tokens}
+                      for i in range(args.streams)]
+            with PeakRss(lambda: [server.process.pid, *server.worker_pids()]) as rss:
+                began = time.perf_counter()
+                results = asyncio.run(run_many(server.url, bodies, ramp_s=args.ramp_s))
+                wall_s = time.perf_counter() - began
+        finally:
+            server.stop()
     finally:
-        server.stop()
         if redis is not None:
-            redis.terminate()
+            redis.stop()
     report(args, results, wall_s, rss.peak_kib)
 
 
 def report(args, results, wall_s: float, peak_kib: int) -> None:
     events = sum(len(r.seqs) for r in results)
     ttfe = [(r.first_event - r.started) * 1000 for r in results if r.first_event]
-    gaps = [(b - a) * 1000 for r in results for a, b in zip(r.event_times, r.event_times[1:])]
+    gaps = [(b - a) * 1000 for r in results for a, b in itertools.pairwise(r.event_times)]
     failed = [r for r in results if not r.gap_free]
     log = "redis" if args.redis else "memory"
     print(f"streams={args.streams} tokens={args.tokens} delay_ms={args.delay_ms} workers={args.workers} log={log}")

@@ -5,10 +5,10 @@ import pytest
 
 from sse_chat.app import create_app
 from sse_chat.config import Settings
-
-from .browser import launch_chromium
 from sse_chat.testing.redis_server import RedisServer
 from sse_chat.testing.servers import start_gunicorn
+
+from .browser import launch_chromium
 from .upstream import FakeUpstream
 
 

@@ -5,6 +5,7 @@ a proxy answering 502/504, or a service answering 503 while Redis is down."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -83,10 +84,8 @@ class ScriptedGateway(LoopbackListener):
             upstream.sendall(sent)
             threading.Thread(target=_pump, args=(client, upstream, None), daemon=True).start()
             _pump(upstream, client, cut_after)
-            try:
+            with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)  # a cut: the client sees the end now
-            except OSError:
-                pass
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:

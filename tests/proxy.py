@@ -3,6 +3,7 @@ server, to test reconnection for real."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import threading
@@ -82,8 +83,6 @@ class CuttingProxy(LoopbackListener):
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()

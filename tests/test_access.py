@@ -8,8 +8,8 @@ import requests
 
 from sse_chat.app import create_app
 from sse_chat.config import Settings
-
 from sse_chat.testing.servers import wait_until
+
 from .event_reading import events_of, stream_of
 
 KEYS = frozenset({"key-alice", "key-bob"})
@@ -71,7 +71,8 @@ def test_cors_allows_listed_origins_with_last_event_id_and_authorization(make_ap
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
     allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
     assert "last-event-id" in allowed and "authorization" in allowed
-    other = client.options("/v1/chat", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    other = client.options("/v1/chat",
+                           headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
@@ -123,7 +124,8 @@ def test_a_client_that_stops_reading_is_dropped_and_its_stream_stays_resumable(g
         while b'"model"' not in head:  # read up to the start event's data, then stop reading
             head += sock.recv(1024)
         stream_id = head.split(b'"stream_id":"')[1].split(b'"')[0].decode()
-        wait_until(lambda: f"stream {stream_id}: reader left" in server.log(), 30, "the server to drop the stalled client")
+        wait_until(lambda: f"stream {stream_id}: reader left" in server.log(), 30,
+                   "the server to drop the stalled client")
         sock.settimeout(30)
         while sock.recv(1 << 20):  # the server closed its side: the buffered rest, then EOF
             pass

@@ -24,7 +24,9 @@ def test_stream_headers_and_first_frame(make_app):
     first_frame = body.split(b"\n\n")[0].decode()
     lines = first_frame.split("\n")
     stream_id = lines[1].removeprefix("id: ").removesuffix(":0")
-    assert lines[2:] == ["event: start", f'data: {{"stream_id":"{stream_id}","model":"fake","created":{json.loads(lines[3][6:])["created"]}}}']
+    assert lines[2:] == ["event: start",
+                         f'data: {{"stream_id":"{stream_id}","model":"fake",'
+                         f'"created":{json.loads(lines[3][6:])["created"]}}}']
     assert len(stream_id) >= 22 and ":" not in stream_id
 
 
@@ -33,7 +35,8 @@ def test_events_ids_without_gaps_and_one_terminal_done(make_app):
     assert_well_formed(events)
     assert [e.type for e in events] == ["start"] + ["token"] * 40 + ["done"]
     done = json.loads(events[-1].data)
-    assert done == {"finish_reason": "length", "usage": {"prompt_tokens": 2, "completion_tokens": 40, "total_tokens": 42}}
+    assert done == {"finish_reason": "length",
+                    "usage": {"prompt_tokens": 2, "completion_tokens": 40, "total_tokens": 42}}
 
 
 def test_every_data_field_is_one_line_of_compact_json(make_app):
@@ -110,7 +113,8 @@ def test_last_event_id_resumes_with_exactly_the_later_events(make_app, how, endp
     else:
         response = client.get(f"/v1/chat?prompt=ignored&{query}", headers=headers)
     resumed = events_of([response.get_data()])
-    assert [(e.type, e.data, e.last_event_id) for e in resumed] == [(e.type, e.data, e.last_event_id) for e in events[5:]]
+    assert ([(e.type, e.data, e.last_event_id) for e in resumed]
+            == [(e.type, e.data, e.last_event_id) for e in events[5:]])
     assert response.get_data().startswith(b"retry: 1000\n")
 
 

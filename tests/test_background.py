@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import gc
+import itertools
 import threading
 import time
 import weakref
@@ -264,7 +265,7 @@ def test_every_calls_again_and_again_and_goes_on_after_a_failure(caplog: pytest.
     background.every(0.01, callback, "test-every")
     assert third.wait(timeout=30)
     assert "test-every failed" in caplog.text and "the first call fails" in caplog.text
-    assert all(later - earlier >= 0.009 for earlier, later in zip(calls, calls[1:], strict=False))
+    assert all(later - earlier >= 0.009 for earlier, later in itertools.pairwise(calls))
 
 
 def test_works_handed_over_in_one_turn_start_in_the_order_they_were_handed(under_gevent: None) -> None:

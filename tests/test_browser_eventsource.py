@@ -4,8 +4,8 @@ the server resumes it from Last-Event-ID (headless Debian Chromium via Playwrigh
 import pytest
 import requests
 
-from .proxy import CuttingProxy
 from .event_reading import answer_text, events_of, seq_of
+from .proxy import CuttingProxy
 
 pytestmark = pytest.mark.browser
 

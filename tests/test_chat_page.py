@@ -8,9 +8,9 @@ import time
 import pytest
 import requests
 
-from .proxy import CuttingProxy
 from . import ROOT
 from .event_reading import answer_text, events_of
+from .proxy import CuttingProxy
 
 pytestmark = pytest.mark.browser
 ANSWER = "#conversation li.assistant .answer"
@@ -58,7 +58,8 @@ def test_type_enter_and_watch_the_answer_grow_then_continue_the_conversation(gun
                            " && document.querySelector('#conversation li.streaming') !== null")
     _wait_until_idle(page)
     messages = [{"role": "user", "content": "Why is the sky blue?"}]
-    expected = answer_text(events_of([requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 80}).content]))
+    expected = answer_text(events_of([
+        requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 80}).content]))
     assert _normal(_answers(page).first.text_content()) == _normal(expected)
 
     with page.expect_request(lambda r: r.url.endswith("/v1/chat") and r.method == "POST") as second:
@@ -89,7 +90,8 @@ def test_a_cut_connection_is_resumed_without_loss_or_repeat(gunicorn, page):
     # of the page's backed-off waits (up to 5 in a row) must mostly fit the cuts
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="10", SSE_CHAT_RETRY_MS="20")
     messages = [{"role": "user", "content": "resume in the page"}]
-    expected = answer_text(events_of([requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 300}).content]))
+    expected = answer_text(events_of([
+        requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 300}).content]))
     host, port = server.url.removeprefix("http://").split(":")
     with CuttingProxy((host, int(port)), 300, 3000, seed=3, only_event_streams=True) as proxy:
         resumes = []
@@ -125,7 +127,8 @@ class _Refuse:
 def test_502_503_504_answers_are_retried_like_a_cut_connection(gunicorn, page):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="2", SSE_CHAT_RETRY_MS="20")
     messages = [{"role": "user", "content": "retry in the page"}]
-    expected = answer_text(events_of([requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 300}).content]))
+    expected = answer_text(events_of([
+        requests.post(server.url + "/v1/chat", json={"messages": messages, "max_tokens": 300}).content]))
     post = _Refuse("POST", 503, 2, {"Retry-After": "1"})
     resume = _Refuse("GET", 504, 1)
     page.route("**/v1/chat", post)

@@ -8,11 +8,11 @@ import pytest
 import requests
 
 from sse_chat.client import MAX_BACKOFF_MS, retry_after_ms
+from sse_chat.testing.servers import CLI, base_env, free_port, run_cli
 
+from .event_reading import assert_well_formed, events_of
 from .gateway import Answer, Forward, ScriptedGateway, unavailable
 from .proxy import CuttingProxy
-from sse_chat.testing.servers import CLI, base_env, free_port, run_cli
-from .event_reading import assert_well_formed, events_of
 
 
 def test_fake_works_with_no_server_and_no_configuration():
@@ -197,7 +197,8 @@ def test_ctrl_c_cancels_the_stream_says_how_to_resume_and_exits_130(gunicorn):
 
 def test_resume_prints_only_what_follows_the_event_id(sse_chat_server):
     server = sse_chat_server
-    lines = [json.loads(line) for line in run_cli("ask", "--url", server.url, "--json", "--max-tokens", "20", "q").stdout.splitlines()]
+    lines = [json.loads(line)
+             for line in run_cli("ask", "--url", server.url, "--json", "--max-tokens", "20", "q").stdout.splitlines()]
     tokens = [json.loads(line["data"])["content"] for line in lines if line["event"] == "token"]
     result = run_cli("ask", "--url", server.url, "--resume", lines[10]["id"])
     assert result.returncode == 0

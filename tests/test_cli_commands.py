@@ -16,7 +16,8 @@ def test_models_lists_the_services_models(sse_chat_server):
     assert listed.returncode == 0, listed.stderr
     expected = [model["id"] for model in ChatClient(sse_chat_server.url).models()]
     assert listed.stdout.decode().splitlines() == expected and "fake" in expected
-    as_json = [json.loads(line) for line in run_cli("models", "--url", sse_chat_server.url, "--json").stdout.splitlines()]
+    as_json = [json.loads(line)
+               for line in run_cli("models", "--url", sse_chat_server.url, "--json").stdout.splitlines()]
     assert [model["id"] for model in as_json] == expected and all(m["object"] == "model" for m in as_json)
 
 

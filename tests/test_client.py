@@ -14,8 +14,8 @@ from sse_chat.client import ChatClient, ChatError, check_base_url
 from sse_chat.testing.servers import base_env, free_port
 
 from .event_reading import events_of, seq_of
-from .proxy import CuttingProxy
 from .gateway import Answer, Forward, ScriptedGateway, unavailable
+from .proxy import CuttingProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_MODULES = ("flask", "gevent", "openai", "werkzeug", "redis", "sse_chat.app", "sse_chat.surfaces.routes")
@@ -255,7 +255,7 @@ def test_client_and_stream_are_context_managers_that_close(sse_chat_server):
 def test_the_read_timeout_is_the_longest_silence_then_it_resumes(sse_chat_server):
     """``timeout=(connect, read)``: a stall longer than ``read`` is a dropped
     connection, resumed with Last-Event-ID."""
-    waits, kwargs = _no_sleep()
+    _waits, kwargs = _no_sleep()
     reasons: list[str] = []
     client = ChatClient(sse_chat_server.url, retries=2, timeout=(5, 0.5), on_retry=lambda r, *a: reasons.append(r),
                         **kwargs)

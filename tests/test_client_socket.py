@@ -332,7 +332,7 @@ def test_a_write_that_bypasses_sendall_sends_what_is_held_first(pair, bypass, tm
 
 
 def test_the_worker_holds_each_http_1_responses_head_for_its_first_body_write(pair, sends):
-    server, client = pair
+    server, _client = pair
     sock = ClientSocket(server)
     response = _Response(sock)
     OfferingWriters(lambda environ, start_response: [])(
@@ -372,7 +372,7 @@ def test_every_attribute_of_the_gevent_socket_is_the_client_sockets_without_a_ge
 
 
 def test_a_write_that_must_not_wait_is_not_held(pair, sends):
-    server, client = pair
+    server, _client = pair
     sock = ClientSocket(server)
     sock.hold_next_send()
     sock.setblocking(False)  # gunicorn's error page (util.write_nonblock): tried once, never waited for

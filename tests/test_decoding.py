@@ -432,6 +432,6 @@ def test_events_are_assembled_by_one_sseclient(monkeypatch):
             created.append(self)
 
     monkeypatch.setattr(sseclient, "SSEClient", RecordingSSEClient)
-    events, last_id, _ = run([b"data: a\n\nid: 1\n\nevent: e\ndata: b\n", b"\n"])
+    events, _last_id, _ = run([b"data: a\n\nid: 1\n\nevent: e\ndata: b\n", b"\n"])
     assert events == [(M, "a", ""), ("e", "b", "1")]
     assert len(created) == 1

@@ -5,8 +5,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sse_chat.protocol.decoding import EventStreamDecoder
-from sse_chat.protocol.encoding import (ServerSentEvent, compact_json, encode_comment, encode_line_event, encode_retry,
-                          json_string)
+from sse_chat.protocol.encoding import (
+    ServerSentEvent,
+    compact_json,
+    encode_comment,
+    encode_line_event,
+    encode_retry,
+    json_string,
+)
 
 ENCODINGS = [
     (ServerSentEvent("hello"), b"data: hello\n\n"),
@@ -31,7 +37,8 @@ def test_encode_exact_bytes(event, expected):
 def test_decoder_reads_back_what_encoder_wrote(event):
     [decoded] = EventStreamDecoder().iter_events([event.encode()])
     expected_data = event.data.replace("\r\n", "\n").replace("\r", "\n")
-    assert (decoded.type, decoded.data, decoded.last_event_id) == (event.event or "message", expected_data, event.id or "")
+    assert ((decoded.type, decoded.data, decoded.last_event_id)
+            == (event.event or "message", expected_data, event.id or ""))
 
 
 def test_retry_takes_any_whole_number_of_milliseconds_from_0():

@@ -122,7 +122,8 @@ def test_requests_work_again_once_the_log_is_back(outage):
     event_log.down = True
     _assert_unavailable(client.get(f"/v1/streams/{stream_id}", headers={"Last-Event-ID": f"{stream_id}:1"}))
     event_log.down = False
-    resumed = events_of([client.get(f"/v1/streams/{stream_id}", headers={"Last-Event-ID": f"{stream_id}:1"}).get_data()])
+    resumed = events_of([
+        client.get(f"/v1/streams/{stream_id}", headers={"Last-Event-ID": f"{stream_id}:1"}).get_data()])
     assert [e.last_event_id for e in resumed] == [e.last_event_id for e in events[2:]]
     assert answer_text(resumed) == answer_text(events[2:])
 
@@ -159,7 +160,8 @@ def test_the_responses_surface_gets_503_in_openais_shape(outage, method, path, b
     client, event_log = outage
     response_id = client.post("/v1/responses", json={"model": "fake", "input": "hi", "max_output_tokens": 5}).json["id"]
     event_log.down = True
-    body = {key: value.format(id=response_id) if isinstance(value, str) else value for key, value in (body or {}).items()}
+    body = {key: value.format(id=response_id) if isinstance(value, str) else value
+            for key, value in (body or {}).items()}
     _assert_unavailable(client.open(path.format(id=response_id), method=method, json=body or None), OPENAI_SHAPE)
     event_log.down = False
     assert client.get(f"/v1/responses/{response_id}").json["status"] == "incomplete"

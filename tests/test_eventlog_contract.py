@@ -9,11 +9,11 @@ import pytest
 import redis
 
 from sse_chat.eventlog import Claim, Control, MemoryEventLog, StreamFull, StreamInfo, StreamLost, StreamNotFound
-from sse_chat.protocol import new_stream_id
 from sse_chat.eventlog.redis_streams import LEASE_RENEWAL_S, RedisEventLog
 from sse_chat.eventlog.wakeups import Wakeups
-
+from sse_chat.protocol import new_stream_id
 from sse_chat.testing.servers import wait_until
+
 from .event_reading import events_of
 
 
@@ -387,7 +387,7 @@ def test_a_reader_in_another_worker_follows_the_live_stream_through_the_fan_in(r
     for stream_id in streams:
         for seq in range(1, 4):
             producer_side.append(stream_id, seq, _frame(stream_id, seq), terminal=seq == 3)
-    for stream_id, cursor in zip(streams, cursors):
+    for stream_id, cursor in zip(streams, cursors, strict=True):
         frames, deadline = [], time.monotonic() + 10
         while time.monotonic() < deadline:
             batch = cursor.take()

@@ -6,6 +6,7 @@ and drops that hold on another server sharing the Redis event log."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -149,6 +150,6 @@ def test_the_openai_sdk_sends_faults_through_extra_body(sse_chat_server):
     import openai
 
     client = openai.OpenAI(base_url=sse_chat_server.url + "/v1", api_key="unused", max_retries=0)
-    with pytest.raises(openai.APIError, match="fake.error_after"):
+    with pytest.raises(openai.APIError, match=re.escape("fake.error_after")):
         list(client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "Hi"}],
                                             max_tokens=10, stream=True, extra_body={"fake": {"error_after": 3}}))

@@ -18,8 +18,9 @@ json_values = st.recursive(
 
 chat_like = st.fixed_dictionaries({}, optional={
     "prompt": json_values | st.text(max_size=50),
-    "messages": st.lists(st.fixed_dictionaries({}, optional={"role": st.sampled_from(["user", "system", "assistant", "robot"]) | json_values,
-                                                             "content": st.text(max_size=20) | json_values}), max_size=3) | json_values,
+    "messages": st.lists(st.fixed_dictionaries({}, optional={
+        "role": st.sampled_from(["user", "system", "assistant", "robot"]) | json_values,
+        "content": st.text(max_size=20) | json_values}), max_size=3) | json_values,
     "system": json_values, "model": st.sampled_from(["fake", "gpt-x", ""]) | json_values,
     "max_tokens": st.integers(min_value=-5, max_value=40) | json_values,
     "temperature": st.floats(allow_nan=False, min_value=-1, max_value=3) | json_values,
@@ -60,7 +61,8 @@ def server(tmp_path_factory):
           derandomize=os.environ.get("CI") == "true")
 @given(method=st.sampled_from(["GET", "POST", "DELETE", "PUT"]), path=paths, body=bodies,
        content_type=content_types, last_event_id=last_event_ids)
-def test_malformed_requests_never_get_5xx_or_a_dropped_connection(server, method, path, body, content_type, last_event_id):
+def test_malformed_requests_never_get_5xx_or_a_dropped_connection(server, method, path, body, content_type,
+                                                                  last_event_id):
     if body == HUGE:
         body = b'{"prompt": "' + b"x" * 70_000 + b'"}'
     headers = {"Content-Type": content_type} if content_type else {}

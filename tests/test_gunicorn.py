@@ -3,17 +3,17 @@
 import asyncio
 import json
 import logging
-import subprocess
 import socket
+import subprocess
 import sys
 
 import pytest
 import requests
 
-from sse_chat.testing.servers import wait_until
-from .event_reading import answer_text, assert_well_formed, events_of, stream_of
-
 from sse_chat.testing.loadgen import run_many
+from sse_chat.testing.servers import wait_until
+
+from .event_reading import answer_text, assert_well_formed, events_of, stream_of
 
 
 def _stream(url, **body):
@@ -72,7 +72,8 @@ def test_twenty_megabyte_body_is_413_json_and_the_server_keeps_serving(gunicorn)
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "payload_too_large"
     # and through requests, which sends the whole body before it reads
-    response = requests.post(server.url + "/v1/chat", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+    response = requests.post(server.url + "/v1/chat", data=body, headers={"Content-Type": "application/json"},
+                             timeout=30)
     assert response.status_code == 413 and response.json()["error"]["type"] == "payload_too_large"
     assert _stream(server.url, prompt="still there?", max_tokens=3)[1][-1].type == "done"
 
@@ -89,11 +90,13 @@ def test_one_worker_carries_500_concurrent_streams_with_gap_free_ids(gunicorn):
 
 def test_producer_outlives_its_reader_and_is_resumable(gunicorn):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="5")
-    with requests.post(server.url + "/v1/chat", json={"prompt": "x", "max_tokens": 200}, stream=True, timeout=10) as response:
+    with requests.post(server.url + "/v1/chat", json={"prompt": "x", "max_tokens": 200}, stream=True,
+                       timeout=10) as response:
         first = next(response.iter_content(chunk_size=None))
     start = events_of([first])[0]
     stream_id = stream_of(start.last_event_id)
-    resumed = requests.get(f"{server.url}/v1/streams/{stream_id}", headers={"Last-Event-ID": start.last_event_id}, timeout=30)
+    resumed = requests.get(f"{server.url}/v1/streams/{stream_id}", headers={"Last-Event-ID": start.last_event_id},
+                           timeout=30)
     events = events_of([resumed.content])
     assert_well_formed(events, first_seq=1)
     assert len(events) == 201
@@ -101,7 +104,8 @@ def test_producer_outlives_its_reader_and_is_resumable(gunicorn):
 
 def test_abandoned_producer_stops(gunicorn):
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="20", SSE_CHAT_ABANDON_S="0.3")
-    with requests.post(server.url + "/v1/chat", json={"prompt": "x", "max_tokens": 100_000}, stream=True, timeout=10) as response:
+    with requests.post(server.url + "/v1/chat", json={"prompt": "x", "max_tokens": 100_000}, stream=True,
+                       timeout=10) as response:
         first = next(response.iter_content(chunk_size=None))
     start = events_of([first])[0]
     stream_id = stream_of(start.last_event_id)
@@ -137,6 +141,7 @@ def test_the_readmes_gunicorn_conf_py_holds_the_projects_settings():
     """``gunicorn -c gunicorn.conf.py`` (the README's command) loads the same settings
     as ``python:sse_chat.gunicorn_config`` (what the tests start)."""
     from sse_chat.testing.servers import BIN, base_env
+
     from . import ROOT
 
     checked = subprocess.run([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--check-config", "--print-config"],
@@ -155,6 +160,7 @@ def test_a_worker_freezes_what_it_loaded_and_raises_the_collector_thresholds():
     permanent generation and the thresholds are ``GC_THRESHOLDS`` (run in a fresh
     interpreter: ``gc`` and ``logging`` state is process-wide)."""
     from sse_chat.testing.servers import base_env
+
     from . import ROOT
 
     script = """

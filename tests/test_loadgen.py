@@ -132,7 +132,8 @@ def test_a_live_stream_cancelled_after_its_first_event_keeps_it_without_an_error
             await asyncio.sleep(0.005)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await asyncio.sleep(0)  # the transport's connection_lost, queued by the close before this wake-up: it runs first
+        # the transport's connection_lost, queued by the close before this wake-up: it runs first
+        await asyncio.sleep(0)
         return result
 
     result = asyncio.run(hang_up_after_the_first_event())

@@ -5,11 +5,10 @@ import asyncio
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .event_reading import events_of, stream_of
-
-
 from sse_chat.testing.loadgen import run_many
 from sse_chat.testing.servers import wait_until
+
+from .event_reading import events_of, stream_of
 
 
 def _scrape(url):
@@ -32,7 +31,7 @@ def test_counters_move_during_a_benchmark_run(gunicorn, redis_server, upstream):
     events = events_of([requests.post(server.url + "/v1/chat", json={"prompt": "r", "max_tokens": 5}).content])
     stream_id = stream_of(events[0].last_event_id)
     requests.get(f"{server.url}/v1/streams/{stream_id}", headers={"Last-Event-ID": events[2].last_event_id})
-    requests.post(server.url + "/v1/chat", json={"prompt": "x", "model": "http429"}).content
+    _ = requests.post(server.url + "/v1/chat", json={"prompt": "x", "model": "http429"}).content
     expected = {"sse_chat_streams_started_total{backend=fake}": 41,
                 "sse_chat_streams_ended_total{event=done,reason=length}": 41,
                 "sse_chat_resumes_total{}": 1,
@@ -42,7 +41,8 @@ def test_counters_move_during_a_benchmark_run(gunicorn, redis_server, upstream):
 
     def arrived():  # each worker writes its counts once a second: the other one's may come a second later
         after = _scrape(server.url)
-        moved.update({name: after.get(name, 0) - before.get(name, 0) for name in [*expected, "sse_chat_events_sent_total{}"]})
+        moved.update({name: after.get(name, 0) - before.get(name, 0)
+                      for name in [*expected, "sse_chat_events_sent_total{}"]})
         moved["active"] = after["sse_chat_active_streams{}"]
         return {name: moved[name] for name in expected} == expected and moved["active"] == 0
 
@@ -61,7 +61,7 @@ def test_a_worker_writes_its_counts_within_a_second_unasked(gunicorn, tmp_path):
     files.mkdir()
     server = gunicorn(SSE_CHAT_FAKE_DELAY_MS="0", PROMETHEUS_MULTIPROC_DIR=str(files))
     for i in range(3):
-        requests.post(server.url + "/v1/chat", json={"prompt": f"q{i}", "max_tokens": 3}, timeout=10).content
+        _ = requests.post(server.url + "/v1/chat", json={"prompt": f"q{i}", "max_tokens": 3}, timeout=10).content
 
     def started():  # read from the workers' files, as a scrape would, but without asking a worker (no GET /metrics)
         registry = CollectorRegistry()

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from sse_chat.testing.servers import base_env, free_port, wait_until
+
 from . import ROOT
 
 

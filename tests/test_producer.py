@@ -75,7 +75,8 @@ def test_upstream_error_becomes_one_error_event_after_the_partial_answer():
     events = _run(FailingModel(), Clock())
     assert_well_formed(events)
     assert [e.type for e in events] == ["start", "token", "error"]
-    assert json.loads(events[-1].data) == {"error": {"type": "upstream_rate_limited", "message": "the upstream answered HTTP 429: slow down"}}
+    assert json.loads(events[-1].data) == {"error": {"type": "upstream_rate_limited",
+                                                     "message": "the upstream answered HTTP 429: slow down"}}
 
 
 class DeletingModel:

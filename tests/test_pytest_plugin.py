@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from sse_chat.testing.servers import base_env, require_binary
-from . import ROOT
 
+from . import ROOT
 from .event_reading import events_of
 
 DOC = ROOT / "docs" / "testing-clients.md"

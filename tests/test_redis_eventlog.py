@@ -737,7 +737,8 @@ def test_events_appended_while_redis_is_down_are_written_once_it_is_back(tmp_pat
             server.stop()
             for seq in seqs:
                 log.append(stream_id, seq, _frame(stream_id, seq))
-            wait_until(lambda: happened.count(("wait", 3)) == outage + 1, WAIT_S, "three attempts in the outage")
+            wait_until(lambda attempts=outage + 1: happened.count(("wait", 3)) == attempts, WAIT_S,
+                       "three attempts in the outage")
             server.start()
             log.flush(stream_id)
         assert _stored(server, stream_id) == _frames(stream_id, 0, 5)
@@ -833,5 +834,5 @@ def test_events_redis_acknowledged_but_lost_are_written_again_after_a_failure(re
     assert client.client_kill(f"{host}:{port}")  # the old primary's connection is gone
     caplog.set_level("WARNING", logger="sse_chat.eventlog.redis_streams")
     producer.append(stream_id, 4, _frame(stream_id, 4), terminal=True)
-    assert _stored(redis_server, stream_id) == _frames(stream_id, 0, 3) + [_frame(stream_id, 4)]
+    assert _stored(redis_server, stream_id) == [*_frames(stream_id, 0, 3), _frame(stream_id, 4)]
     assert "lost events 2-3" in caplog.text

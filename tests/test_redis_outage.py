@@ -116,7 +116,7 @@ def _ask_after(url: str) -> subprocess.CompletedProcess | str:
 
 def _client_problems(clients: list[Client], statuses: list[int | None], expected: bytes) -> list[str]:
     problems = []
-    for i, (client, status) in enumerate(zip(clients, statuses)):
+    for i, (client, status) in enumerate(zip(clients, statuses, strict=True)):
         stderr = bytes(client.stderr).decode(errors="replace").strip()
         if status != 0:
             problems.append(f"client {i}: exit {'(killed: still running)' if status is None else status}; "

@@ -11,10 +11,11 @@ import time
 import pytest
 import requests
 
-from .proxy import CuttingProxy
 from sse_chat.testing.servers import BIN, base_env, run_cli, wait_until
+
 from . import ROOT
 from .event_reading import assert_well_formed, events_of, seq_of, stream_of
+from .proxy import CuttingProxy
 
 
 @pytest.fixture(params=["memory-1-worker", "redis-2-workers"])
@@ -53,8 +54,10 @@ def test_resume_on_another_worker_replays_exactly_the_later_events(gunicorn, red
         # new connections each time, spread over both workers by the kernel
         resumed = events_of([requests.get(f"{server.url}/v1/streams/{stream_id}",
                                           headers={"Last-Event-ID": events[position].last_event_id}).content])
-        assert [(e.data, e.last_event_id) for e in resumed] == [(e.data, e.last_event_id) for e in events[position + 1:]]
-    assert requests.get(f"{server.url}/v1/streams/{stream_id}", headers={"Last-Event-ID": events[-1].last_event_id}).status_code == 204
+        assert ([(e.data, e.last_event_id) for e in resumed]
+                == [(e.data, e.last_event_id) for e in events[position + 1:]])
+    assert requests.get(f"{server.url}/v1/streams/{stream_id}",
+                        headers={"Last-Event-ID": events[-1].last_event_id}).status_code == 204
 
 
 def test_delete_from_any_worker_cancels_within_a_second(gunicorn, redis_server):
@@ -85,7 +88,8 @@ def test_sigkill_of_the_producing_worker_ends_the_stream_with_stream_lost(gunico
         start = events_of([next(response.iter_content(chunk_size=None))])[0]
     stream_id = stream_of(start.last_event_id)
     wait_until(lambda: _producer_pid(server, stream_id) is not None, 10, "the producer's log line")
-    reader = subprocess.Popen([str(BIN / "sse-chat"), "ask", "--url", server.url, "--json", "--resume", start.last_event_id],
+    reader = subprocess.Popen([str(BIN / "sse-chat"), "ask", "--url", server.url, "--json", "--resume",
+                               start.last_event_id],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=base_env())
     reader.stdout.readline()  # attached and following
     os.kill(_producer_pid(server, stream_id), signal.SIGKILL)

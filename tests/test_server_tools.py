@@ -16,9 +16,8 @@ import pytest
 import requests
 
 from sse_chat.testing.servers import BIN, base_env, free_port, run_cli, wait_until
-from . import ROOT
 
-from . import server_tools
+from . import ROOT, server_tools
 from .event_reading import answer_text, assert_well_formed, events_of, stream_of
 from .proxy import CuttingProxy
 

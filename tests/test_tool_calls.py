@@ -91,7 +91,7 @@ def test_a_fragment_without_an_index_continues_the_last_call_begun():
 @pytest.mark.parametrize("fragment", [{"index": -1, "arguments": ""}, {"index": True, "arguments": ""},
                                       {"index": "0", "arguments": ""}, {"index": 0, "arguments": 5}])
 def test_a_fragment_without_a_whole_index_or_string_arguments_is_refused(fragment):
-    with pytest.raises(ValueError, match="index must be a whole number|arguments must be a string"):
+    with pytest.raises(ValueError, match=r"index must be a whole number|arguments must be a string"):
         ToolCalls().add(fragment)
 
 

@@ -25,6 +25,7 @@ BEHAVIOURS = {
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     from sse_chat.testing.servers import start_gunicorn
+
     from .upstream import FakeUpstream
 
     with FakeUpstream(stall_s=10.0) as upstream:

@@ -42,7 +42,8 @@ class _Handler(BaseHTTPRequestHandler):
         key = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
         if behaviour.startswith("http"):
             status = int(behaviour[4:])
-            return self._json(status, {"error": {"message": f"refused, key {key} is not welcome ({status})", "type": "x"}})
+            return self._json(status, {"error": {"message": f"refused, key {key} is not welcome ({status})",
+                                                 "type": "x"}})
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -174,7 +175,7 @@ class FakeUpstream:
         """When (monotonic seconds) a client hung up on a stalled stream."""
         return self.server.hangups
 
-    def __enter__(self) -> "FakeUpstream":
+    def __enter__(self) -> FakeUpstream:
         self._thread.start()
         return self
 
