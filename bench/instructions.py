@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +96,8 @@ def callgrind_command(side: Side, port: int, out_dir: Path, cpus: str, cache_sim
 
 
 @contextmanager
-def server_under_callgrind(side: Side, load: Load, cpus: str, tmp: Path,  # type: ignore[no-untyped-def]
-                           cache_sim: bool = False):
+def server_under_callgrind(side: Side, load: Load, cpus: str, tmp: Path,
+                           cache_sim: bool = False) -> Iterator[tuple[Gunicorn, Path]]:
     """A ready server for ``side`` under callgrind; yields it and the directory its
     counts go to (complete once it stopped)."""
     port = free_port()

@@ -1,14 +1,22 @@
 """gunicorn settings for bench/opcodes.py: the settings of the file named by
 ``SSE_CHAT_BENCH_BASE_CONF`` (the project's gunicorn.conf.py or the baseline's),
-plus two worker hooks. From ``SIGUSR2`` on, the worker counts the bytecode
-instructions each Python function executes (``sys.settrace``'s ``opcode``
-events, in every greenlet); when it exits, it writes the counts as JSON to
-``SSE_CHAT_BENCH_OPCODES_OUT``.{pid}: ``{"file:line(name)": count}``, the file
-relative to site-packages, the standard library or the checkout.
+plus worker hooks that count the bytecode instructions each Python function
+executes (``sys.settrace``'s ``opcode`` events, in every greenlet).
 
-gunicorn's workers leave ``SIGUSR2`` to its default action (the end of the
-process) until ``post_worker_init`` sets this handler. Not for production: the
-worker runs about 50 times slower while it counts.
+The first ``SIGUSR2`` a worker gets starts the count; the second stops it and
+writes it as JSON to ``SSE_CHAT_BENCH_OPCODES_OUT``.{pid}: ``{"file:qualname":
+count}``, the file relative to site-packages, the standard library or the
+checkout. (gunicorn's workers leave ``SIGUSR2`` to its default action, the end
+of the process, until ``post_worker_init`` sets this handler.) A function keeps
+its name when lines move, so that two versions of the code compare function by
+function.
+
+What is counted: every Python frame that begins while the count runs, and the
+frames begun before it (the worker's main loop, background loops) from their
+next call on. Compiled code counts nothing of its own: the event loop, greenlet
+switches, and gevent's Cython-compiled parts (``Greenlet``, ``Event``,
+``Waiter``, the hub's primitives). Not for production: the worker runs about
+50 times slower while it counts.
 """
 
 import collections
@@ -20,7 +28,9 @@ import sys
 with open(os.environ["SSE_CHAT_BENCH_BASE_CONF"]) as _base:
     exec(compile(_base.read(), _base.name, "exec"))
 
+_base_post_worker_init = globals().get("post_worker_init")
 _counts: collections.Counter = collections.Counter()
+_counting = False
 
 
 def _trace_calls(frame, event, arg):
@@ -35,13 +45,6 @@ def _trace_calls(frame, event, arg):
     return trace_opcodes
 
 
-def _start_counting(signum, frame):
-    import greenlet
-
-    greenlet.settrace(lambda event, args: sys.settrace(_trace_calls))
-    sys.settrace(_trace_calls)
-
-
 def _short_path(filename):
     version = f"python{sys.version_info.major}.{sys.version_info.minor}/"
     for marker in ("site-packages/", version, os.getcwd() + "/"):
@@ -49,14 +52,35 @@ def _short_path(filename):
     return filename
 
 
-def post_worker_init(worker):
-    signal.signal(signal.SIGUSR2, _start_counting)
+def _start():
+    import greenlet
+
+    greenlet.settrace(lambda event, args: sys.settrace(_trace_calls))
+    sys.settrace(_trace_calls)
 
 
-def worker_exit(server, worker):
+def _stop_and_write():
+    import greenlet
+
+    greenlet.settrace(None)  # first: a switch would set the tracer again
     sys.settrace(None)
     by_function = collections.Counter()
     for code, count in _counts.items():
-        by_function[f"{_short_path(code.co_filename)}:{code.co_firstlineno}({code.co_name})"] += count
+        by_function[f"{_short_path(code.co_filename)}:{getattr(code, 'co_qualname', code.co_name)}"] += count
     with open(f"{os.environ['SSE_CHAT_BENCH_OPCODES_OUT']}.{os.getpid()}", "w") as out:
         json.dump(by_function, out)
+
+
+def _toggle(signum, frame):
+    global _counting
+    _counting = not _counting
+    if _counting:
+        _start()
+    else:
+        _stop_and_write()
+
+
+def post_worker_init(worker):
+    if _base_post_worker_init is not None:
+        _base_post_worker_init(worker)
+    signal.signal(signal.SIGUSR2, _toggle)

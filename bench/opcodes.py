@@ -7,21 +7,28 @@ from another checkout).
 total; cProfile and py-spy name functions, but under gevent they charge a
 function with time other greenlets spent, and their times move with the
 machine's load. This script runs each server with bench/opcode_counting_conf.py,
-which counts every function's opcodes (``sys.settrace``'s ``opcode`` events, in
-every greenlet) from a signal sent after the warm-up streams until the worker
-exits. Each side runs twice, with streams of 2 tokens and of ``--tokens``: the
-first gives what starting and ending a stream costs (with 2 events), the
-difference divided by the tokens added gives what one more event costs. Two runs
+which counts the opcodes of every Python function (``sys.settrace``'s ``opcode``
+events, in every greenlet) between two signals, sent once the warm-up streams
+are over and the worker is idle, and once the counted streams have ended. Each
+side runs twice, with streams of 2 tokens and of ``--tokens``, started over the
+same ramp: the first gives what starting and ending a stream costs (with 2
+events), the difference divided by the tokens added gives what one more event
+costs. Functions are named by file and qualified name, so that ``--before``
+compares two versions function by function however their lines moved. Two runs
 of the same code give the same counts within a few in 10,000::
 
     .venv/bin/python bench/opcodes.py                        # 40 streams of 2 and of 62 tokens
     .venv/bin/python bench/opcodes.py --top 40 --before /tmp/before
 
 An opcode is not a unit of time: a call into C (a ``send``, a dict lookup)
-counts as one, and the event loop and greenlet switches (C and Cython) do not
-count. But the interpreter's loop is most of what a worker spends in user space.
-Counting makes the worker about 50 times slower; the streams start slowly enough
-to keep it below half a core.
+counts as one, and compiled code counts nothing of its own (the event loop,
+greenlet switches, gevent's Cython-compiled ``Greenlet``, ``Event`` and
+``Waiter``). So fewer opcodes are not always less CPU; but the interpreter's
+loop is most of what a worker spends in user space. What runs on a clock (the
+worker's heartbeat, a once-a-second metrics flush) is counted too; the longer
+run lasts some seconds more, which adds under one opcode per event. Counting
+makes the worker about 50 times slower; the streams start slowly enough to keep
+it below half a core.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from bench.compare import (  # the checkout's bench package, whatever the workin
     Load,
     Setup,
     free_port,
+    poll_until,
     run_loadgen,
     server_env,
 )
@@ -65,8 +73,8 @@ def server_command(side: Side, port: int, cpus: str) -> list[str]:
     return [*command, "--timeout", str(int(LOAD_TIMEOUT_S))]
 
 
-def count_run(side: Side, load: Load, cpus: tuple[str, str], tmp: Path) -> dict[str, float]:
-    """Opcodes per stream of ``load`` for ``side``, by function.
+def count_run(side: Side, load: Load, ramp: float, cpus: tuple[str, str], tmp: Path) -> dict[str, float]:
+    """Opcodes per stream of ``load`` (started over ``ramp`` seconds) for ``side``, by function.
 
     Raises:
         RuntimeError: a stream was not gap-free, or the worker wrote no counts.
@@ -91,16 +99,18 @@ def count_run(side: Side, load: Load, cpus: tuple[str, str], tmp: Path) -> dict[
     try:
         server.wait_ready(1)
         run_loadgen(server.url, Load(WARM_UP_STREAMS, load.tokens, load.delay_ms), cpus[1], 1.0, LOAD_TIMEOUT_S)
-        for pid in server.worker_pids:
-            os.kill(pid, signal.SIGUSR2)
-        result = run_loadgen(server.url, load, cpus[1], ramp_s(load), LOAD_TIMEOUT_S)
+        server.wait_ready(1)  # idle again: the warm-up's last work (closes, a metrics flush) is not counted
+        _signal_workers(server, signal.SIGUSR2)  # start counting
+        result = run_loadgen(server.url, load, cpus[1], ramp, LOAD_TIMEOUT_S)
+        _signal_workers(server, signal.SIGUSR2)  # stop, and write the counts
         if result.get("gap_free") != load.streams:
-            raise RuntimeError(f"{side.label}: {result.get('gap_free')} of {load.streams} streams gap-free")
+            raise RuntimeError(f"{side.label}: {result.get('gap_free')} of {load.streams} streams gap-free; "
+                               f"the server's log ends:\n{server.log_tail()}")
+        poll_until(lambda: len(list(out.parent.glob("counts.*"))) == len(server.worker_pids), LOAD_TIMEOUT_S,
+                   f"{side.label}'s counts")
     finally:
         server.stop()
     files = list(out.parent.glob("counts.*"))
-    if not files:
-        raise RuntimeError(f"{side.label}: the worker wrote no counts (its log: {log_path})\n{server.log_tail()}")
     per_stream: dict[str, float] = {}
     for path in files:
         for function, opcodes in json.loads(path.read_text()).items():
@@ -108,11 +118,18 @@ def count_run(side: Side, load: Load, cpus: tuple[str, str], tmp: Path) -> dict[
     return per_stream
 
 
+def _signal_workers(server: Gunicorn, signum: int) -> None:
+    for pid in server.worker_pids:
+        os.kill(pid, signum)
+
+
 def count(side: Side, streams: int, tokens: int, delay_ms: int, cpus: tuple[str, str],
           tmp: Path) -> dict[str, Any]:
     """``side``'s opcodes per stream of 2 tokens and per event beyond them, by function."""
-    short = count_run(side, Load(streams, 2, delay_ms), cpus, tmp)
-    long = count_run(side, Load(streams, tokens, delay_ms), cpus, tmp)
+    long_load = Load(streams, tokens, delay_ms)
+    ramp = ramp_s(long_load)  # the same for both runs: what runs on a clock is counted over about the same time
+    short = count_run(side, Load(streams, 2, delay_ms), ramp, cpus, tmp)
+    long = count_run(side, long_load, ramp, cpus, tmp)
     per_event = {function: (long.get(function, 0.0) - short.get(function, 0.0)) / (tokens - 2)
                  for function in short.keys() | long.keys()}
     return {"label": side.label, "app": side.app, "per_stream": short, "per_event": per_event}

@@ -92,7 +92,7 @@ def _cpu_s() -> float:
 
 def opcodes_per_request(app: Callable[..., Any], requests: int) -> dict[str, float]:
     """Bytecode instructions executed per request of ``app``, by function
-    (``file:line(name)``, the file relative to site-packages, the standard library
+    (``file:qualname``, the file relative to site-packages, the standard library
     or this checkout), counted with ``sys.settrace`` ``opcode`` events in every
     greenlet (``greenlet.settrace`` installs the tracer again at each switch)."""
     import greenlet  # type: ignore[import-untyped]
@@ -120,7 +120,7 @@ def opcodes_per_request(app: Callable[..., Any], requests: int) -> dict[str, flo
         greenlet.settrace(previous)
     by_function: dict[str, float] = {}
     for code, count in counts.items():
-        name = f"{_short_path(code.co_filename)}:{code.co_firstlineno}({code.co_name})"
+        name = f"{_short_path(code.co_filename)}:{getattr(code, 'co_qualname', code.co_name)}"
         by_function[name] = by_function.get(name, 0.0) + count / requests
     return by_function
 
@@ -143,7 +143,8 @@ def child(kind: str, requests: int, profile: int, opcodes: bool) -> None:
     us_per_request = (_cpu_s() - started) / requests * 1e6
     figures: dict[str, Any] = {"kind": kind, "us_per_request": us_per_request}
     if opcodes:
-        figures["opcodes"] = opcodes_per_request(app, min(requests, OPCODE_REQUESTS))
+        figures["opcode_requests"] = min(requests, OPCODE_REQUESTS)
+        figures["opcodes"] = opcodes_per_request(app, figures["opcode_requests"])
     print(json.dumps(figures), flush=True)
     if profile:
         import cProfile
@@ -170,10 +171,11 @@ def _run_child(kind: str, requests: int, profile: int, opcodes: bool = False) ->
     return json.loads(first), rest
 
 
-def print_opcodes(project: dict[str, float], baseline: dict[str, float], top: int) -> None:
-    """The opcodes per request of both apps, and the ``top`` functions by how many
-    more the project executes than the baseline (negative: fewer)."""
-    print(f"Opcodes per request (sys.settrace, {OPCODE_REQUESTS} requests): project {sum(project.values()):,.0f}, "
+def print_opcodes(project: dict[str, float], baseline: dict[str, float], top: int, requests: int) -> None:
+    """The opcodes per request of both apps (counted over ``requests`` requests),
+    and the ``top`` functions by how many more the project executes than the
+    baseline (negative: fewer)."""
+    print(f"Opcodes per request (sys.settrace, {requests:,} requests): project {sum(project.values()):,.0f}, "
           f"baseline {sum(baseline.values()):,.0f}, difference {sum(project.values()) - sum(baseline.values()):,.0f}")
     extra = {name: project.get(name, 0.0) - baseline.get(name, 0.0) for name in project.keys() | baseline.keys()}
     print(f"   {'project':>8} {'baseline':>8} {'extra':>8}  function")
@@ -216,7 +218,7 @@ def main() -> None:
     if profile_text:
         print(profile_text)
     if args.opcodes:
-        print_opcodes(opcodes["project"], opcodes["baseline"], args.opcodes)
+        print_opcodes(opcodes["project"], opcodes["baseline"], args.opcodes, min(args.requests, OPCODE_REQUESTS))
 
 
 if __name__ == "__main__":

@@ -30,9 +30,18 @@ class RedisServer:
 
     def start(self) -> None:
         """Start it (again, on the same port and directory); wait until it answers
-        ``PING`` (after loading its data), at most 10 s."""
+        ``PING`` (after loading its data), at most 10 s.
+
+        Raises:
+            AssertionError: it exited, or did not answer in time (it is killed then).
+        """
         process = self.process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: process.poll() is not None or self._pings(), 10, "redis-server")
+        try:
+            wait_until(lambda: process.poll() is not None or self._pings(), 10, "redis-server")
+        except BaseException:  # not left running without an owner: the caller never got it
+            process.kill()
+            process.wait()
+            raise
         if process.poll() is not None:
             raise AssertionError(f"redis-server exited with status {process.returncode}: {self._command}")
 
