@@ -47,7 +47,8 @@ def _trace_calls(frame, event, arg):
 
 def _short_path(filename):
     version = f"python{sys.version_info.major}.{sys.version_info.minor}/"
-    for marker in ("site-packages/", version, os.getcwd() + "/"):
+    this_checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/"
+    for marker in ("site-packages/", version, os.getcwd() + "/", this_checkout):
         filename = filename.split(marker)[-1]
     return filename
 
