@@ -11,74 +11,45 @@ of the process, until ``post_worker_init`` sets this handler.) A function keeps
 its name when lines move, so that two versions of the code compare function by
 function.
 
-What is counted: every Python frame that begins while the count runs, and the
-frames begun before it (the worker's main loop, background loops) from their
-next call on. Compiled code counts nothing of its own: the event loop, greenlet
-switches, and gevent's Cython-compiled parts (``Greenlet``, ``Event``,
-``Waiter``, the hub's primitives). Not for production: the worker runs about
-50 times slower while it counts.
+What is counted: see bench/opcode_counting.py's ``OpcodeCounter``. Not for
+production: the worker runs about 50 times slower while it counts.
 """
 
-import collections
+import importlib.util
 import json
 import os
 import signal
-import sys
 
 with open(os.environ["SSE_CHAT_BENCH_BASE_CONF"]) as _base:
     exec(compile(_base.read(), _base.name, "exec"))
 
+
+def _load_opcode_counting():
+    """bench/opcode_counting.py of this config's checkout, loaded by its path: the
+    worker may run another checkout's code, whose ``sse_chat`` a ``sys.path`` entry
+    for this one would shadow."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "opcode_counting.py")
+    spec = importlib.util.spec_from_file_location("opcode_counting", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 _base_post_worker_init = globals().get("post_worker_init")
-_counts: collections.Counter = collections.Counter()
+_counter = _load_opcode_counting().OpcodeCounter()
 _counting = False
-
-
-def _trace_calls(frame, event, arg):
-    frame.f_trace_opcodes = True
-    code = frame.f_code
-
-    def trace_opcodes(frame, event, arg):
-        if event == "opcode":
-            _counts[code] += 1
-        return trace_opcodes
-
-    return trace_opcodes
-
-
-def _short_path(filename):
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}/"
-    this_checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/"
-    for marker in ("site-packages/", version, os.getcwd() + "/", this_checkout):
-        filename = filename.split(marker)[-1]
-    return filename
-
-
-def _start():
-    import greenlet
-
-    greenlet.settrace(lambda event, args: sys.settrace(_trace_calls))
-    sys.settrace(_trace_calls)
-
-
-def _stop_and_write():
-    import greenlet
-
-    greenlet.settrace(None)  # first: a switch would set the tracer again
-    sys.settrace(None)
-    by_function = collections.Counter()
-    for code, count in _counts.items():
-        by_function[f"{_short_path(code.co_filename)}:{getattr(code, 'co_qualname', code.co_name)}"] += count
-    with open(f"{os.environ['SSE_CHAT_BENCH_OPCODES_OUT']}.{os.getpid()}", "w") as out:
-        json.dump(by_function, out)
 
 
 def _toggle(signum, frame):
     global _counting
     _counting = not _counting
     if _counting:
-        _start()
-    else:
-        _stop_and_write()
+        _counter.start()
+        return
+    _counter.stop()
+    this_checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(f"{os.environ['SSE_CHAT_BENCH_OPCODES_OUT']}.{os.getpid()}", "w") as out:
+        json.dump(_counter.by_function([os.getcwd(), this_checkout]), out)
 
 
 def post_worker_init(worker):

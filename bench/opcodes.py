@@ -59,6 +59,7 @@ from bench.compare import (  # the checkout's bench package, whatever the workin
     server_env,
 )
 from bench.instructions import WARM_UP_STREAMS, Side, ramp_s
+from bench.opcode_counting import print_differences
 
 COUNTING_CONFIG = ROOT / "bench" / "opcode_counting_conf.py"
 #: Seconds the load generator may take while the worker counts.
@@ -145,14 +146,8 @@ def print_report(records: list[dict[str, Any]], top: int) -> None:
     other = next((r for r in records if r["label"].startswith("project before")), None) or \
         next(r for r in records if r["app"] == "baseline")
     for key, what in (("per_stream", "a stream of 2 tokens"), ("per_event", "each more event")):
-        mine, theirs = project[key], other[key]
-        change = {function: mine.get(function, 0.0) - theirs.get(function, 0.0)
-                  for function in mine.keys() | theirs.keys()}
         print(f"\n   {what}: the {top} functions that differ most, project against {other['label']}")
-        print(f"   {'project':>9}{other['label'][:9]:>10}{'change':>9}  function")
-        for function in sorted(change, key=lambda name: -abs(change[name]))[:top]:
-            print(f"   {mine.get(function, 0.0):>9.1f}{theirs.get(function, 0.0):>10.1f}{change[function]:>+9.1f}  "
-                  f"{function}")
+        print_differences(project[key], other[key], top, "project", other["label"])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

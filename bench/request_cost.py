@@ -37,7 +37,6 @@ if __name__ == "__main__" and "--child" in sys.argv:  # before anything imports 
     monkey.patch_all()
 
 import argparse
-import collections
 import io
 import json
 import os
@@ -48,6 +47,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.opcode_counting import OpcodeCounter, print_differences  # the checkout's bench package
 
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP_REQUESTS = 200
@@ -92,43 +95,15 @@ def _cpu_s() -> float:
 
 def opcodes_per_request(app: Callable[..., Any], requests: int) -> dict[str, float]:
     """Bytecode instructions executed per request of ``app``, by function
-    (``file:qualname``, the file relative to site-packages, the standard library
-    or this checkout), counted with ``sys.settrace`` ``opcode`` events in every
-    greenlet (``greenlet.settrace`` installs the tracer again at each switch)."""
-    import greenlet  # type: ignore[import-untyped]
-
-    counts: collections.Counter[Any] = collections.Counter()
-
-    def trace_calls(frame: Any, event: str, arg: Any) -> Any:
-        frame.f_trace_opcodes = True
-        code = frame.f_code
-
-        def trace_opcodes(frame: Any, event: str, arg: Any) -> Any:
-            if event == "opcode":
-                counts[code] += 1
-            return trace_opcodes
-
-        return trace_opcodes
-
-    previous = greenlet.settrace(lambda event, args: sys.settrace(trace_calls))
-    sys.settrace(trace_calls)
+    (:class:`~bench.opcode_counting.OpcodeCounter`, names relative to this checkout)."""
+    counter = OpcodeCounter()
+    counter.start()
     try:
         for number in range(requests):
             _request(app, number)
     finally:
-        sys.settrace(None)
-        greenlet.settrace(previous)
-    by_function: dict[str, float] = {}
-    for code, count in counts.items():
-        name = f"{_short_path(code.co_filename)}:{getattr(code, 'co_qualname', code.co_name)}"
-        by_function[name] = by_function.get(name, 0.0) + count / requests
-    return by_function
-
-
-def _short_path(filename: str) -> str:
-    for marker in ("site-packages/", f"python{sys.version_info.major}.{sys.version_info.minor}/", f"{ROOT}/"):
-        filename = filename.split(marker)[-1]
-    return filename
+        counter.stop()
+    return {name: count / requests for name, count in counter.by_function([str(ROOT)]).items()}
 
 
 def child(kind: str, requests: int, profile: int, opcodes: bool) -> None:
@@ -177,10 +152,7 @@ def print_opcodes(project: dict[str, float], baseline: dict[str, float], top: in
     baseline (negative: fewer)."""
     print(f"Opcodes per request (sys.settrace, {requests:,} requests): project {sum(project.values()):,.0f}, "
           f"baseline {sum(baseline.values()):,.0f}, difference {sum(project.values()) - sum(baseline.values()):,.0f}")
-    extra = {name: project.get(name, 0.0) - baseline.get(name, 0.0) for name in project.keys() | baseline.keys()}
-    print(f"   {'project':>8} {'baseline':>8} {'extra':>8}  function")
-    for name in sorted(extra, key=lambda name: -abs(extra[name]))[:top]:
-        print(f"   {project.get(name, 0.0):8.1f} {baseline.get(name, 0.0):8.1f} {extra[name]:+8.1f}  {name}")
+    print_differences(project, baseline, top, "project", "baseline")
 
 
 def main() -> None:
