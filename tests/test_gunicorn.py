@@ -151,6 +151,20 @@ def test_the_readmes_gunicorn_conf_py_holds_the_projects_settings():
     settings = {name.strip(): value.strip() for name, value in settings.items()}
     assert settings["worker_class"] == "sse_chat.gunicorn_worker.Worker"
     assert settings["wsgi_app"] == "sse_chat.app:create_app()"
+    assert settings["http_parser"] == "fast"
+
+
+def test_request_heads_are_parsed_by_gunicorns_c_parser():
+    """``http_parser = "fast"``: gunicorn parses request heads with gunicorn_h1c,
+    a dependency of the ``server`` extra (and refuses to start without it)."""
+    from gunicorn.config import Config
+    from gunicorn.http import message
+
+    from sse_chat import gunicorn_config
+
+    cfg = Config()
+    cfg.set("http_parser", gunicorn_config.http_parser)
+    assert message._check_fast_parser(cfg)  # what gunicorn's Request asks before each parse
 
 
 def test_a_worker_freezes_what_it_loaded_and_raises_the_collector_thresholds():
