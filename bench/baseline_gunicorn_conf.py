@@ -18,4 +18,4 @@ errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
 # gunicorn >= 25 opens a control socket by default; older versions ignore this.
 control_socket_disable = True
-http_parser = "fast"  # gunicorn's C parser of request heads, as sse-chat's
+http_parser = "auto"  # gunicorn's C parser of request heads when installed, as sse-chat's

@@ -86,11 +86,11 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
 # gunicorn's logger, whose access lines compute only the atoms the format names
 # when all are fixed ones (h, r, s, b, D here), else gunicorn's own.
 logger_class = "sse_chat.gunicorn_logger.Logger"
-# Request heads parsed by gunicorn's C parser (the gunicorn_h1c package, a
-# dependency of the `server` extra) instead of its Python one: a stream's start
-# costs the worker about 1,000 fewer bytecode instructions. "fast" fails at start
-# when the parser is missing rather than falling back unseen.
-http_parser = "fast"
+# Request heads parsed by gunicorn's C parser when the gunicorn_h1c package is
+# installed (sse-chat's `fast` extra), else by its Python one (gunicorn's default,
+# named here): with the C parser a stream's start costs the worker about 1,000
+# fewer bytecode instructions.
+http_parser = "auto"
 # gunicorn >= 25 opens a control socket in the home directory by default; sse-chat
 # does not use it, and several servers on one host would fight over its path.
 control_socket_disable = True
