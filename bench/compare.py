@@ -135,7 +135,9 @@ class Setup:
     """One server under load: ``app`` is ``"project"`` or ``"baseline"``; ``*_cpus``
     are ``taskset -c`` lists (``redis_cpus`` only with ``redis``); ``project_dir``:
     the checkout the project runs from (``None``: this one, or ``--project-dir``);
-    ``env``: more environment variables of the server, ``(name, value)`` pairs."""
+    ``env``: more environment variables of the server, ``(name, value)`` pairs;
+    ``bin_dir``: the virtualenv ``bin`` directory whose gunicorn runs it (``None``:
+    this interpreter's, :data:`BIN`)."""
 
     label: str
     app: str
@@ -146,6 +148,7 @@ class Setup:
     redis_cpus: str | None = None
     project_dir: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    bin_dir: str | None = None
 
     def layout(self) -> str:
         parts = [f"gunicorn ({self.workers} worker{'s' if self.workers > 1 else ''}) taskset -c {self.server_cpus}",
@@ -363,7 +366,7 @@ class Gunicorn:
 
 def server_command(setup: Setup, port: int) -> list[str]:
     """gunicorn's command line for ``setup``, pinned with taskset."""
-    pin = ["taskset", "-c", setup.server_cpus, str(BIN / "gunicorn")]
+    pin = ["taskset", "-c", setup.server_cpus, str(Path(setup.bin_dir or BIN) / "gunicorn")]
     if setup.app == "project":
         return [*pin, "-c", "gunicorn.conf.py"]
     return [*pin, "-c", BASELINE_CONFIG, "--workers", str(setup.workers), "--bind", f"127.0.0.1:{port}", BASELINE_APP]
