@@ -88,8 +88,8 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
 logger_class = "sse_chat.gunicorn_logger.Logger"
 # Request heads parsed by gunicorn's C parser when the gunicorn_h1c package is
 # installed (sse-chat's `fast` extra), else by its Python one (gunicorn's default,
-# named here): with the C parser a stream's start costs the worker about 1,000
-# fewer bytecode instructions.
+# named here): with the C parser a stream's start costs the worker about 600
+# fewer bytecode instructions (bench/opcodes.py; docs/deployment.md).
 http_parser = "auto"
 # gunicorn >= 25 opens a control socket in the home directory by default; sse-chat
 # does not use it, and several servers on one host would fight over its path.
