@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.compare import ROOT, Setup, run_loadgen, running_server, scenarios
+from bench.compare import ROOT, Load, Setup, run_loadgen, running_server, scenarios
 
 #: Seconds the load generator may take.
 LOAD_TIMEOUT_S = 600.0
@@ -49,14 +49,13 @@ STACK_BYTES = 16384
 PYTHON_SYMBOL = re.compile(r"^py::(?P<name>.+):(?P<file>[^:]+)$")
 
 
-def record(setup: Setup, scenario: str, venv: Path, frequency: int, tmp: Path) -> tuple[Path, int]:
-    """Load ``setup`` with ``scenario``'s load, its worker sampled by perf; the perf
-    data file and the events delivered.
+def record(setup: Setup, load: Load, venv: Path, frequency: int, tmp: Path) -> tuple[Path, int]:
+    """Load ``setup`` with ``load``, its worker sampled by perf (``frequency`` samples
+    a second); the perf data file and the events delivered.
 
     Raises:
         RuntimeError: a stream was not gap-free.
     """
-    load = scenarios(1.0, (0, 1), "client")[scenario].load
     setup = replace(setup, bin_dir=str(venv / "bin"), env=(*setup.env, ("PYTHONPERFSUPPORT", "1")))
     data = tmp / f"{setup.app}.perf.data"
     with running_server(setup, load, tmp, None) as server:
@@ -136,7 +135,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="python-functions-") as tmp:
         for setup in (scenario.a, scenario.b):
             print(f"  sampling {setup.label} ...", file=sys.stderr, flush=True)
-            data, events = record(setup, args.scenario, args.venv, args.frequency, Path(tmp))
+            data, events = record(setup, scenario.load, args.venv, args.frequency, Path(tmp))
             per_sample_us = 1e6 / args.frequency
             sides[setup.label] = {function: count * per_sample_us / events
                                   for function, count in samples_by_function(data).items()}
