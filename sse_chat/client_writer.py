@@ -39,10 +39,13 @@ class ClientWriter(Protocol):
     def write(self, data: bytes) -> bool:
         """Write ``data`` (a whole number of events: the bytes of one body item),
         framed as the response frames its body (an HTTP/1.1 chunk), without
-        waiting: what the socket takes now, the rest as it drains, before any
-        later write of the response; only when :meth:`ready`. Returns False when
-        the connection failed: ``data`` is dropped, and the body's next write
-        meets the failure (the caller wakes the body's greenlet for it)."""
+        waiting, when the response is :meth:`ready` for it: what the socket takes
+        now, the rest as it drains, before any later write of the response.
+        Returns False when ``data`` was not written: the response was not ready
+        (the caller hands ``data`` to the body instead), or the connection failed
+        (``data`` is dropped, and the body's next write meets the failure; the
+        caller wakes the body's greenlet for it). Checking readiness here costs
+        the once-per-event path no call of :meth:`ready` of its own."""
 
     def hold_next_write(self) -> None:
         """Keep the response's next write (through the body or :meth:`write`) back

@@ -270,6 +270,24 @@ class ClientSocket:
         if self._unsent is not None:
             self._unsent = memoryview(bytes(self._unsent) + data)
             return True
+        return self._send_rest_soon(data)
+
+    def send_if_ready(self, data: bytes) -> bool:
+        """:meth:`send_soon` when :meth:`ready_to_send`, in one call: True when
+        ``data`` was sent (or is held, or its rest is left for the event loop to
+        send as the socket drains); False when it was not, because what an earlier
+        ``send_soon`` left still waits or a send failed. Made for the small writes
+        of events to caught-up clients (:class:`ResponseWriter`), once per event."""
+        if self._unsent is not None or self._failed:
+            return False
+        if self._holds or self._held is not None:
+            return self.send_soon(data)
+        return self._send_rest_soon(data)
+
+    def _send_rest_soon(self, data: bytes) -> bool:
+        """One ``send`` of ``data`` now, with nothing before it waiting; the rest
+        the socket does not take is left for the event loop to send as it drains.
+        False when the connection failed (and every later send raises)."""
         try:
             sent = self._send_now(data)
         except OSError:  # the client left
@@ -389,22 +407,26 @@ class ResponseWriter:
         self._body_open = False  # the headers went out, and they let a body of unset length follow
 
     def ready(self) -> bool:
-        if not self._body_open:
-            response = self._response
-            self._body_open = (response.headers_sent and response.response_length is None  # a set length: not a stream
-                               and not getattr(response, "_omits_body", False))  # HEAD
-            if not self._body_open:
-                return False
-        return self._response.sock.ready_to_send()
+        return (self._body_open or self._opens_body()) and self._response.sock.ready_to_send()
 
     def write(self, data: bytes) -> bool:
         if not data:
             return True
+        if not self._body_open and not self._opens_body():
+            return False
         response = self._response
-        if not response.sock.send_soon(b"%X\r\n%b\r\n" % (len(data), data) if response.chunked else data):
+        if not response.sock.send_if_ready(b"%X\r\n%b\r\n" % (len(data), data) if response.chunked else data):
             return False
         response.sent += len(data)
         return True
+
+    def _opens_body(self) -> bool:
+        """Whether the headers went out and let a body of unset length follow;
+        once True, kept as :attr:`_body_open`."""
+        response = self._response
+        self._body_open = (response.headers_sent and response.response_length is None  # a set length: not a stream
+                           and not getattr(response, "_omits_body", False))  # HEAD
+        return self._body_open
 
     def hold_next_write(self) -> None:
         self._response.sock.hold_next_send()

@@ -150,6 +150,18 @@ def test_sendall_after_a_send_soon_the_socket_took_in_part_sends_the_rest_first(
     assert received + reader.get(timeout=30) == expected
 
 
+def test_send_if_ready_refuses_a_write_while_what_send_soon_left_waits_and_sends_it_once_drained(pair):
+    server, client = pair
+    sock = ClientSocket(server)
+    sent = _fill(sock, b"a" * 100_000)  # the last one taken only in part
+    assert sock.send_if_ready(FRAME) is False  # refused, not queued behind the rest
+    expected = b"".join(sent)
+    assert _receive(client, len(expected)) == expected
+    gevent.sleep(0.01)  # the event loop sent the rest
+    assert sock.send_if_ready(FRAME) is True
+    assert _receive(client, len(FRAME)) == FRAME
+
+
 def _read_what_is_there(sock: gevent.socket.socket) -> bytes:
     """What ``sock`` has received so far, read without letting other greenlets run."""
     chunks = []
@@ -213,6 +225,18 @@ def test_the_response_writer_is_not_ready_before_the_headers(pair):
     response = _Response(ClientSocket(server))
     response.headers_sent = False
     assert not ResponseWriter(response).ready()
+
+
+def test_the_response_writer_writes_nothing_before_the_headers_and_says_so(pair):
+    server, client = pair
+    response = _Response(ClientSocket(server))
+    response.headers_sent = False
+    writer = ResponseWriter(response)
+    assert writer.write(b"id: a:1\n\n") is False
+    assert _read_what_is_there(client) == b"" and response.sent == 0
+    response.headers_sent = True
+    assert writer.write(b"id: a:1\n\n") is True
+    assert _receive(client, 14) == b"9\r\nid: a:1\n\n\r\n"
 
 
 def test_the_response_writer_is_not_ready_in_answer_to_head(pair):

@@ -52,6 +52,8 @@ class Writer:
         return self.takes
 
     def write(self, data):
+        if not self.takes:
+            return False
         if self.connected:
             self.wire.append(("producer", data))
         return self.connected

@@ -1,4 +1,6 @@
-from sse_chat.models import ChatRequest, Message
+import random
+
+from sse_chat.models import ChatRequest, Message, fake
 from sse_chat.models.fake import FakeModel
 
 
@@ -38,3 +40,13 @@ def test_delay_is_slept_before_each_token():
     slept = []
     list(FakeModel(delay_s=0.02, sleep=slept.append).stream(_request(max_tokens=5)))
     assert slept == [0.02] * 5
+
+
+def test_a_long_answer_is_drawn_a_bounded_batch_at_a_time_in_the_order_of_one_draw_per_token():
+    request = _request(max_tokens=fake.DRAWS_AT_ONCE * 2 + 5)
+    choice = random.Random(fake._seed(request)).choice  # the draws, one per token, as the text was always made
+    one_at_a_time = [choice(fake.VOCABULARY) for _ in range(request.max_tokens)]
+    assert fake.fake_tokens(request) == one_at_a_time
+    assert [d.content for d in _stream(request) if d.content] == one_at_a_time
+    batches = [len(batch) for batch in fake._draws(request, fake.VOCABULARY)]
+    assert batches == [fake.DRAWS_AT_ONCE, fake.DRAWS_AT_ONCE, 5]

@@ -149,7 +149,8 @@ class Delta(NamedTuple):
     last delta of an answer carries its ``finish_reason`` (``"stop"``,
     ``"length"``, ``"tool_calls"``, …) and, when known, its ``usage``. A named
     tuple: one is made per token, and a frozen dataclass costs several times as
-    much to build.
+    much to build. The producer unpacks it by position, once per token: a new
+    field goes last.
     """
 
     content: str = ""

@@ -251,18 +251,20 @@ class Producer:
         text: list[str] = []
         clock = self._clock
         try:
-            for delta in deltas:
+            # a delta's fields unpacked in one step: cheaper than reading them by name (a descriptor call each)
+            for content, reasoning, delta_finish_reason, delta_usage, fragments in deltas:
                 if clock() >= self._next_control_check:
                     self._check_control()
-                if delta.reasoning:
-                    self._append_content(EventType.REASONING, delta.reasoning)
-                if delta.content:
-                    self._append_token(delta.content)
-                    text.append(delta.content)
-                for fragment in delta.tool_calls:
-                    self._append(EventType.TOOL_CALL, tool_calls.add(fragment.as_event_data()))
-                if delta.finish_reason:
-                    finish_reason, usage = delta.finish_reason, delta.usage
+                if reasoning:
+                    self._append_content(EventType.REASONING, reasoning)
+                if content:
+                    self._append_token(content)
+                    text.append(content)
+                if fragments:
+                    for fragment in fragments:
+                        self._append(EventType.TOOL_CALL, tool_calls.add(fragment.as_event_data()))
+                if delta_finish_reason:
+                    finish_reason, usage = delta_finish_reason, delta_usage
         finally:
             close = getattr(deltas, "close", None)
             if close is not None:

@@ -274,11 +274,17 @@ class _SentCounter:
         :data:`DIRECT_MIN_GAP_S` unless ``last`` (the terminal event), and counted
         here when it wrote."""
 
-        def offered(frame: bytes, last: bool) -> bool:
-            now = time.monotonic()
+        monotonic = time.monotonic
+
+        def offered(frame: bytes, last: bool) -> bool:  # once per event: add()'s work without its call
+            now = monotonic()
             if (now - self.at < DIRECT_MIN_GAP_S and not last) or not offer(frame):
                 return False
-            self.add(1, now)
+            self.at = now
+            self._pending += 1
+            if now - self._flushed_at >= METRICS_FLUSH_S:
+                self.flush()
+                self._flushed_at = now
             return True
 
         return offered
@@ -353,10 +359,12 @@ class _DirectWrites:
         transform keeps state: the Responses API numbers its events), so every
         frame goes through it once."""
         writer = self.writer
-        if not self.open or writer is None or not writer.ready():
+        if not self.open or writer is None:
             return False
         if self._transform is None:
-            return writer.write(frame)
+            return writer.write(frame)  # which checks that the writer is ready
+        if not writer.ready():  # before the transform, which must see the frame only if it is written
+            return False
         try:
             data = self._transform([frame])
         except Exception:  # a bug of the surface's: let it fail in the reader's greenlet, not the producer's
