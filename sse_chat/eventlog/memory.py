@@ -163,7 +163,7 @@ class MemoryEventLog:
 class _MemoryCursor:
     """A reader's position in one in-memory stream (:class:`~.base.Cursor`)."""
 
-    __slots__ = ("_log", "_stream_id", "_stream", "_bell", "position", "_closed", "_offer")
+    __slots__ = ("_log", "_stream_id", "_stream", "_bell", "position", "_closed")
 
     def __init__(self, log: MemoryEventLog, stream_id: str, stream: _Stream, after_seq: int, bell: Bell) -> None:
         self._log = log
@@ -172,7 +172,6 @@ class _MemoryCursor:
         self._bell = bell
         self.position = after_seq
         self._closed = False
-        self._offer: Callable[[bytes, bool], bool] = _refuse  # the reader's, while it waits with one
 
     def take(self, limit: int | None = None) -> Batch:
         stream = self._stream
@@ -190,20 +189,13 @@ class _MemoryCursor:
         if offer is None or not bell.cooperative:
             bell.wait(deadline)
             return
-        self._offer = offer
-        bell.deliver = self._deliver
+        bell.expects = self.position + 1  # the bell hands ``offer`` that event, and each after it taken
+        bell.deliver = offer
         try:
             bell.wait(deadline)
         finally:
             bell.deliver = None
-
-    def _deliver(self, seq: int, frame: bytes, last: bool) -> bool:
-        """The bell's :attr:`~.wakeups.Bell.deliver` while the reader waits: the
-        next event goes to the reader's ``offer``; taken, the cursor moves past it."""
-        if seq != self.position + 1 or not self._offer(frame, last):
-            return False
-        self.position = seq
-        return True
+            self.position = bell.expects - 1  # past the events ``offer`` took
 
     def close(self) -> None:
         if not self._closed:
@@ -211,7 +203,3 @@ class _MemoryCursor:
             self._log._wakeups.unsubscribe(self._stream_id, self._bell)
             self._log._detach(self._stream_id, self._stream)
 
-
-def _refuse(frame: bytes, last: bool) -> bool:
-    """No reader's offer: every event wakes the reader."""
-    return False

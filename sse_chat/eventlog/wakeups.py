@@ -36,7 +36,7 @@ class Bell:
     between the reader's last look and its wait is never missed.
     """
 
-    __slots__ = ("_event", "_cooperative", "_clock", "due", "deliver")
+    __slots__ = ("_event", "_cooperative", "_clock", "due", "deliver", "expects")
 
     def __init__(self, event: Any, cooperative: bool, clock: Callable[[], float]) -> None:
         self._event = event
@@ -46,10 +46,13 @@ class Bell:
         #: (``inf``: never); kept by the ticker under gevent.
         self.due = _NEVER
         #: Under gevent, while its reader waits, what takes a new event off the
-        #: reader's hands (:meth:`Wakeups.changed`): ``deliver(seq, frame, last)``
-        #: returns True when the event reached the reader's client, False to wake
-        #: the reader; ``last``: the stream's terminal event.
-        self.deliver: Callable[[int, bytes, bool], bool] | None = None
+        #: reader's hands (:meth:`Wakeups.changed`), the event numbered
+        #: :attr:`expects` only: ``deliver(frame, last)`` returns True when the
+        #: event reached the reader's client (:attr:`expects` then moves past
+        #: it), False to wake the reader; ``last``: the stream's terminal event.
+        self.deliver: Callable[[bytes, bool], bool] | None = None
+        #: The number (seq) of the next event the waiting reader has not had.
+        self.expects = 0
 
     @property
     def cooperative(self) -> bool:
@@ -127,8 +130,9 @@ class Wakeups:
         next turn of the event loop under gevent, at once with threads.
 
         With ``frame`` (the new event ``seq``, the only one since the last call)
-        each waiting reader's :attr:`Bell.deliver` is offered it first; the bells
-        are rung only when one of them does not take it. After the stream's
+        each waiting reader's :attr:`Bell.deliver` is offered it first, when it is
+        the event that reader :attr:`~Bell.expects`; the bells are rung only when
+        one of them does not take it. After the stream's
         ``last`` event (its terminal one) the bells are rung at once, taken or
         not: nothing can follow it to share the wake-up, and each reader must
         end its response."""
@@ -138,8 +142,9 @@ class Wakeups:
         if frame is not None:
             for bell in bells:
                 deliver = bell.deliver
-                if deliver is None or not deliver(seq, frame, last):
+                if deliver is None or seq != bell.expects or not deliver(frame, last):
                     break
+                bell.expects = seq + 1
             else:
                 if not last:
                     return  # every reader's client has it
