@@ -270,7 +270,7 @@ class ClientSocket:
         if self._unsent is not None:
             self._unsent = memoryview(bytes(self._unsent) + data)
             return True
-        return self._send_rest_soon(data)
+        return self.send_if_ready(data)  # ready now: nothing failed, held or left
 
     def send_if_ready(self, data: bytes) -> bool:
         """:meth:`send_soon` when :meth:`ready_to_send`, in one call: True when
@@ -282,18 +282,12 @@ class ClientSocket:
             return False
         if self._holds or self._held is not None:
             return self.send_soon(data)
-        return self._send_rest_soon(data)
-
-    def _send_rest_soon(self, data: bytes) -> bool:
-        """One ``send`` of ``data`` now, with nothing before it waiting; the rest
-        the socket does not take is left for the event loop to send as it drains.
-        False when the connection failed (and every later send raises)."""
         try:
             sent = self._send_now(data)
         except OSError:  # the client left
             self._failed = True
             return False
-        if sent < len(data):
+        if sent < len(data):  # the rest as the socket drains
             self._unsent = memoryview(data)[sent:]
             self._drain = gevent.get_hub().loop.io(self._raw.fileno(), 2)  # 2: libev's EV_WRITE
             self._drain.start(self._send_unsent)
