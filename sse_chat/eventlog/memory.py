@@ -61,9 +61,7 @@ class MemoryEventLog:
             stream.frames.append(first_frame)
 
     def append(self, stream_id: str, seq: int, frame: bytes, *, terminal: bool = False) -> None:
-        stream = self._streams.get(stream_id)
-        if stream is None or stream.finished_at is not None:  # (a running stream, once per event: no call of _get)
-            stream = self._get(stream_id)
+        stream = self._get(stream_id)
         frames = stream.frames
         if seq != len(frames):
             raise ValueError(f"event {seq} appended after {len(frames) - 1}")

@@ -274,17 +274,11 @@ class _SentCounter:
         :data:`DIRECT_MIN_GAP_S` unless ``last`` (the terminal event), and counted
         here when it wrote."""
 
-        monotonic = time.monotonic
-
-        def offered(frame: bytes, last: bool) -> bool:  # once per event: add()'s work without its call
-            now = monotonic()
+        def offered(frame: bytes, last: bool) -> bool:
+            now = time.monotonic()
             if (now - self.at < DIRECT_MIN_GAP_S and not last) or not offer(frame):
                 return False
-            self.at = now
-            self._pending += 1
-            if now - self._flushed_at >= METRICS_FLUSH_S:
-                self.flush()
-                self._flushed_at = now
+            self.add(1, now)
             return True
 
         return offered
