@@ -54,7 +54,7 @@ GC_THRESHOLDS = (5_000, 200, 10)
 HELD_JOIN_MAX_BYTES = 64 * 1024
 #: The most new connections' handlers a worker starts in one turn of its event
 #: loop (:class:`FairStartPool`); the others wait for the next turns, in order.
-STARTS_PER_TURN = 50
+STARTS_PER_TURN = 100
 #: The app's log lines: time, the worker's pid (to trace a stream to its
 #: producer), level, logger, message.
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -476,14 +476,17 @@ class FairStartPool(Pool):
     turn after polling: the same next turn.)
 
     The bound per turn keeps a burst from stretching the turns in which the
-    running streams' tokens are due: a worker accepts up to 100 connections a
-    turn (gevent's ``max_accept``), and starting a stream costs about 1 ms of
-    CPU, so an overloaded core spent 100 ms a turn on new handlers and the running
-    streams' gaps grew with it. 50 matches what gevent's callback queue runs
-    before it looks at the clock (``CALLBACK_CHECK_COUNT``). With 1,500 streams
-    each for the service and the bare Flask + gevent generator on one core, the
-    gaps' p99 went from 1.11–1.29 × the bare generator's to 0.97–1.06 ×, the
-    first events' p99 from 0.93–1.03 × to 1.02–1.04 × (docs/deployment.md).
+    running streams' tokens are due, and is what a turn accepts at most (gevent's
+    ``max_accept``, 100): a turn starts as many handlers as a turn can bring in,
+    so the queue grows only while connections come faster than the core can start
+    them. Starting a stream costs the worker up to about 1 ms, so such a turn
+    can spend up to about 100 ms on new handlers: the bound trades the running
+    streams' gaps for the new streams' first events. In ``bench/compare.py
+    --scenario crowd`` (3,000 streams starting within a second on one core, 12
+    rounds), 100 a turn against 50 brought the first events' p99 from
+    0.91–1.13 s to 0.66–1.02 s, and the gaps' p99 from 114–122 ms to
+    138–175 ms, still at or below the bare Flask + gevent generator's in every
+    round (147–235 ms; docs/deployment.md).
 
     Source: ``gevent/pool.py`` (``Pool.start``, ``Pool.add``),
     ``gevent/_ffi/loop.py`` (``AbstractLoop._run_callbacks``).
