@@ -482,11 +482,11 @@ class FairStartPool(Pool):
     them. Starting a stream costs the worker up to about 1 ms, so such a turn
     can spend up to about 100 ms on new handlers: the bound trades the running
     streams' gaps for the new streams' first events. In ``bench/compare.py
-    --scenario crowd`` (3,000 streams starting within a second on one core, 12
+    --scenario crowd`` (3,000 streams starting within a second on one core, 19
     rounds), 100 a turn against 50 brought the first events' p99 from
-    0.91–1.13 s to 0.66–1.02 s, and the gaps' p99 from 114–122 ms to
-    138–175 ms, still at or below the bare Flask + gevent generator's in every
-    round (147–235 ms; docs/deployment.md).
+    0.89–1.13 s to 0.66–1.02 s, and the gaps' p99 from 114–122 ms to
+    138–178 ms, still at or below the bare Flask + gevent generator's in every
+    round (144–235 ms; docs/deployment.md).
 
     Source: ``gevent/pool.py`` (``Pool.start``, ``Pool.add``),
     ``gevent/_ffi/loop.py`` (``AbstractLoop._run_callbacks``).
