@@ -151,10 +151,10 @@ def main() -> None:
     producers, _servers = start_streams(args.streams)
     timed_rounds(producers, 2)  # warm up: specialised bytecode, allocator pools
     figures = [timed_rounds(producers, args.events) for _ in range(args.repeat)]
-    direct = sum(producer.events_written for producer in producers)
+    events = sum(producer.events_written for producer in producers)
     print(f"{args.streams:,} streams, {args.events} events each per repeat, {args.repeat} repeats: "
           f"{statistics.median(figures):.2f} us of CPU per event (median; runs "
-          f"{min(figures):.2f}-{max(figures):.2f}); {direct:,} events in all")
+          f"{min(figures):.2f}-{max(figures):.2f}); {events:,} events in all")
     if args.profile:
         profile = cProfile.Profile()
         profile.runcall(timed_rounds, producers, args.events)
